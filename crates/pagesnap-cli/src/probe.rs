@@ -1,0 +1,102 @@
+//! `pagesnap probe [--json]`.
+
+use crate::CmdResult;
+use pagesnap::{probe, Tracking, UffdAccess};
+use serde_json::json;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> CmdResult {
+    let caps = probe();
+    let chosen = pagesnap::Region::builder(pagesnap::page_size())
+        .build()
+        .map(|r| r.tracking());
+    let uffd = match &caps.userfaultfd {
+        Ok(UffdAccess::UserModeOnly) => {
+            "yes (userfaultfd(2) with UFFD_USER_MODE_ONLY: works unprivileged)".to_string()
+        }
+        Ok(UffdAccess::Device) => "yes (through /dev/userfaultfd)".to_string(),
+        Ok(_) => "yes".to_string(),
+        Err(e) => format!("no: {e}"),
+    };
+    let env = std::env::var("PAGESNAP_TRACKING").ok();
+    if args.json {
+        let backends: Vec<_> = caps
+            .backends
+            .iter()
+            .map(|b| json!({"tracking": b.tracking.name(), "available": b.available, "reason": b.reason}))
+            .collect();
+        let doc = json!({
+            "kernel": caps.kernel,
+            "page_size": caps.page_size,
+            "userfaultfd": caps.userfaultfd.is_ok(),
+            "userfaultfd_user_mode_only": matches!(caps.userfaultfd, Ok(UffdAccess::UserModeOnly)),
+            "userfaultfd_error": caps.userfaultfd.as_ref().err(),
+            "wp_async": caps.wp_async,
+            "wp_unpopulated": caps.wp_unpopulated,
+            "pagemap_scan": caps.pagemap_scan,
+            "soft_dirty": caps.soft_dirty,
+            "thp": caps.thp,
+            "ksm": caps.ksm,
+            "backends": backends,
+            "auto": caps.auto.name(),
+            "pagesnap_tracking_env": env,
+            "in_use": chosen.as_ref().ok().map(|t| t.name()),
+            "in_use_error": chosen.as_ref().err().map(|e| pagesnap::error::chain(e)),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    println!("kernel            {}", caps.kernel);
+    println!("page size         {} bytes", caps.page_size);
+    println!("userfaultfd       {uffd}");
+    println!("  WP_ASYNC        {}", yn(caps.wp_async));
+    println!("  WP_UNPOPULATED  {}", yn(caps.wp_unpopulated));
+    println!("PAGEMAP_SCAN      {}", yn(caps.pagemap_scan));
+    println!("soft-dirty        {}", yn(caps.soft_dirty));
+    println!(
+        "THP               {}",
+        caps.thp.as_deref().unwrap_or("unknown")
+    );
+    println!(
+        "KSM               {}",
+        match caps.ksm {
+            Some(true) => "running",
+            Some(false) => "present, not running",
+            None => "absent",
+        }
+    );
+    println!();
+    println!("backends, best first:");
+    for b in &caps.backends {
+        let mark = if b.tracking == caps.auto { "→" } else { " " };
+        if b.available {
+            println!(" {mark} {:<11} available", b.tracking.name());
+        } else {
+            println!(
+                " {mark} {:<11} unavailable: {}",
+                b.tracking.name(),
+                b.reason
+            );
+        }
+    }
+    println!();
+    println!("Tracking::Auto picks {}", caps.auto);
+    match (&env, &chosen) {
+        (Some(v), Ok(t)) => println!("PAGESNAP_TRACKING={v} overrides it: regions use {t}"),
+        (Some(v), Err(e)) => println!("PAGESNAP_TRACKING={v}: {}", pagesnap::error::chain(e)),
+        (None, Err(e)) => println!("but building a region fails: {}", pagesnap::error::chain(e)),
+        (None, Ok(_)) => {}
+    }
+    if caps.auto != Tracking::UffdWp {
+        println!("(uffd-wp is the fastest backend; see the reason above for why it is out)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,106 @@
+//! The crate's error type: one variant per failing step, with the addresses and
+//! lengths involved and the OS error as `source`.
+
+use crate::Tracking;
+use std::io;
+
+/// Everything that can go wrong in pagesnap.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `Region::builder(0)`.
+    #[error("a region must be at least one page long (asked for 0 bytes)")]
+    ZeroLength,
+
+    /// The length does not fit the address space once rounded up to pages.
+    #[error("a region of {len} bytes cannot be mapped: the length overflows when rounded up to whole pages")]
+    LengthOverflow {
+        /// The length asked for.
+        len: usize,
+    },
+
+    /// `mmap(2)` of the region failed.
+    #[error("mmap of {len} bytes failed")]
+    Map {
+        /// Bytes asked for.
+        len: usize,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A tracking backend was asked for explicitly, and this kernel or process cannot
+    /// provide it. pagesnap never falls back silently from an explicit choice.
+    #[error("tracking backend {backend:?} is unavailable: {reason}")]
+    Unavailable {
+        /// The backend asked for.
+        backend: Tracking,
+        /// What is missing, in words (e.g. "userfaultfd(2): Operation not permitted").
+        reason: String,
+    },
+
+    /// `PAGESNAP_TRACKING` holds something other than a backend name.
+    #[error("PAGESNAP_TRACKING={value:?} is not one of uffd-wp, soft-dirty, mprotect, compare")]
+    BadTrackingVariable {
+        /// The variable's value.
+        value: String,
+    },
+
+    /// A kernel call of a tracking backend failed on a live region.
+    #[error("{backend:?} tracking: {step} failed for {len} bytes at {addr:#x}")]
+    Track {
+        /// The backend in use.
+        backend: Tracking,
+        /// The kernel call that failed, e.g. "PAGEMAP_SCAN" or "UFFDIO_REGISTER".
+        step: &'static str,
+        /// Start of the range involved.
+        addr: usize,
+        /// Length of the range involved.
+        len: usize,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Every slot of the mprotect tracker's signal-handler table is taken.
+    #[error("too many regions use mprotect tracking at once (at most {max})")]
+    TooManyRegions {
+        /// The table's size.
+        max: usize,
+    },
+
+    /// A snapshot was restored into a region of another length.
+    #[error("cannot restore a snapshot of {snapshot} bytes into a region of {region} bytes")]
+    LengthMismatch {
+        /// The snapshot's length in bytes.
+        snapshot: usize,
+        /// The region's length in bytes.
+        region: usize,
+    },
+
+    /// A read outside a snapshot.
+    #[error("read of {len} bytes at offset {offset} is outside the snapshot ({snapshot} bytes)")]
+    OutOfBounds {
+        /// Offset asked for.
+        offset: usize,
+        /// Bytes asked for.
+        len: usize,
+        /// The snapshot's length in bytes.
+        snapshot: usize,
+    },
+}
+
+/// `Result` with pagesnap's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `e` and its sources, joined by ": " (how the CLI prints errors).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,59 @@
+//! # pagesnap
+//!
+//! Copy-on-write snapshots of live process memory on Linux, page by page.
+//!
+//! A [`Region`] is memory whose writes the kernel tracks. [`Region::snapshot`]
+//! stores only the pages written since the last snapshot, into a content-addressed
+//! [`PageStore`] where each distinct page is held once; [`Region::restore`] writes
+//! back only the pages that differ. Both cost O(changes), not O(region).
+//!
+//! ```
+//! use pagesnap::{PageStore, Region};
+//!
+//! let store = PageStore::new();
+//! let mut region = Region::builder(64 << 20).store(&store).build()?;
+//! println!("tracking with {}", region.tracking());
+//!
+//! region.as_mut_slice()[..11].copy_from_slice(b"first state");
+//! let first = region.snapshot()?;
+//!
+//! region.as_mut_slice()[..11].copy_from_slice(b"later state");
+//! region.as_mut_slice()[32 << 20] = 1;
+//! let later = region.snapshot()?;
+//!
+//! region.restore(&first)?; // writes back two pages, not 64 MiB
+//! assert_eq!(&region.as_slice()[..11], b"first state");
+//! assert_eq!(region.as_slice()[32 << 20], 0);
+//! assert_ne!(first.digest(), later.digest());
+//! assert_eq!(store.stats().unique_pages, 3);
+//! # Ok::<(), pagesnap::Error>(())
+//! ```
+//!
+//! Tracking backends, best first: userfaultfd write-protect (async) with
+//! `PAGEMAP_SCAN`, soft-dirty bits, mprotect + SIGSEGV, and full compare; see
+//! [`Tracking`] and [`probe`].
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod digest;
+pub mod error;
+mod probe;
+mod region;
+mod snapshot;
+mod store;
+mod sys;
+mod track;
+mod tracking;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use probe::{probe, BackendStatus, Capabilities, UffdAccess};
+pub use region::{Region, RegionBuilder};
+pub use snapshot::Snapshot;
+pub use store::{PageStore, StoreStats};
+pub use tracking::{ParseTrackingError, Tracking};
+
+/// The base page size of this machine in bytes.
+pub fn page_size() -> usize {
+    sys::page_size()
+}

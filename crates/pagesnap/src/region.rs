@@ -1,0 +1,236 @@
+//! [`Region`]: memory whose writes are tracked, snapshotted and restored.
+
+use crate::error::{Error, Result};
+use crate::snapshot::Snapshot;
+use crate::store::frames::FrameId;
+use crate::store::tree::Tree;
+use crate::store::PageStore;
+use crate::sys::mmap::{Mapping, Protection};
+use crate::sys::page_size;
+use crate::track::{self, Tracker};
+use crate::Tracking;
+use std::fmt;
+
+/// Builds a [`Region`]: `Region::builder(len).tracking(..).huge_pages(..).store(..).build()`.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RegionBuilder {
+    len: usize,
+    tracking: Tracking,
+    huge_pages: bool,
+    store: Option<PageStore>,
+}
+
+impl RegionBuilder {
+    /// The tracking backend (default `Tracking::Auto`). An explicit backend this
+    /// machine lacks makes `build` fail with [`Error::Unavailable`].
+    pub fn tracking(mut self, tracking: Tracking) -> Self {
+        self.tracking = tracking;
+        self
+    }
+
+    /// Ask for transparent huge pages (`MADV_HUGEPAGE`, 2 MiB-aligned mapping).
+    /// Tracking and snapshots stay exact at base-page granularity.
+    pub fn huge_pages(mut self, on: bool) -> Self {
+        self.huge_pages = on;
+        self
+    }
+
+    /// Keep snapshot pages in `store` (shared with other regions); default: a new store.
+    pub fn store(mut self, store: &PageStore) -> Self {
+        self.store = Some(store.clone());
+        self
+    }
+
+    /// Maps the region (all zeros) and arms tracking.
+    pub fn build(self) -> Result<Region> {
+        if self.len == 0 {
+            return Err(Error::ZeroLength);
+        }
+        let page = page_size();
+        let len = self
+            .len
+            .checked_next_multiple_of(page)
+            .filter(|l| *l <= isize::MAX as usize)
+            .ok_or(Error::LengthOverflow { len: self.len })?;
+        let kind = track::resolve(self.tracking)?;
+        let map = Mapping::anonymous(len, Protection::ReadWrite, self.huge_pages)
+            .map_err(|source| Error::Map { len, source })?;
+        let tracker = track::arm(kind, &map)?;
+        let store = self.store.unwrap_or_default();
+        let base = Snapshot::from_tree(Tree::zero(&store, len / page), len);
+        Ok(Region {
+            tracker,
+            map,
+            store,
+            base,
+            huge_pages: self.huge_pages,
+            dirty: Vec::new(),
+            changes: Vec::new(),
+        })
+    }
+}
+
+/// A span of memory whose writes pagesnap tracks, for O(changes) snapshots and
+/// restores.
+///
+/// Write to it through [`as_mut_slice`](Self::as_mut_slice) or, from any number of
+/// threads, through [`as_ptr`](Self::as_ptr). Writers must be quiescent while
+/// [`snapshot`](Self::snapshot) or [`restore`](Self::restore) runs; every write
+/// between those calls is tracked.
+///
+/// ```
+/// use pagesnap::{Region, Tracking};
+/// let mut region = Region::builder(1 << 20).tracking(Tracking::Auto).build()?;
+/// region.as_mut_slice()[..5].copy_from_slice(b"hello");
+/// let before = region.snapshot()?;
+/// region.as_mut_slice()[..5].copy_from_slice(b"world");
+/// let after = region.snapshot()?;
+/// region.restore(&before)?;
+/// assert_eq!(&region.as_slice()[..5], b"hello");
+/// assert_ne!(before.digest(), after.digest());
+/// # Ok::<(), pagesnap::Error>(())
+/// ```
+pub struct Region {
+    // Declared first so it is dropped (unregistered) before the mapping goes.
+    tracker: Box<dyn Tracker>,
+    map: Mapping,
+    store: PageStore,
+    /// The sync point: the region's contents equal `base` plus the pages the
+    /// tracker reports.
+    base: Snapshot,
+    huge_pages: bool,
+    /// Reused buffers of the hot paths.
+    dirty: Vec<usize>,
+    changes: Vec<(usize, FrameId)>,
+}
+
+impl Region {
+    /// A builder for a region of `len` bytes, rounded up to whole pages.
+    pub fn builder(len: usize) -> RegionBuilder {
+        RegionBuilder {
+            len,
+            tracking: Tracking::Auto,
+            huge_pages: false,
+            store: None,
+        }
+    }
+
+    /// Length in bytes (a whole number of pages).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Always false: a region has at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The first byte. Other threads may write through it between snapshots; the
+    /// pointer is valid until the region is dropped.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.as_ptr()
+    }
+
+    /// The contents.
+    pub fn as_slice(&self) -> &[u8] {
+        self.map.as_slice()
+    }
+
+    /// The contents, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.map.as_mut_slice()
+    }
+
+    /// The backend in use (never `Auto`).
+    pub fn tracking(&self) -> Tracking {
+        self.tracker.kind()
+    }
+
+    /// Whether huge pages were asked for.
+    pub fn huge_pages(&self) -> bool {
+        self.huge_pages
+    }
+
+    /// The store the region's snapshots live in.
+    pub fn store(&self) -> &PageStore {
+        &self.store
+    }
+
+    /// The last sync point: the snapshot last taken or restored.
+    pub fn last_snapshot(&self) -> &Snapshot {
+        &self.base
+    }
+
+    /// Takes a snapshot of the contents. Costs what was written since the last
+    /// snapshot or restore, not the region size. Writers must be quiescent.
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        let page = page_size();
+        self.dirty.clear();
+        self.tracker.collect(&self.map, &mut self.dirty)?;
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
+        let bytes = self.map.as_slice();
+        let snap = {
+            let mut st = self.store.lock();
+            self.changes.clear();
+            for &p in &self.dirty {
+                let id = st.frames.insert(&bytes[p * page..(p + 1) * page]);
+                self.changes.push((p, id));
+            }
+            let tree = self.base.tree().with_changes(&mut st, &self.changes);
+            drop(st);
+            Snapshot::from_tree(tree, self.len())
+        };
+        // The old sync point is released here, outside the store lock.
+        self.base = snap.clone();
+        Ok(snap)
+    }
+
+    /// Makes the contents equal to `snap`, writing only the pages written since
+    /// the last sync point and those where it differs from `snap`. `snap` becomes
+    /// the sync point. Any snapshot of a region of this length works (from this
+    /// region, a clone, or another store — the last costs a copy into this store).
+    pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
+        if snap.len() != self.len() {
+            return Err(Error::LengthMismatch {
+                snapshot: snap.len(),
+                region: self.len(),
+            });
+        }
+        let snap = snap.in_store(&self.store);
+        let page = page_size();
+        self.dirty.clear();
+        self.tracker.peek(&self.map, &mut self.dirty)?;
+        self.changes.clear();
+        let target = snap.tree();
+        self.base.tree().diff(target, &mut self.changes);
+        self.changes
+            .extend(self.dirty.iter().map(|&p| (p, target.get(p))));
+        self.changes.sort_unstable_by_key(|c| c.0);
+        self.changes.dedup_by_key(|c| c.0);
+        {
+            let st = self.store.lock();
+            let bytes = self.map.as_mut_slice();
+            for &(p, id) in &self.changes {
+                bytes[p * page..(p + 1) * page].copy_from_slice(st.frames.bytes(id));
+            }
+        }
+        self.dirty.clear();
+        self.dirty.extend(self.changes.iter().map(|c| c.0));
+        self.tracker.rearm(&self.map, &self.dirty)?;
+        self.base = snap;
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("addr", &self.as_ptr())
+            .field("len", &self.len())
+            .field("tracking", &self.tracking())
+            .field("huge_pages", &self.huge_pages)
+            .finish()
+    }
+}

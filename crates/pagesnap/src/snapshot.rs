@@ -1,0 +1,144 @@
+//! [`Snapshot`]: an immutable, deduplicated copy of a region's contents.
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::store::frames::FrameId;
+use crate::store::tree::Tree;
+use crate::store::PageStore;
+use std::fmt;
+use std::sync::Arc;
+
+/// The contents of a region at one instant.
+///
+/// Cheap to clone (a shared handle) and `Send + Sync`. Its pages live in the
+/// [`PageStore`] of the region it was taken from, shared with every other snapshot
+/// holding the same contents; dropping the last handle releases the pages no other
+/// snapshot holds.
+#[derive(Clone)]
+pub struct Snapshot {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tree: Tree,
+    digest: Digest,
+    len: usize,
+}
+
+impl Snapshot {
+    pub(crate) fn from_tree(tree: Tree, len: usize) -> Snapshot {
+        let digest = Digest(tree.digest());
+        Snapshot {
+            inner: Arc::new(Inner { tree, digest, len }),
+        }
+    }
+
+    pub(crate) fn tree(&self) -> &Tree {
+        &self.inner.tree
+    }
+
+    /// The content digest: equal for snapshots with equal bytes and length.
+    pub fn digest(&self) -> Digest {
+        self.inner.digest
+    }
+
+    /// Length in bytes (the region's length, a whole number of pages).
+    pub fn len(&self) -> usize {
+        self.inner.len
+    }
+
+    /// Whether the snapshot is empty (never: regions are at least one page).
+    pub fn is_empty(&self) -> bool {
+        self.inner.len == 0
+    }
+
+    /// The store holding the snapshot's pages.
+    pub fn store(&self) -> &PageStore {
+        self.inner.tree.store()
+    }
+
+    /// Whether `self` and `other` are handles to the very same snapshot.
+    pub fn ptr_eq(&self, other: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Copies `buf.len()` bytes starting at `offset` into `buf`.
+    ///
+    /// ```
+    /// let mut region = pagesnap::Region::builder(8192).build()?;
+    /// region.as_mut_slice()[4095..4097].copy_from_slice(b"hi");
+    /// let snap = region.snapshot()?;
+    /// let mut two = [0u8; 2];
+    /// snap.read(4095, &mut two)?;
+    /// assert_eq!(&two, b"hi");
+    /// assert!(snap.read(8191, &mut two).is_err()); // past the end
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        let end = offset.checked_add(buf.len());
+        if end.is_none_or(|e| e > self.len()) {
+            return Err(Error::OutOfBounds {
+                offset,
+                len: buf.len(),
+                snapshot: self.len(),
+            });
+        }
+        let page = crate::sys::page_size();
+        let st = self.store().lock();
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done;
+            let in_page = at % page;
+            let n = (page - in_page).min(buf.len() - done);
+            let frame = st.frames.bytes(self.tree().get(at / page));
+            buf[done..done + n].copy_from_slice(&frame[in_page..in_page + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The whole contents as a vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.len()];
+        let page = crate::sys::page_size();
+        let st = self.store().lock();
+        self.tree().for_each_nonzero(|p, id| {
+            out[p * page..(p + 1) * page].copy_from_slice(st.frames.bytes(id));
+        });
+        out
+    }
+
+    /// Number of pages that are not all zeros.
+    pub fn nonzero_pages(&self) -> usize {
+        let mut n = 0;
+        self.tree().for_each_nonzero(|_, _| n += 1);
+        n
+    }
+
+    /// This snapshot's contents as a snapshot in `store` (itself when it already is).
+    pub(crate) fn in_store(&self, store: &PageStore) -> Snapshot {
+        if self.store().same_as(store) {
+            return self.clone();
+        }
+        let page = crate::sys::page_size();
+        let mut buf = vec![0u8; page];
+        let mut changes: Vec<(usize, FrameId)> = Vec::new();
+        let src = self.store();
+        self.tree().for_each_nonzero(|p, id| {
+            buf.copy_from_slice(src.lock().frames.bytes(id));
+            changes.push((p, store.lock().frames.insert(&buf)));
+        });
+        let zero = Tree::zero(store, self.tree().pages());
+        let tree = zero.with_changes(&mut store.lock(), &changes);
+        Snapshot::from_tree(tree, self.len())
+    }
+}
+
+impl fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("len", &self.len())
+            .field("digest", &self.digest())
+            .finish()
+    }
+}

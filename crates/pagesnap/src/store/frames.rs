@@ -1,0 +1,186 @@
+//! Frames: the distinct page contents of a store, refcounted and indexed by hash.
+//!
+//! ```text
+//!  id 0  ─ the zero page: never stored, never counted
+//!  id n  ─ pages[n]: Box<[u8]> of one page   hashes[n]: xxh3-128   refs[n]: holders
+//!  index: hash ─► id  (a hit is confirmed by comparing the bytes)
+//! ```
+//! A frame is held once per page-table leaf slot that names it; when the last
+//! holder releases it, its memory is freed and its id reused.
+
+use crate::digest::page_hash;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Index of a frame in its store. `FrameId::ZERO` is the all-zero page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct FrameId(pub(crate) u32);
+
+impl FrameId {
+    pub(crate) const ZERO: FrameId = FrameId(0);
+}
+
+/// The keys are already uniformly distributed hashes: use their low bits as is.
+#[derive(Default)]
+pub(crate) struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type Index = HashMap<u128, FrameId, BuildHasherDefault<IdentityHasher>>;
+
+/// The frame table. Lives behind the store's mutex.
+pub(crate) struct Frames {
+    page_size: usize,
+    zero_hash: u128,
+    pages: Vec<Option<Box<[u8]>>>,
+    hashes: Vec<u128>,
+    refs: Vec<u32>,
+    free: Vec<FrameId>,
+    index: Index,
+    unique: u64,
+}
+
+impl Frames {
+    pub(crate) fn new(page_size: usize) -> Frames {
+        let zero_hash = page_hash(&vec![0u8; page_size]);
+        Frames {
+            page_size,
+            zero_hash,
+            pages: vec![None],
+            hashes: vec![zero_hash],
+            refs: vec![0],
+            free: Vec::new(),
+            index: Index::default(),
+            unique: 0,
+        }
+    }
+
+    pub(crate) fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// Distinct non-zero pages held.
+    pub(crate) fn unique(&self) -> u64 {
+        self.unique
+    }
+
+    /// Bytes of memory the frame table itself takes (ids, hashes, refcounts, index).
+    pub(crate) fn index_bytes(&self) -> u64 {
+        let per_slot = std::mem::size_of::<Option<Box<[u8]>>>() + 16 + 4;
+        (self.pages.capacity() * per_slot
+            + self.free.capacity() * 4
+            + self.index.capacity() * (16 + 4 + 1)) as u64
+    }
+
+    /// The frame holding `page`'s contents, with one more holder. Zero pages give
+    /// `FrameId::ZERO`; a hash hit is confirmed byte for byte.
+    pub(crate) fn insert(&mut self, page: &[u8]) -> FrameId {
+        self.insert_hashed(page, page_hash(page))
+    }
+
+    /// As [`insert`](Self::insert), with the page's hash already known.
+    pub(crate) fn insert_hashed(&mut self, page: &[u8], hash: u128) -> FrameId {
+        debug_assert_eq!(page.len(), self.page_size);
+        if hash == self.zero_hash && is_zero(page) {
+            return FrameId::ZERO;
+        }
+        let mut collision = false;
+        if let Some(&id) = self.index.get(&hash) {
+            if self.bytes(id) == page {
+                self.refs[id.0 as usize] += 1;
+                return id;
+            }
+            // Two contents with one hash: keep both, index only the first.
+            collision = true;
+        }
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.pages.push(None);
+                self.hashes.push(0);
+                self.refs.push(0);
+                FrameId(u32::try_from(self.pages.len() - 1).expect("fewer than 2^32 frames"))
+            }
+        };
+        let slot = id.0 as usize;
+        self.pages[slot] = Some(page.into());
+        self.hashes[slot] = hash;
+        self.refs[slot] = 1;
+        if !collision {
+            self.index.insert(hash, id);
+        }
+        self.unique += 1;
+        id
+    }
+
+    /// The bytes of a frame; the zero frame reads as zeros.
+    pub(crate) fn bytes(&self, id: FrameId) -> &[u8] {
+        match &self.pages[id.0 as usize] {
+            Some(b) => b,
+            None => {
+                debug_assert_eq!(id, FrameId::ZERO, "a released frame was read");
+                zero_page(self.page_size)
+            }
+        }
+    }
+
+    /// The content hash of a frame.
+    pub(crate) fn hash(&self, id: FrameId) -> u128 {
+        self.hashes[id.0 as usize]
+    }
+
+    /// One more holder of `id`.
+    pub(crate) fn retain(&mut self, id: FrameId) {
+        if id != FrameId::ZERO {
+            self.refs[id.0 as usize] += 1;
+        }
+    }
+
+    /// One holder fewer; the last one frees the frame.
+    pub(crate) fn release(&mut self, id: FrameId) {
+        if id == FrameId::ZERO {
+            return;
+        }
+        let slot = id.0 as usize;
+        debug_assert!(
+            self.refs[slot] > 0,
+            "frame {slot} released more often than held"
+        );
+        self.refs[slot] -= 1;
+        if self.refs[slot] == 0 {
+            self.pages[slot] = None;
+            let hash = self.hashes[slot];
+            if self.index.get(&hash) == Some(&id) {
+                self.index.remove(&hash);
+            }
+            self.free.push(id);
+            self.unique -= 1;
+        }
+    }
+}
+
+/// Whether every byte of `page` is zero.
+pub(crate) fn is_zero(page: &[u8]) -> bool {
+    let (chunks, tail) = page.split_at(page.len() / 8 * 8);
+    chunks
+        .chunks_exact(8)
+        .all(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes")) == 0)
+        && tail.iter().all(|&b| b == 0)
+}
+
+fn zero_page(page_size: usize) -> &'static [u8] {
+    static ZEROS: [u8; 65536] = [0; 65536];
+    &ZEROS[..page_size]
+}

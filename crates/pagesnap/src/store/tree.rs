@@ -1,0 +1,312 @@
+//! The persistent page table: a 64-ary radix tree from page index to frame id.
+//!
+//! ```text
+//!            root (height 2: 64³ pages)
+//!           /   |    \
+//!   inner(1)  inner(1)  ZERO(1) ◄── one shared all-zero node per height
+//!   /  |  \
+//! leaf leaf ZERO(0)       leaf: [FrameId; 64] + xxh3-128 of their 64 page hashes
+//! ```
+//!
+//! A new snapshot copies only the paths to the pages that changed; every other
+//! subtree is shared with the previous table by `Arc`, so metadata grows with the
+//! changes, not with the region. Each node carries a Merkle digest of its subtree,
+//! computed when the node is built. Each leaf slot holds one reference to its
+//! frame; a leaf's references are dropped when the last table holding the leaf goes.
+
+use super::frames::FrameId;
+use super::{PageStore, State};
+use crate::digest::{combine, page_hash};
+use std::sync::{Arc, OnceLock};
+
+const BITS: u32 = 6;
+/// Children per node, pages per leaf.
+pub(crate) const FANOUT: usize = 1 << BITS;
+/// Tallest tree: 64^11 pages is beyond any address space.
+const MAX_HEIGHT: u32 = 10;
+
+pub(crate) enum Node {
+    Leaf {
+        frames: Box<[FrameId; FANOUT]>,
+        digest: u128,
+    },
+    Inner {
+        children: Box<[Arc<Node>; FANOUT]>,
+        digest: u128,
+    },
+}
+
+const LEAF_BYTES: u64 = (std::mem::size_of::<Node>() + 16 + 4 * FANOUT) as u64;
+const INNER_BYTES: u64 = (std::mem::size_of::<Node>() + 16 + 8 * FANOUT) as u64;
+
+impl Node {
+    fn digest(&self) -> u128 {
+        match self {
+            Node::Leaf { digest, .. } | Node::Inner { digest, .. } => *digest,
+        }
+    }
+}
+
+/// The all-zero node of each height, shared by every table of every store.
+fn zero_node(height: u32) -> &'static Arc<Node> {
+    static ZERO: OnceLock<Vec<Arc<Node>>> = OnceLock::new();
+    let nodes = ZERO.get_or_init(|| {
+        let zero_hash = page_hash(&vec![0u8; crate::sys::page_size()]);
+        let leaf = Arc::new(Node::Leaf {
+            frames: Box::new([FrameId::ZERO; FANOUT]),
+            digest: combine(&[zero_hash; FANOUT]),
+        });
+        let mut nodes = vec![leaf];
+        for h in 1..=MAX_HEIGHT {
+            let below = nodes[h as usize - 1].clone();
+            let digest = combine(&[below.digest(); FANOUT]);
+            nodes.push(Arc::new(Node::Inner {
+                children: Box::new(std::array::from_fn(|_| below.clone())),
+                digest,
+            }));
+        }
+        nodes
+    });
+    &nodes[height as usize]
+}
+
+/// Pages covered by each child of a node of `height` (≥ 1).
+fn child_span(height: u32) -> usize {
+    1usize << (BITS * height)
+}
+
+/// One page table, owning one reference to its root. Dropping it releases the
+/// nodes (and their frames) no other table shares.
+pub(crate) struct Tree {
+    root: Option<Arc<Node>>,
+    height: u32,
+    pages: usize,
+    store: PageStore,
+}
+
+impl Tree {
+    /// The table of `pages` zero pages.
+    pub(crate) fn zero(store: &PageStore, pages: usize) -> Tree {
+        let mut height = 0;
+        while height < MAX_HEIGHT && (FANOUT << (BITS * height)) < pages {
+            height += 1;
+        }
+        Tree {
+            root: Some(zero_node(height).clone()),
+            height,
+            pages,
+            store: store.clone(),
+        }
+    }
+
+    fn root(&self) -> &Arc<Node> {
+        self.root.as_ref().expect("the root is only taken in drop")
+    }
+
+    pub(crate) fn pages(&self) -> usize {
+        self.pages
+    }
+
+    pub(crate) fn store(&self) -> &PageStore {
+        &self.store
+    }
+
+    /// The Merkle digest of the table (with its length mixed in).
+    pub(crate) fn digest(&self) -> u128 {
+        combine(&[self.pages as u128, self.root().digest()])
+    }
+
+    /// A new table equal to this one except at `changes` (page, frame), which must be
+    /// sorted by page, unique, and in range. Each frame in `changes` carries one
+    /// reference that the new table takes over.
+    pub(crate) fn with_changes(&self, st: &mut State, changes: &[(usize, FrameId)]) -> Tree {
+        debug_assert!(changes.windows(2).all(|w| w[0].0 < w[1].0));
+        debug_assert!(changes.last().is_none_or(|c| c.0 < self.pages));
+        let root = if changes.is_empty() {
+            self.root().clone()
+        } else {
+            update(self.root(), self.height, 0, changes, st)
+        };
+        Tree {
+            root: Some(root),
+            height: self.height,
+            pages: self.pages,
+            store: self.store.clone(),
+        }
+    }
+
+    /// The frame at `page` (< pages).
+    pub(crate) fn get(&self, page: usize) -> FrameId {
+        let mut node = self.root();
+        let mut h = self.height;
+        loop {
+            match &**node {
+                Node::Leaf { frames, .. } => return frames[page % FANOUT],
+                Node::Inner { children, .. } => {
+                    node = &children[(page / child_span(h)) % FANOUT];
+                    h -= 1;
+                }
+            }
+        }
+    }
+
+    /// Calls `f(page, frame)` for every page whose frame is not the zero page, in
+    /// page order. Shared all-zero subtrees are skipped without a visit.
+    pub(crate) fn for_each_nonzero(&self, mut f: impl FnMut(usize, FrameId)) {
+        visit(
+            self.root(),
+            self.height,
+            0,
+            &mut |first, frames: &[FrameId; FANOUT]| {
+                for (i, &id) in frames.iter().enumerate() {
+                    if id != FrameId::ZERO {
+                        f(first + i, id);
+                    }
+                }
+            },
+        );
+    }
+
+    /// Pushes `(page, frame in other)` for every page where `other` differs from
+    /// `self` (same page count). Subtrees the two share are skipped by identity.
+    pub(crate) fn diff(&self, other: &Tree, out: &mut Vec<(usize, FrameId)>) {
+        debug_assert_eq!(self.pages, other.pages);
+        diff(self.root(), other.root(), self.height, 0, out);
+    }
+}
+
+fn visit(
+    node: &Arc<Node>,
+    height: u32,
+    first: usize,
+    f: &mut impl FnMut(usize, &[FrameId; FANOUT]),
+) {
+    if Arc::ptr_eq(node, zero_node(height)) {
+        return;
+    }
+    match &**node {
+        Node::Leaf { frames, .. } => f(first, frames),
+        Node::Inner { children, .. } => {
+            for (i, c) in children.iter().enumerate() {
+                visit(c, height - 1, first + i * child_span(height), f);
+            }
+        }
+    }
+}
+
+fn diff(a: &Arc<Node>, b: &Arc<Node>, height: u32, first: usize, out: &mut Vec<(usize, FrameId)>) {
+    if Arc::ptr_eq(a, b) {
+        return;
+    }
+    match (&**a, &**b) {
+        (Node::Leaf { frames: fa, .. }, Node::Leaf { frames: fb, .. }) => {
+            for (i, (x, y)) in fa.iter().zip(fb.iter()).enumerate() {
+                if x != y {
+                    out.push((first + i, *y));
+                }
+            }
+        }
+        (Node::Inner { children: ca, .. }, Node::Inner { children: cb, .. }) => {
+            for (i, (x, y)) in ca.iter().zip(cb.iter()).enumerate() {
+                diff(x, y, height - 1, first + i * child_span(height), out);
+            }
+        }
+        _ => unreachable!("tables of one page count have one shape"),
+    }
+}
+
+fn update(
+    node: &Arc<Node>,
+    height: u32,
+    first: usize,
+    changes: &[(usize, FrameId)],
+    st: &mut State,
+) -> Arc<Node> {
+    match &**node {
+        Node::Leaf { frames: old, .. } => {
+            let mut new = **old;
+            let mut changed = [false; FANOUT];
+            for &(page, id) in changes {
+                new[page - first] = id;
+                changed[page - first] = true;
+            }
+            if new == **old {
+                // Written, but with the same contents: keep sharing the old leaf.
+                for &(_, id) in changes {
+                    st.frames.release(id);
+                }
+                return node.clone();
+            }
+            for (id, was_changed) in new.iter().zip(changed) {
+                if !was_changed {
+                    st.frames.retain(*id);
+                }
+            }
+            let digest = combine(&new.map(|id| st.frames.hash(id)));
+            st.nodes += 1;
+            st.node_bytes += LEAF_BYTES;
+            Arc::new(Node::Leaf {
+                frames: Box::new(new),
+                digest,
+            })
+        }
+        Node::Inner { children, .. } => {
+            let span = child_span(height);
+            let mut new_children: [Arc<Node>; FANOUT] = (**children).clone();
+            let mut rest = changes;
+            let mut any = false;
+            while let Some(&(page, _)) = rest.first() {
+                let i = (page - first) / span;
+                let end = first + (i + 1) * span;
+                let n = rest.partition_point(|c| c.0 < end);
+                let (mine, tail) = rest.split_at(n);
+                let child = update(&children[i], height - 1, first + i * span, mine, st);
+                any |= !Arc::ptr_eq(&child, &children[i]);
+                new_children[i] = child;
+                rest = tail;
+            }
+            if !any {
+                return node.clone();
+            }
+            let digests: [u128; FANOUT] = std::array::from_fn(|i| new_children[i].digest());
+            st.nodes += 1;
+            st.node_bytes += INNER_BYTES;
+            Arc::new(Node::Inner {
+                children: Box::new(new_children),
+                digest: combine(&digests),
+            })
+        }
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let Some(root) = self.root.take() else { return };
+        // Arc::into_inner hands the node to exactly one of the tables dropping it
+        // at once, so each node's frames are released exactly once.
+        let mut stack = vec![root];
+        let mut frames = Vec::new();
+        let (mut leaves, mut inners) = (0u64, 0u64);
+        while let Some(node) = stack.pop() {
+            match Arc::into_inner(node) {
+                Some(Node::Leaf { frames: f, .. }) => {
+                    leaves += 1;
+                    frames.extend(f.iter().copied().filter(|&id| id != FrameId::ZERO));
+                }
+                Some(Node::Inner { children, .. }) => {
+                    inners += 1;
+                    stack.extend(*children);
+                }
+                None => {}
+            }
+        }
+        if leaves + inners > 0 {
+            let mut st = self.store.lock();
+            for id in frames {
+                st.frames.release(id);
+            }
+            st.nodes -= leaves + inners;
+            st.node_bytes -= leaves * LEAF_BYTES + inners * INNER_BYTES;
+        }
+    }
+}

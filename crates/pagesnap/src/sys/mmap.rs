@@ -1,0 +1,166 @@
+//! # Safety
+//!
+//! Anonymous private mappings owned by a [`Mapping`] value: created with `mmap(2)`,
+//! changed with `mprotect(2)` / `madvise(2)`, released with `munmap(2)` on drop.
+//! The pointer and length of a `Mapping` always describe exactly one live mapping
+//! that this value owns, so slices built from them are valid for its lifetime.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::ptr::NonNull;
+
+/// The size huge pages are aligned to on x86-64 and arm64 (4 KiB base pages).
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
+
+/// Access allowed to a range of a mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protection {
+    Read,
+    ReadWrite,
+}
+
+impl Protection {
+    fn bits(self) -> libc::c_int {
+        match self {
+            Protection::Read => libc::PROT_READ,
+            Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+        }
+    }
+}
+
+/// One anonymous, private, page-aligned mapping, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Mapping is plain memory owned by this value; the kernel object has no
+// thread affinity, and shared access is only through `&self` methods that read.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `&Mapping` only hands out shared slices and raw pointers.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// `mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)`.
+    ///
+    /// `len` must be a non-zero multiple of the page size (checked by the caller,
+    /// `Region::builder`). With `huge`, the mapping is aligned to 2 MiB (by mapping
+    /// more and trimming) and marked `MADV_HUGEPAGE`.
+    pub(crate) fn anonymous(len: usize, prot: Protection, huge: bool) -> io::Result<Mapping> {
+        debug_assert!(len > 0 && len % super::page_size() == 0);
+        let map_len = if huge {
+            len.checked_add(HUGE_PAGE)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?
+        } else {
+            len
+        };
+        // SAFETY: a fresh anonymous mapping at an address the kernel chooses cannot
+        // alias any Rust object.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                prot.bits(),
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut start = raw as usize;
+        if huge {
+            let aligned = start.next_multiple_of(HUGE_PAGE);
+            let head = aligned - start;
+            let tail = map_len - head - len;
+            // SAFETY: both trimmed pieces lie inside the mapping just created and
+            // are not part of the range we keep.
+            unsafe {
+                if head > 0 {
+                    libc::munmap(raw, head);
+                }
+                if tail > 0 {
+                    libc::munmap((aligned + len) as *mut libc::c_void, tail);
+                }
+            }
+            start = aligned;
+        }
+        let mapping = Mapping {
+            ptr: NonNull::new(start as *mut u8).expect("mmap never returns NULL on success"),
+            len,
+        };
+        if huge {
+            mapping.advise(0, len, libc::MADV_HUGEPAGE)?;
+        }
+        Ok(mapping)
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The whole mapping as bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr/len describe one live readable mapping owned by self (type
+        // invariant); it is never PROT_NONE.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The whole mapping as mutable bytes. Under mprotect tracking, writes to
+    /// read-only pages fault and are resolved by pagesnap's signal handler.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as for as_slice, and `&mut self` makes this the only Rust
+        // reference into the mapping.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// `mprotect(2)` of `[offset, offset + len)`; both page-aligned, inside the mapping.
+    pub(crate) fn protect(&self, offset: usize, len: usize, prot: Protection) -> io::Result<()> {
+        self.check_range(offset, len)?;
+        // SAFETY: the range lies inside this mapping (checked above); changing its
+        // protection cannot invalidate Rust references (they are to readable memory,
+        // and Read/ReadWrite both keep it readable).
+        let rc = unsafe { libc::mprotect(self.ptr.as_ptr().add(offset).cast(), len, prot.bits()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `madvise(2)` of `[offset, offset + len)`.
+    pub(crate) fn advise(&self, offset: usize, len: usize, advice: libc::c_int) -> io::Result<()> {
+        self.check_range(offset, len)?;
+        // SAFETY: the range lies inside this mapping; the advice values used by the
+        // crate (MADV_HUGEPAGE, MADV_POPULATE_WRITE) never change its contents.
+        let rc = unsafe { libc::madvise(self.ptr.as_ptr().add(offset).cast(), len, advice) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn check_range(&self, offset: usize, len: usize) -> io::Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: ptr/len is the one mapping this value owns; no slice into it can
+        // outlive `self` (they borrow it).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}

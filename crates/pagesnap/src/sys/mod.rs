@@ -1,0 +1,27 @@
+//! Thin wrappers around the Linux mechanisms pagesnap uses.
+//!
+//! Every `unsafe` block of the crate lives in this folder, one file per mechanism;
+//! each wrapper states the invariant it relies on in a `// SAFETY:` line, and
+//! everything above `sys/` is safe Rust.
+#![allow(unsafe_code)]
+
+pub(crate) mod mmap;
+pub(crate) mod pagemap;
+pub(crate) mod signal;
+pub(crate) mod userfaultfd;
+
+use std::sync::OnceLock;
+
+/// The base page size of this machine (`sysconf(_SC_PAGESIZE)`), read once.
+pub(crate) fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 {
+            n as usize
+        } else {
+            4096
+        }
+    })
+}

@@ -1,0 +1,126 @@
+//! # Safety
+//!
+//! `/proc/self/pagemap`: the `PAGEMAP_SCAN` ioctl (Linux ≥ 6.7) and plain 64-bit
+//! entries read with `pread`. The ioctl gets a `pm_scan_arg` whose `vec` points at a
+//! buffer of `vec_len` `page_region`s that outlives the call; the kernel writes at
+//! most `vec_len` entries there and returns how many.
+#![allow(unsafe_code)]
+
+use linux_raw_sys::general::{page_region, pm_scan_arg};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+
+pub(crate) use linux_raw_sys::general::{
+    PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
+};
+
+/// `PAGEMAP_SCAN` = `_IOWR('f', 16, struct pm_scan_arg)`; missing from the C headers
+/// of the development machines and from linux_raw_sys.
+const PAGEMAP_SCAN: libc::c_ulong = 0xC060_6610;
+const _: () = assert!(std::mem::size_of::<pm_scan_arg>() == 96);
+const _: () = assert!(std::mem::size_of::<page_region>() == 24);
+const _: () =
+    assert!(PAGEMAP_SCAN == ((3 << 30) | (96 << 16) | ((b'f' as u64) << 8) | 16) as libc::c_ulong);
+
+/// Bit 55 of a pagemap entry: the page is soft-dirty.
+pub(crate) const PM_SOFT_DIRTY: u64 = 1 << 55;
+
+/// How many result ranges one ioctl call may return.
+const VEC_LEN: usize = 1024;
+
+/// `/proc/self/pagemap`, opened once per tracker.
+#[derive(Debug)]
+pub(crate) struct Pagemap {
+    file: File,
+    buf: Vec<page_region>,
+}
+
+impl Pagemap {
+    pub(crate) fn open() -> io::Result<Pagemap> {
+        Ok(Pagemap {
+            file: File::open("/proc/self/pagemap")?,
+            buf: vec![
+                page_region {
+                    start: 0,
+                    end: 0,
+                    categories: 0
+                };
+                VEC_LEN
+            ],
+        })
+    }
+
+    /// Every range of `[start, end)` whose pages were written since they were last
+    /// write-protected, as `f(range_start, range_end)` calls (addresses). With
+    /// `reprotect`, the same pass write-protects them again (`PM_SCAN_WP_MATCHING`),
+    /// which needs a uffd-wp async registration over the range.
+    ///
+    /// Ranges may repeat or overlap: callers must not assume they are disjoint.
+    pub(crate) fn scan_written(
+        &mut self,
+        start: usize,
+        end: usize,
+        reprotect: bool,
+        mut f: impl FnMut(usize, usize),
+    ) -> io::Result<()> {
+        let mut flags = 0u64;
+        if reprotect {
+            flags |= (PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC) as u64;
+        }
+        let mut from = start as u64;
+        while from < end as u64 {
+            let mut arg = pm_scan_arg {
+                size: std::mem::size_of::<pm_scan_arg>() as u64,
+                flags,
+                start: from,
+                end: end as u64,
+                walk_end: 0,
+                vec: self.buf.as_mut_ptr() as u64,
+                vec_len: self.buf.len() as u64,
+                max_pages: 0,
+                category_inverted: 0,
+                category_mask: PAGE_IS_WRITTEN as u64,
+                category_anyof_mask: 0,
+                return_mask: PAGE_IS_WRITTEN as u64,
+            };
+            // SAFETY: arg.vec points at self.buf, vec_len entries long, alive and
+            // exclusively borrowed for the whole call.
+            let n = unsafe { libc::ioctl(self.file.as_raw_fd(), PAGEMAP_SCAN, &mut arg) };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for r in &self.buf[..n as usize] {
+                f(r.start as usize, r.end as usize);
+            }
+            if arg.walk_end <= from {
+                // The kernel made no progress: stop instead of spinning.
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            from = arg.walk_end;
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel has `PAGEMAP_SCAN` (scans one page of `addr`, collect only).
+    pub(crate) fn has_scan(&mut self, addr: usize) -> io::Result<bool> {
+        let page = super::page_size();
+        match self.scan_written(addr, addr + page, false, |_, _| {}) {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Raw 64-bit pagemap entries of the pages starting at virtual page `first_page`.
+    pub(crate) fn read_entries(&self, first_page: usize, out: &mut [u64]) -> io::Result<()> {
+        let mut bytes = vec![0u8; out.len() * 8];
+        self.file
+            .read_exact_at(&mut bytes, (first_page as u64) * 8)?;
+        for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            *o = u64::from_ne_bytes(c.try_into().expect("chunks of 8"));
+        }
+        Ok(())
+    }
+}

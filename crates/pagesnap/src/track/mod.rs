@@ -1,0 +1,77 @@
+//! Dirty-page tracking: one file per backend behind the [`Tracker`] trait.
+//!
+//! A tracker reports the pages written since the last *sync point* (the last
+//! snapshot or restore). Writers are quiescent during `collect`, `peek` and `rearm`.
+
+mod compare;
+mod mprotect;
+pub(crate) mod soft_dirty;
+pub(crate) mod uffd_wp;
+
+use crate::error::{Error, Result};
+use crate::sys::mmap::Mapping;
+use crate::Tracking;
+
+/// A backend that finds written pages of one region.
+pub(crate) trait Tracker: Send + Sync {
+    /// Which backend this is.
+    fn kind(&self) -> Tracking;
+
+    /// Pushes the index of every page written since the sync point (in any order,
+    /// possibly repeated) and re-arms tracking for them: the new sync point.
+    fn collect(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()>;
+
+    /// As `collect`, but leaves the pages as they are: pagesnap is about to write
+    /// them itself and will call `rearm`.
+    fn peek(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()>;
+
+    /// Makes the sync point now: pagesnap itself wrote `written` (sorted, unique,
+    /// a superset of what `peek` reported), and none of it may show as dirty.
+    fn rearm(&mut self, map: &Mapping, written: &[usize]) -> Result<()>;
+}
+
+/// A tracker for `map` of the concrete backend `kind` (not `Auto`).
+pub(crate) fn arm(kind: Tracking, map: &Mapping) -> Result<Box<dyn Tracker>> {
+    Ok(match kind {
+        Tracking::UffdWp => Box::new(uffd_wp::UffdWp::arm(map)?),
+        Tracking::SoftDirty => Box::new(soft_dirty::SoftDirty::arm(map)?),
+        Tracking::Mprotect => Box::new(mprotect::Mprotect::arm(map)?),
+        Tracking::Compare => Box::new(compare::Compare::arm(map)),
+        Tracking::Auto => unreachable!("resolve Auto before arming"),
+    })
+}
+
+/// The concrete backend `asked` stands for: `Auto` goes to `PAGESNAP_TRACKING`
+/// or the best one available; an explicit choice must be available.
+pub(crate) fn resolve(asked: Tracking) -> Result<Tracking> {
+    let choice = match asked {
+        Tracking::Auto => match Tracking::from_env()? {
+            Some(t) => t,
+            None => return Ok(crate::probe().auto),
+        },
+        t => t,
+    };
+    let caps = crate::probe();
+    match caps.backend(choice) {
+        Some(b) if b.available => Ok(choice),
+        Some(b) => Err(Error::Unavailable {
+            backend: choice,
+            reason: b.reason.clone(),
+        }),
+        None => Ok(choice),
+    }
+}
+
+/// Index ranges of the sorted, unique `pages`, as `(first, count)` runs.
+pub(crate) fn runs(pages: &[usize]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let first = *pages.get(i)?;
+        let mut n = 1;
+        while pages.get(i + n) == Some(&(first + n)) {
+            n += 1;
+        }
+        i += n;
+        Some((first, n))
+    })
+}

@@ -1,0 +1,106 @@
+//! mprotect + SIGSEGV: the region is mapped read-only; the first write to a page
+//! faults into pagesnap's handler (see `sys::signal`), which sets the page's bit
+//! and makes it writable. Collecting takes the bits and protects those pages again.
+//!
+//! Kernel-mode writes (`read(2)` into a protected page) do not fault into a signal
+//! handler: they fail with `EFAULT`.
+
+use super::{runs, Tracker};
+use crate::error::{Error, Result};
+use crate::sys::mmap::{Mapping, Protection};
+use crate::sys::page_size;
+use crate::sys::signal::{self, FaultSlot, RegisterError};
+use crate::Tracking;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub(crate) struct Mprotect {
+    bits: Arc<[AtomicU64]>,
+    /// Dropping it removes the region from the handler's table (before the unmap).
+    _slot: FaultSlot,
+    scratch: Vec<usize>,
+}
+
+impl Mprotect {
+    pub(crate) fn arm(map: &Mapping) -> Result<Mprotect> {
+        let pages = map.len() / page_size();
+        let bits: Arc<[AtomicU64]> = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        protect(map, 0, pages)?;
+        let slot = signal::register(map.as_ptr() as usize, map.len(), bits.clone()).map_err(
+            |e| match e {
+                RegisterError::Full => Error::TooManyRegions {
+                    max: signal::MAX_REGIONS,
+                },
+                RegisterError::Sigaction(source) => Error::Track {
+                    backend: Tracking::Mprotect,
+                    step: "sigaction(SIGSEGV)",
+                    addr: map.as_ptr() as usize,
+                    len: map.len(),
+                    source,
+                },
+            },
+        )?;
+        Ok(Mprotect {
+            bits,
+            _slot: slot,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn read_bits(&self, take: bool, dirty: &mut Vec<usize>) {
+        for (w, word) in self.bits.iter().enumerate() {
+            let mut v = if take {
+                word.swap(0, Ordering::Relaxed)
+            } else {
+                word.load(Ordering::Relaxed)
+            };
+            while v != 0 {
+                dirty.push(w * 64 + v.trailing_zeros() as usize);
+                v &= v - 1;
+            }
+        }
+    }
+}
+
+fn protect(map: &Mapping, first: usize, count: usize) -> Result<()> {
+    let page = page_size();
+    map.protect(first * page, count * page, Protection::Read)
+        .map_err(|source| Error::Track {
+            backend: Tracking::Mprotect,
+            step: "mprotect(PROT_READ)",
+            addr: map.as_ptr() as usize + first * page,
+            len: count * page,
+            source,
+        })
+}
+
+impl Tracker for Mprotect {
+    fn kind(&self) -> Tracking {
+        Tracking::Mprotect
+    }
+
+    fn collect(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+        let from = dirty.len();
+        self.read_bits(true, dirty);
+        // read_bits yields pages in ascending order.
+        for (first, n) in runs(&dirty[from..]) {
+            protect(map, first, n)?;
+        }
+        Ok(())
+    }
+
+    fn peek(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+        self.read_bits(false, dirty);
+        Ok(())
+    }
+
+    fn rearm(&mut self, map: &Mapping, _written: &[usize]) -> Result<()> {
+        // Every page pagesnap wrote faulted and set its bit: collecting re-protects
+        // exactly those.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let r = self.collect(map, &mut scratch);
+        self.scratch = scratch;
+        r
+    }
+}
