@@ -1,5 +1,8 @@
 //! `pagesnap`: probe the kernel, benchmark, demo, inspect and verify snapshot files.
 
+mod bench;
+mod demo;
+mod files;
 mod probe;
 
 use clap::{Parser, Subcommand};
@@ -20,12 +23,24 @@ struct Cli {
 enum Command {
     /// Report what this kernel offers and which tracking backend pagesnap uses.
     Probe(probe::Args),
+    /// Benchmarks against fork, memcpy and the dirty-copy floor (and sub-benchmarks).
+    Bench(bench::Args),
+    /// A model checker whose whole state lives in a pagesnap heap.
+    Demo(demo::Args),
+    /// Describe a snapshot file.
+    Inspect(files::InspectArgs),
+    /// Check a snapshot file end to end: exit 0 when whole, 1 with the reason when not.
+    Verify(files::VerifyArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Probe(args) => probe::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Inspect(args) => files::inspect(args),
+        Command::Verify(args) => files::verify(args),
     };
     match result {
         Ok(code) => code,
