@@ -1,0 +1,180 @@
+//! Tracking under threads, kernel-mode writes, and the behaviour of each backend.
+
+mod common;
+
+use pagesnap::{PageStore, Region, Tracking};
+use std::io::{Read, Write};
+
+/// Several threads write through `as_ptr()` between snapshots: no page is missed.
+#[test]
+fn threaded_writers_every_backend() {
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        for threads in [2usize, 4] {
+            let pages = 512;
+            let mut region = Region::builder(pages * page).tracking(t).build().unwrap();
+            let mut model = vec![0u8; pages * page];
+            let chunk = pages / threads;
+            for round in 0..6u64 {
+                let base = region.as_ptr() as usize;
+                let handles: Vec<_> = (0..threads)
+                    .map(|i| {
+                        std::thread::spawn(move || {
+                            // Each thread writes a pseudo-random subset of its own pages.
+                            let mut written = Vec::new();
+                            let mut x = (round * 7919 + i as u64 * 104729) | 1;
+                            for k in 0..chunk / 3 {
+                                x ^= x << 13;
+                                x ^= x >> 7;
+                                x ^= x << 17;
+                                let p = i * chunk + (x as usize) % chunk;
+                                let off = (x as usize >> 20) % page;
+                                let v = (round as u8).wrapping_add(k as u8) | 1;
+                                let addr = base + p * page + off;
+                                // The region outlives the threads (joined below); the
+                                // chunks are disjoint, so no two threads write one byte.
+                                unsafe_write(addr as *mut u8, v);
+                                written.push((p * page + off, v));
+                            }
+                            written
+                        })
+                    })
+                    .collect();
+                for h in handles {
+                    for (at, v) in h.join().unwrap() {
+                        model[at] = v;
+                    }
+                }
+                let snap = region.snapshot().unwrap();
+                assert!(
+                    snap.to_vec() == model,
+                    "{t}: {threads} writers, round {round}: a write was missed"
+                );
+            }
+        }
+    }
+}
+
+/// Writes one byte through a raw pointer: how other threads reach the region.
+fn unsafe_write(ptr: *mut u8, v: u8) {
+    // SAFETY: ptr is inside a live region (the caller joins its threads before the
+    // region goes) and no other thread touches this byte concurrently.
+    unsafe { ptr.write_volatile(v) };
+}
+
+/// `read(2)` from a pipe into the region: tracked by uffd-wp, soft-dirty and
+/// compare; `EFAULT` under mprotect, as documented.
+#[test]
+fn kernel_mode_writes() {
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        let mut region = Region::builder(8 * page).tracking(t).build().unwrap();
+        region.as_mut_slice()[0] = 1;
+        let first = region.snapshot().unwrap();
+        let (mut rx, mut tx) = std::io::pipe().unwrap();
+        tx.write_all(&vec![0xAB; page]).unwrap();
+        let target = &mut region.as_mut_slice()[3 * page..4 * page];
+        let result = rx.read_exact(target);
+        if t == Tracking::Mprotect {
+            let err = result.expect_err("read(2) into a protected page must fail under mprotect");
+            assert_eq!(err.raw_os_error(), Some(libc_efault()), "{err}");
+            continue;
+        }
+        result.unwrap();
+        let snap = region.snapshot().unwrap();
+        let bytes = snap.to_vec();
+        assert!(
+            bytes[3 * page..4 * page].iter().all(|&b| b == 0xAB),
+            "{t}: read(2) was not tracked"
+        );
+        region.restore(&first).unwrap();
+        assert!(region.as_slice()[3 * page..4 * page]
+            .iter()
+            .all(|&b| b == 0));
+    }
+}
+
+fn libc_efault() -> i32 {
+    14 // EFAULT on every Linux architecture
+}
+
+/// Identical pages are stored once; zero pages cost nothing; dropping snapshots
+/// returns the store to what the live ones hold.
+#[test]
+fn store_accounting() {
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        let store = PageStore::new();
+        let mut a = Region::builder(64 * page)
+            .tracking(t)
+            .store(&store)
+            .build()
+            .unwrap();
+        let mut b = Region::builder(64 * page)
+            .tracking(t)
+            .store(&store)
+            .build()
+            .unwrap();
+        // Zero pages written explicitly cost nothing.
+        a.as_mut_slice()[..8 * page].fill(0);
+        let s0 = a.snapshot().unwrap();
+        assert_eq!(store.stats().unique_pages, 0, "{t}");
+        assert_eq!(store.stats().stored_bytes, 0, "{t}");
+        // 10 pages with the same contents, in two regions: one frame.
+        for p in 0..5 {
+            a.as_mut_slice()[p * page..(p + 1) * page].fill(9);
+            b.as_mut_slice()[(p + 10) * page..(p + 11) * page].fill(9);
+        }
+        let s1 = a.snapshot().unwrap();
+        let s2 = b.snapshot().unwrap();
+        assert_eq!(store.stats().unique_pages, 1, "{t}");
+        assert_eq!(store.stats().stored_bytes, page as u64, "{t}");
+        // A distinct page in a later snapshot.
+        a.as_mut_slice()[40 * page] = 7;
+        let s3 = a.snapshot().unwrap();
+        assert_eq!(store.stats().unique_pages, 2, "{t}");
+        // Region `a` moves its sync point back to s0; s3 is then held only by `s3`.
+        a.restore(&s0).unwrap();
+        drop(s3);
+        assert_eq!(store.stats().unique_pages, 1, "{t}");
+        drop((s1, s2));
+        // Region b's sync point still holds the page.
+        assert_eq!(store.stats().unique_pages, 1, "{t}");
+        drop(b);
+        assert_eq!(store.stats().unique_pages, 0, "{t}");
+        drop((a, s0));
+        assert_eq!(store.stats().table_nodes, 0, "{t}");
+    }
+}
+
+/// Snapshots of one region restored into another of the same length (and store),
+/// and into a region with another store.
+#[test]
+fn restore_into_other_regions() {
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        let store = PageStore::new();
+        let mut a = Region::builder(100 * page)
+            .tracking(t)
+            .store(&store)
+            .build()
+            .unwrap();
+        common::fill(&mut a.as_mut_slice()[5 * page..40 * page], 3);
+        let s = a.snapshot().unwrap();
+        let mut b = Region::builder(100 * page)
+            .tracking(t)
+            .store(&store)
+            .build()
+            .unwrap();
+        b.as_mut_slice()[99 * page] = 1;
+        b.restore(&s).unwrap();
+        assert!(b.as_slice() == a.as_slice());
+        assert_eq!(b.snapshot().unwrap().digest(), s.digest());
+        let mut c = Region::builder(100 * page).tracking(t).build().unwrap();
+        c.restore(&s).unwrap();
+        assert!(c.as_slice() == a.as_slice());
+        let sc = c.snapshot().unwrap();
+        assert_eq!(sc.digest(), s.digest());
+        assert!(!sc.store().same_as(&store));
+    }
+}
