@@ -165,20 +165,14 @@ fn has_pagemap_scan() -> bool {
 
 /// Arms the real backend on one page, writes, and checks the write is reported.
 fn try_uffd_wp() -> Result<(), String> {
-    use crate::track::Tracker;
     let mut map = Mapping::anonymous(page_size(), Protection::ReadWrite, false)
         .map_err(|e| format!("mmap of a probe page: {e}"))?;
-    let mut tracker =
-        crate::track::uffd_wp::UffdWp::arm(&map).map_err(|e| crate::error::chain(&e))?;
-    std::hint::black_box(map.as_mut_slice())[0] = 1;
-    let mut dirty = Vec::new();
-    tracker
-        .collect(&map, &mut dirty)
-        .map_err(|e| crate::error::chain(&e))?;
-    if dirty.contains(&0) {
-        Ok(())
-    } else {
-        Err("a write to a write-protected page was not reported by PAGEMAP_SCAN".into())
+    match crate::track::uffd_wp::check(&mut map) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            Err("a write to a write-protected page was not reported by PAGEMAP_SCAN".into())
+        }
+        Err(e) => Err(crate::error::chain(&e)),
     }
 }
 

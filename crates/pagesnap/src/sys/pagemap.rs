@@ -12,8 +12,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-pub(crate) use linux_raw_sys::general::{
-    PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
+use linux_raw_sys::general::{
+    PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
 };
 
 /// `PAGEMAP_SCAN` = `_IOWR('f', 16, struct pm_scan_arg)`; missing from the C headers
@@ -63,12 +63,40 @@ impl Pagemap {
         start: usize,
         end: usize,
         reprotect: bool,
-        mut f: impl FnMut(usize, usize),
+        f: impl FnMut(usize, usize),
     ) -> io::Result<()> {
         let mut flags = 0u64;
         if reprotect {
             flags |= (PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC) as u64;
         }
+        let written = PAGE_IS_WRITTEN as u64;
+        self.scan(start, end, flags, written, 0, written, f)
+    }
+
+    /// Every range of `[start, end)` whose pages are present or swapped out (not
+    /// holes), as `f(range_start, range_end)` calls. Needs no registration; costs
+    /// what has page tables, not the length of the range.
+    pub(crate) fn scan_populated(
+        &mut self,
+        start: usize,
+        end: usize,
+        f: impl FnMut(usize, usize),
+    ) -> io::Result<()> {
+        let any = (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) as u64;
+        self.scan(start, end, 0, 0, any, any, f)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &mut self,
+        start: usize,
+        end: usize,
+        flags: u64,
+        category_mask: u64,
+        category_anyof_mask: u64,
+        return_mask: u64,
+        mut f: impl FnMut(usize, usize),
+    ) -> io::Result<()> {
         let mut from = start as u64;
         while from < end as u64 {
             let mut arg = pm_scan_arg {
@@ -81,9 +109,9 @@ impl Pagemap {
                 vec_len: self.buf.len() as u64,
                 max_pages: 0,
                 category_inverted: 0,
-                category_mask: PAGE_IS_WRITTEN as u64,
-                category_anyof_mask: 0,
-                return_mask: PAGE_IS_WRITTEN as u64,
+                category_mask,
+                category_anyof_mask,
+                return_mask,
             };
             // SAFETY: arg.vec points at self.buf, vec_len entries long, alive and
             // exclusively borrowed for the whole call.

@@ -1,28 +1,48 @@
 //! userfaultfd write-protect in async mode, collected with `PAGEMAP_SCAN`.
 //!
-//! The region is registered with a userfaultfd (`UFFD_USER_MODE_ONLY`, so it works
-//! unprivileged) that has `WP_ASYNC` and `WP_UNPOPULATED`: a write to a protected
-//! page is resolved inside the kernel, which lifts the protection and marks the
-//! page *written* — no thread of ours is involved, and kernel-mode writes
+//! A userfaultfd (`UFFD_USER_MODE_ONLY`, so it works unprivileged) with
+//! `WP_ASYNC` and `WP_UNPOPULATED` write-protects the region: a write to a
+//! protected page is resolved inside the kernel, which lifts the protection and
+//! marks the page *written* — no thread of ours is involved, and kernel-mode writes
 //! (`read(2)` into the region) are tracked too. `PAGEMAP_SCAN` with
 //! `PM_SCAN_WP_MATCHING` then reports the written pages and protects them again in
 //! the same pass.
+//!
+//! Arming follows use, not length. With WP_UNPOPULATED the kernel builds page
+//! tables for everything it protects (≈ 35 ms per GiB, and every scan walks them),
+//! so a 16 GiB reservation with 1 GiB in use would pay 16×. The region is split
+//! into chunks that are armed the first time they hold anything:
+//!
+//! ```text
+//!  chunk:   [ armed ][ armed ][  never populated  ][ armed ] ...
+//!  collect:  PAGEMAP_SCAN written + re-protect       (armed runs)
+//!            PAGEMAP_SCAN present|swapped            (unarmed runs: holes cost ~0)
+//!            → those pages are dirty (the chunk was all zeros), and the chunk is
+//!              registered and protected now
+//! ```
+//! An unarmed chunk is all zeros at the sync point, so "populated" is exactly
+//! "possibly written". Once armed, a chunk stays armed.
 
-use super::Tracker;
+use super::{runs, Tracker};
 use crate::error::{Error, Result};
-use crate::sys::mmap::Mapping;
+use crate::sys::mmap::{Mapping, HUGE_PAGE};
 use crate::sys::pagemap::Pagemap;
 use crate::sys::{page_size, userfaultfd};
 use crate::Tracking;
 use std::io;
 use std::os::fd::OwnedFd;
 
+/// A region is armed in at most about this many chunks.
+const CHUNKS: usize = 64;
+
 pub(crate) struct UffdWp {
     /// Closing it unregisters the region.
-    _fd: OwnedFd,
+    fd: OwnedFd,
     pagemap: Pagemap,
     start: usize,
     len: usize,
+    chunk: usize,
+    armed: Vec<bool>,
 }
 
 fn track_err(step: &'static str, addr: usize, len: usize) -> impl FnOnce(io::Error) -> Error {
@@ -36,7 +56,7 @@ fn track_err(step: &'static str, addr: usize, len: usize) -> impl FnOnce(io::Err
 }
 
 impl UffdWp {
-    /// Registers and write-protects all of `map`.
+    /// Opens the userfaultfd for `map`; chunks are armed as they come into use.
     pub(crate) fn arm(map: &Mapping) -> Result<UffdWp> {
         let (start, len) = (map.as_ptr() as usize, map.len());
         let (fd, _) = userfaultfd::open().map_err(|f| Error::Unavailable {
@@ -52,41 +72,90 @@ impl UffdWp {
             start,
             len,
         ))?;
-        userfaultfd::register_wp(&fd, start, len).map_err(track_err(
-            "UFFDIO_REGISTER",
-            start,
-            len,
-        ))?;
-        userfaultfd::write_protect(&fd, start, len, true).map_err(track_err(
-            "UFFDIO_WRITEPROTECT",
-            start,
-            len,
-        ))?;
         let pagemap = Pagemap::open().map_err(track_err("open /proc/self/pagemap", start, len))?;
+        // Whole huge pages, so a THP is never split by a registration boundary.
+        let chunk = (len / CHUNKS).next_multiple_of(HUGE_PAGE).min(len);
         Ok(UffdWp {
-            _fd: fd,
+            fd,
             pagemap,
             start,
             len,
+            chunk,
+            armed: vec![false; len.div_ceil(chunk)],
         })
     }
 
-    fn scan(
-        &mut self,
-        from: usize,
-        to: usize,
-        reprotect: bool,
-        dirty: Option<&mut Vec<usize>>,
-    ) -> Result<()> {
+    /// Byte range of chunk `c`.
+    fn chunk_range(&self, c: usize) -> (usize, usize) {
+        let from = self.start + c * self.chunk;
+        (from, (from + self.chunk).min(self.start + self.len))
+    }
+
+    /// Registers and write-protects chunks `first..first + n`.
+    fn arm_chunks(&mut self, first: usize, n: usize) -> Result<()> {
+        let (from, _) = self.chunk_range(first);
+        let (_, to) = self.chunk_range(first + n - 1);
+        userfaultfd::register_wp(&self.fd, from, to - from).map_err(track_err(
+            "UFFDIO_REGISTER",
+            from,
+            to - from,
+        ))?;
+        userfaultfd::write_protect(&self.fd, from, to - from, true).map_err(track_err(
+            "UFFDIO_WRITEPROTECT",
+            from,
+            to - from,
+        ))?;
+        self.armed[first..first + n].fill(true);
+        Ok(())
+    }
+
+    /// Runs of chunks `(first, count)` that are armed (`armed`) or not.
+    fn chunk_runs(&self, armed: bool) -> Vec<(usize, usize)> {
+        let picked: Vec<usize> = (0..self.armed.len())
+            .filter(|&c| self.armed[c] == armed)
+            .collect();
+        runs(&picked).collect()
+    }
+
+    /// Pages written in armed chunks (re-protecting them with `reprotect`) and
+    /// pages populated in unarmed chunks, pushed to `dirty` when given.
+    fn scan(&mut self, reprotect: bool, mut dirty: Option<&mut Vec<usize>>) -> Result<Vec<usize>> {
         let (base, page) = (self.start, page_size());
-        let mut sink = dirty;
-        self.pagemap
-            .scan_written(from, to, reprotect, |s, e| {
-                if let Some(out) = sink.as_deref_mut() {
-                    out.extend((s - base) / page..(e - base) / page);
-                }
-            })
-            .map_err(track_err("PAGEMAP_SCAN", from, to - from))
+        let mut push = |s: usize, e: usize| {
+            if let Some(out) = dirty.as_deref_mut() {
+                out.extend((s - base) / page..(e - base) / page);
+            }
+        };
+        for (first, n) in self.chunk_runs(true) {
+            let (from, _) = self.chunk_range(first);
+            let (_, to) = self.chunk_range(first + n - 1);
+            self.pagemap
+                .scan_written(from, to, reprotect, &mut push)
+                .map_err(track_err("PAGEMAP_SCAN", from, to - from))?;
+        }
+        let mut newly_used = Vec::new();
+        for (first, n) in self.chunk_runs(false) {
+            let (from, _) = self.chunk_range(first);
+            let (_, to) = self.chunk_range(first + n - 1);
+            let chunk = self.chunk;
+            self.pagemap
+                .scan_populated(from, to, |s, e| {
+                    push(s, e);
+                    let (c0, c1) = ((s - base) / chunk, (e - 1 - base) / chunk);
+                    newly_used.extend(c0..=c1);
+                })
+                .map_err(track_err("PAGEMAP_SCAN", from, to - from))?;
+        }
+        newly_used.sort_unstable();
+        newly_used.dedup();
+        Ok(newly_used)
+    }
+
+    fn arm_all(&mut self, chunks: &[usize]) -> Result<()> {
+        for (first, n) in runs(chunks).collect::<Vec<_>>() {
+            self.arm_chunks(first, n)?;
+        }
+        Ok(())
     }
 }
 
@@ -96,19 +165,33 @@ impl Tracker for UffdWp {
     }
 
     fn collect(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
-        self.scan(self.start, self.start + self.len, true, Some(dirty))
+        let newly_used = self.scan(true, Some(dirty))?;
+        self.arm_all(&newly_used)
     }
 
     fn peek(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
-        self.scan(self.start, self.start + self.len, false, Some(dirty))
+        self.scan(false, Some(dirty)).map(drop)
     }
 
     fn rearm(&mut self, _map: &Mapping, written: &[usize]) -> Result<()> {
-        let (Some(first), Some(last)) = (written.first(), written.last()) else {
+        if written.is_empty() {
             return Ok(());
-        };
-        let page = page_size();
-        let (from, to) = (self.start + first * page, self.start + (last + 1) * page);
-        self.scan(from, to, true, None)
+        }
+        // Armed chunks: re-protect what was written. Unarmed chunks pagesnap wrote
+        // into: arm them now, after the writes, so their contents start clean.
+        let newly_used = self.scan(true, None)?;
+        self.arm_all(&newly_used)
     }
+}
+
+/// Arms all of `map` at once and reports whether a write to its first page is
+/// seen: the probe's end-to-end check.
+pub(crate) fn check(map: &mut Mapping) -> Result<bool> {
+    let mut t = UffdWp::arm(map)?;
+    let chunks = t.armed.len();
+    t.arm_chunks(0, chunks)?;
+    std::hint::black_box(map.as_mut_slice())[0] = 1;
+    let mut dirty = Vec::new();
+    t.collect(map, &mut dirty)?;
+    Ok(dirty.contains(&0))
 }
