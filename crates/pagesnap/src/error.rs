@@ -78,6 +78,31 @@ pub enum Error {
         region: usize,
     },
 
+    /// A background snapshot of this region is still running.
+    #[error("a background snapshot of this region is already running")]
+    BackgroundBusy,
+
+    /// Too many background snapshots run at once in this process.
+    #[error("too many background snapshots at once (at most {max})")]
+    TooManyBackground {
+        /// The handler table's size.
+        max: usize,
+    },
+
+    /// A step of a background snapshot failed; writers were released.
+    #[error("background snapshot: {step} failed for {len} bytes at {addr:#x}")]
+    Background {
+        /// The call that failed.
+        step: &'static str,
+        /// Start of the range involved.
+        addr: usize,
+        /// Length of the range involved.
+        len: usize,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
     /// A read outside a snapshot.
     #[error("read of {len} bytes at offset {offset} is outside the snapshot ({snapshot} bytes)")]
     OutOfBounds {
@@ -87,6 +112,32 @@ pub enum Error {
         len: usize,
         /// The snapshot's length in bytes.
         snapshot: usize,
+    },
+
+    /// A [`Heap`](crate::Heap) whose region cannot hold the allocator state and the
+    /// root object.
+    #[error("a heap of {len} bytes is too small: it needs at least {needed} bytes for the allocator state and the root object")]
+    HeapTooSmall {
+        /// The region length asked for.
+        len: usize,
+        /// The least that would do.
+        needed: usize,
+    },
+
+    /// A snapshot (or full copy) that another heap took was given to
+    /// [`Heap::restore`](crate::Heap::restore): its bytes hold pointers into that
+    /// heap's region, so it can only be restored there.
+    #[error("this snapshot was not taken from this heap: a heap restores only its own snapshots (they hold pointers into its region)")]
+    ForeignSnapshot,
+
+    /// Saving or loading a snapshot file failed.
+    #[error("snapshot file {}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong, and where in the file.
+        #[source]
+        source: crate::file::FileError,
     },
 }
 

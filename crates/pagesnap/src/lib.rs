@@ -35,8 +35,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod arena;
 mod digest;
 pub mod error;
+pub mod file;
+mod heap;
+mod live;
 mod probe;
 mod region;
 mod snapshot;
@@ -47,11 +51,17 @@ mod tracking;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub use file::{FileError, FileInfo, FileKind, SaveReport};
+pub use live::{Background, BackgroundReport, Progress};
 pub use probe::{probe, BackendStatus, Capabilities, UffdAccess};
 pub use region::{Region, RegionBuilder};
 pub use snapshot::Snapshot;
 pub use store::{PageStore, StoreStats};
 pub use tracking::{ParseTrackingError, Tracking};
+pub use {
+    arena::Arena,
+    heap::{Family, FullCopy, Heap, HeapStats},
+};
 
 /// The base page size of this machine in bytes.
 pub fn page_size() -> usize {

@@ -10,6 +10,8 @@ use crate::sys::page_size;
 use crate::track::{self, Tracker};
 use crate::Tracking;
 use std::fmt;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 /// Builds a [`Region`]: `Region::builder(len).tracking(..).huge_pages(..).store(..).build()`.
 #[derive(Clone, Debug)]
@@ -56,12 +58,14 @@ impl RegionBuilder {
         let kind = track::resolve(self.tracking)?;
         let map = Mapping::anonymous(len, Protection::ReadWrite, self.huge_pages)
             .map_err(|source| Error::Map { len, source })?;
-        let tracker = track::arm(kind, &map)?;
+        let tracker = Mutex::new(track::arm(kind, &map)?);
         let store = self.store.unwrap_or_default();
         let base = Snapshot::from_tree(Tree::zero(&store, len / page), len);
         Ok(Region {
             tracker,
-            map,
+            live: Mutex::new(None),
+            map: Arc::new(map),
+            background: Arc::new(AtomicBool::new(false)),
             store,
             base,
             huge_pages: self.huge_pages,
@@ -93,8 +97,16 @@ impl RegionBuilder {
 /// ```
 pub struct Region {
     // Declared first so it is dropped (unregistered) before the mapping goes.
-    tracker: Box<dyn Tracker>,
-    map: Mapping,
+    // Behind a mutex only so `background_snapshot(&self)` can peek; the `&mut self`
+    // paths use `get_mut`.
+    tracker: Mutex<Box<dyn Tracker>>,
+    /// The region's entry in the background-snapshot fault table, made at the
+    /// first background snapshot and kept until the region goes.
+    live: Mutex<Option<crate::live::LiveSlot>>,
+    /// Shared with a running background copier, which keeps it mapped.
+    map: Arc<Mapping>,
+    /// Whether a background snapshot is running.
+    background: Arc<AtomicBool>,
     store: PageStore,
     /// The sync point: the region's contents equal `base` plus the pages the
     /// tracker reports.
@@ -144,7 +156,10 @@ impl Region {
 
     /// The backend in use (never `Auto`).
     pub fn tracking(&self) -> Tracking {
-        self.tracker.kind()
+        self.tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .kind()
     }
 
     /// Whether huge pages were asked for.
@@ -167,7 +182,8 @@ impl Region {
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let page = page_size();
         self.dirty.clear();
-        self.tracker.collect(&self.map, &mut self.dirty)?;
+        let tracker = self.tracker.get_mut().unwrap_or_else(|e| e.into_inner());
+        tracker.collect(&self.map, &mut self.dirty)?;
         self.dirty.sort_unstable();
         self.dirty.dedup();
         let bytes = self.map.as_slice();
@@ -187,6 +203,51 @@ impl Region {
         Ok(snap)
     }
 
+    /// Starts a consistent snapshot of the region as it is now, and returns as soon
+    /// as the region is protected; other threads may go on writing through
+    /// [`as_ptr`](Self::as_ptr) meanwhile. A writer that touches a batch not yet
+    /// copied waits until it is (see `live.rs` for the design). `wait()` on the
+    /// result gives the snapshot; tracking stays exact throughout, so the next
+    /// [`snapshot`](Self::snapshot) sees every write.
+    ///
+    /// ```
+    /// let mut region = pagesnap::Region::builder(8 << 20).build()?;
+    /// region.as_mut_slice().fill(123);
+    /// let bg = region.background_snapshot()?;
+    /// region.as_mut_slice()[0] = 7; // waits for its batch to be copied first
+    /// let snap = bg.wait()?;
+    /// assert!(snap.to_vec().iter().all(|&b| b == 123));
+    /// assert_eq!(region.snapshot()?.to_vec()[0], 7);
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn background_snapshot(&self) -> Result<crate::Background> {
+        let unprotect_to = if self.tracking() == Tracking::Mprotect {
+            Protection::Read
+        } else {
+            Protection::ReadWrite
+        };
+        let batches = {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            if live.is_none() {
+                *live = Some(crate::live::LiveSlot::register(&self.map)?);
+            }
+            live.as_ref()
+                .map(|l| l.batches.clone())
+                .expect("registered above")
+        };
+        let job = crate::live::Job {
+            map: self.map.clone(),
+            base: self.base.clone(),
+            busy: self.background.clone(),
+            unprotect_to,
+            batches,
+        };
+        crate::live::start(job, |dirty| {
+            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+            tracker.peek(&self.map, dirty)
+        })
+    }
+
     /// Makes the contents equal to `snap`, writing only the pages written since
     /// the last sync point and those where it differs from `snap`. `snap` becomes
     /// the sync point. Any snapshot of a region of this length works (from this
@@ -199,9 +260,11 @@ impl Region {
             });
         }
         let snap = snap.in_store(&self.store);
+        self.wait_for_background();
         let page = page_size();
         self.dirty.clear();
-        self.tracker.peek(&self.map, &mut self.dirty)?;
+        let tracker = self.tracker.get_mut().unwrap_or_else(|e| e.into_inner());
+        tracker.peek(&self.map, &mut self.dirty)?;
         self.changes.clear();
         let target = snap.tree();
         self.base.tree().diff(target, &mut self.changes);
@@ -218,9 +281,20 @@ impl Region {
         }
         self.dirty.clear();
         self.dirty.extend(self.changes.iter().map(|c| c.0));
-        self.tracker.rearm(&self.map, &self.dirty)?;
+        tracker.rearm(&self.map, &self.dirty)?;
         self.base = snap;
         Ok(())
+    }
+}
+
+impl Region {
+    /// Blocks while a background snapshot of this region is copying: restore
+    /// writes pages the copier may still need (and holds the store lock while it
+    /// does, which the copier needs too).
+    fn wait_for_background(&self) {
+        while self.background.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
     }
 }
 

@@ -121,13 +121,8 @@ fn run(tracking: Tracking, huge: bool, pages: usize, ops: &[Op]) {
     assert_eq!(store.stats().table_nodes, 0);
 }
 
-fn check(tracking: Tracking, huge: bool, pages: usize) {
+fn check(tracking: Tracking, huge: bool, pages: usize, cases: u32) {
     let len = pages * pagesnap::page_size();
-    let cases = if tracking == Tracking::Mprotect {
-        48
-    } else {
-        64
-    };
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
     runner
         .run(&proptest::collection::vec(op(len, pages), 1..60), |ops| {

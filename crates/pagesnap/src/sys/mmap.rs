@@ -112,12 +112,41 @@ impl Mapping {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    /// The whole mapping as mutable bytes. Under mprotect tracking, writes to
-    /// read-only pages fault and are resolved by pagesnap's signal handler.
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as for as_slice, and `&mut self` makes this the only Rust
-        // reference into the mapping.
+    /// The whole mapping as mutable bytes. Under mprotect tracking (and during a
+    /// background snapshot), writes to read-only pages fault and are resolved by
+    /// pagesnap's signal handler.
+    ///
+    /// Takes `&self` because a background copier shares the mapping (through an
+    /// `Arc`) while the region goes on being written; the copier never forms a
+    /// reference into it (it reads with [`copy_out`](Self::copy_out)). The one
+    /// caller, `Region::as_mut_slice`, takes `&mut Region`, which makes the slice
+    /// the only Rust reference into the mapping.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) fn as_mut_slice(&self) -> &mut [u8] {
+        // SAFETY: as for as_slice; exclusivity comes from the caller's `&mut Region`
+        // (see above), and the copier only reads pages it has write-protected.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` into `buf` without forming a reference
+    /// to the rest of the mapping, which other threads may be writing meanwhile.
+    /// The caller makes sure nobody writes these bytes during the copy (the
+    /// background copier reads only pages it has write-protected).
+    pub(crate) fn copy_out(&self, offset: usize, buf: &mut [u8]) {
+        let end = offset.checked_add(buf.len());
+        assert!(
+            end.is_some_and(|e| e <= self.len),
+            "copy_out past the end of the mapping"
+        );
+        // SAFETY: the source range lies inside this live mapping (checked above)
+        // and cannot overlap `buf`, a Rust-owned buffer outside it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.ptr.as_ptr().add(offset),
+                buf.as_mut_ptr(),
+                buf.len(),
+            );
+        }
     }
 
     /// `mprotect(2)` of `[offset, offset + len)`; both page-aligned, inside the mapping.

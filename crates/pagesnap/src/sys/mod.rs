@@ -5,6 +5,8 @@
 //! everything above `sys/` is safe Rust.
 #![allow(unsafe_code)]
 
+pub(crate) mod arena_alloc;
+pub(crate) mod futex;
 pub(crate) mod mmap;
 pub(crate) mod pagemap;
 pub(crate) mod signal;

@@ -10,7 +10,13 @@
 //! handler that was installed before ours (or to the default action, which kills
 //! the process with `SIGSEGV`), so a real crash still crashes.
 //!
+//! A second table serves background snapshots (see `live.rs`): there, a write to
+//! a batch the copier has not saved yet parks the writer on a futex until it has.
+//!
 //! ```text
+//!  BACKGROUND[i]: start, len, batch bytes
+//!                 states ──► [AtomicU32; batches]  PENDING → REQUESTED → COPYING → COPIED
+//!                 requests ► AtomicUsize           bumped when a writer asks for a batch
 //!  SLOTS[i]: start ──► first byte of a region      (0 = slot free)
 //!            len       bytes
 //!            bits  ──► [AtomicU64; pages/64] dirty bitmap, owned by the tracker
@@ -18,7 +24,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// How many regions can be tracked by mprotect at once in one process.
@@ -37,6 +43,97 @@ const EMPTY: Slot = Slot {
     bits: AtomicPtr::new(std::ptr::null_mut()),
 };
 static SLOTS: [Slot; MAX_REGIONS] = [EMPTY; MAX_REGIONS];
+
+/// Batch states of a background snapshot.
+pub(crate) const PENDING: u32 = 0;
+/// A writer waits for this batch: the copier serves it first.
+pub(crate) const REQUESTED: u32 = 1;
+/// The copier is saving this batch.
+pub(crate) const COPYING: u32 = 2;
+/// Saved (or never needed saving): writes may go ahead.
+pub(crate) const COPIED: u32 = 3;
+
+/// How many background snapshots can run at once in one process.
+pub(crate) const MAX_BACKGROUND: usize = 1024;
+
+struct BackgroundEntry {
+    start: AtomicUsize,
+    len: AtomicUsize,
+    batch: AtomicUsize,
+    states: AtomicPtr<AtomicU32>,
+    requests: AtomicPtr<AtomicUsize>,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_BACKGROUND: BackgroundEntry = BackgroundEntry {
+    start: AtomicUsize::new(0),
+    len: AtomicUsize::new(0),
+    batch: AtomicUsize::new(0),
+    states: AtomicPtr::new(std::ptr::null_mut()),
+    requests: AtomicPtr::new(std::ptr::null_mut()),
+};
+static BACKGROUND: [BackgroundEntry; MAX_BACKGROUND] = [NO_BACKGROUND; MAX_BACKGROUND];
+
+/// The shared state of one background snapshot, read by the handler.
+pub(crate) struct BatchStates {
+    /// One state per batch of `batch` bytes.
+    pub(crate) states: Box<[AtomicU32]>,
+    /// Bumped each time a writer requests a batch.
+    pub(crate) requests: AtomicUsize,
+}
+
+/// One past the highest table index ever used: the handler scans no further.
+static BACKGROUND_HIGH: AtomicUsize = AtomicUsize::new(0);
+static SLOTS_HIGH: AtomicUsize = AtomicUsize::new(0);
+
+/// A region's entry in the background table; removed on drop. It is owned by the
+/// region (not by one background snapshot), so a writer that faulted just before
+/// the copier finished still finds it — with its batch `COPIED` — and retries
+/// instead of being handed to the previous handler; and the states it reads are
+/// never freed while the region lives.
+pub(crate) struct BackgroundSlot {
+    index: usize,
+    // Keeps the states alive while the handler may read them.
+    _shared: Arc<BatchStates>,
+}
+
+/// Parks writers to `[start, start + len)` whose batch (of `batch` bytes) is not
+/// `COPIED` until it is.
+pub(crate) fn register_background(
+    start: usize,
+    len: usize,
+    batch: usize,
+    shared: Arc<BatchStates>,
+) -> Result<BackgroundSlot, RegisterError> {
+    let _guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    install().map_err(RegisterError::Sigaction)?;
+    let index = BACKGROUND
+        .iter()
+        .position(|s| s.start.load(Ordering::Relaxed) == 0)
+        .ok_or(RegisterError::Full)?;
+    BACKGROUND_HIGH.fetch_max(index + 1, Ordering::Release);
+    let e = &BACKGROUND[index];
+    e.states
+        .store(shared.states.as_ptr() as *mut AtomicU32, Ordering::Relaxed);
+    e.requests.store(
+        &shared.requests as *const AtomicUsize as *mut AtomicUsize,
+        Ordering::Relaxed,
+    );
+    e.batch.store(batch, Ordering::Relaxed);
+    e.len.store(len, Ordering::Relaxed);
+    e.start.store(start, Ordering::Release);
+    Ok(BackgroundSlot {
+        index,
+        _shared: shared,
+    })
+}
+
+impl Drop for BackgroundSlot {
+    fn drop(&mut self) {
+        let _guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        BACKGROUND[self.index].start.store(0, Ordering::Release);
+    }
+}
 /// Serialises registration (never taken by the handler).
 static REGISTRY: Mutex<()> = Mutex::new(());
 /// The handler that was installed before ours; set once, before ours is installed.
@@ -80,6 +177,7 @@ pub(crate) fn register(
         .iter()
         .position(|s| s.start.load(Ordering::Relaxed) == 0)
         .ok_or(RegisterError::Full)?;
+    SLOTS_HIGH.fetch_max(index + 1, Ordering::Release);
     let slot = &SLOTS[index];
     slot.bits
         .store(bits.as_ptr() as *mut AtomicU64, Ordering::Relaxed);
@@ -125,7 +223,48 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
     let page = PAGE.load(Ordering::Relaxed);
-    for slot in SLOTS.iter() {
+    let mut in_background = false;
+    for e in BACKGROUND[..BACKGROUND_HIGH.load(Ordering::Acquire)].iter() {
+        let start = e.start.load(Ordering::Acquire);
+        if start == 0 || addr < start || addr - start >= e.len.load(Ordering::Relaxed) {
+            continue;
+        }
+        in_background = true;
+        let b = (addr - start) / e.batch.load(Ordering::Relaxed);
+        // SAFETY: states has len/batch entries (rounded up) and b indexes one of
+        // them; it and `requests` are kept alive by the BackgroundSlot.
+        let (state, requests) = unsafe {
+            (
+                &*e.states.load(Ordering::Relaxed).add(b),
+                &*e.requests.load(Ordering::Relaxed),
+            )
+        };
+        let mut waited = false;
+        loop {
+            match state.load(Ordering::Acquire) {
+                COPIED => break,
+                PENDING => {
+                    if state
+                        .compare_exchange(PENDING, REQUESTED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        requests.fetch_add(1, Ordering::Release);
+                    }
+                }
+                s => {
+                    waited = true;
+                    super::futex::wait(state, s);
+                }
+            }
+        }
+        if waited {
+            // Retry the write: the batch is saved and (unless the mprotect
+            // tracker also watches it) writable again.
+            return;
+        }
+        break;
+    }
+    for slot in SLOTS[..SLOTS_HIGH.load(Ordering::Acquire)].iter() {
         let start = slot.start.load(Ordering::Acquire);
         if start == 0 || addr < start {
             continue;
@@ -153,6 +292,11 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             return;
         }
         break;
+    }
+    if in_background {
+        // A fault in a batch that was saved between the fault and this check:
+        // the protection is already lifted, so the retried write goes through.
+        return;
     }
     chain(sig, info, ctx);
 }

@@ -1,0 +1,63 @@
+//! `pagesnap bench`: pagesnap against fork, memcpy and the dirty-copy floor, and
+//! its sub-benchmarks.
+//!
+//! ```text
+//!  pagesnap bench [--size 1GiB --dirty 1% --rounds 7 …]   snapshot.rs: every method × op
+//!  pagesnap bench memory [--snapshots 100 …]              memory.rs: store size vs bytes written
+//!  pagesnap bench scale [--reserve 16GiB --use 1GiB …]    scale.rs: reserved vs used
+//!  pagesnap bench file …                                  crate::bench_file
+//!  pagesnap bench fork-helper (hidden)                    fork_helper.rs: the fork baseline's process
+//! ```
+//! Figures come from here, never from timed tests.
+
+mod buffer;
+mod dataset;
+mod fork_helper;
+mod memory;
+mod methods;
+mod plot;
+mod progress;
+mod report;
+mod scale;
+mod snapshot;
+mod stats;
+mod uffd_raw;
+mod units;
+
+use crate::CmdResult;
+
+/// `pagesnap bench [OPTIONS]` runs the main benchmark; `pagesnap bench SUBCOMMAND`
+/// a sub-benchmark.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    main: snapshot::MainArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Memory held by many live snapshots: unique pages, stored and metadata bytes.
+    Memory(memory::MemoryArgs),
+    /// Snapshot time of a region reserving far more than it uses, against a dense one.
+    Scale(scale::ScaleArgs),
+    /// Snapshot files (save, load, deltas) against plain write(2)/read(2) of the bytes.
+    File(crate::bench_file::FileArgs),
+    // `bench bgsave` (background snapshot beside writers) and `bench clone` go here,
+    // each as `Name(crate::bench_name::NameArgs)` plus a line in `run`.
+    /// Internal: the process the fork baseline runs in.
+    #[command(hide = true)]
+    ForkHelper(fork_helper::HelperArgs),
+}
+
+pub fn run(args: Args) -> CmdResult {
+    match args.command {
+        None => snapshot::run(args.main),
+        Some(Sub::Memory(a)) => memory::run(a),
+        Some(Sub::Scale(a)) => scale::run(a),
+        Some(Sub::File(a)) => crate::bench_file::run(a),
+        Some(Sub::ForkHelper(a)) => fork_helper::serve(a),
+    }
+}

@@ -1,0 +1,227 @@
+//! `pagesnap bench` without a subcommand: every method side by side on the same
+//! dirty pages, interleaved round by round (A B C A B C …) after a warm-up.
+//!
+//! ```text
+//!  setup: each method maps and fills its own copy of the dataset (pre-faulted)
+//!  round r (warm-up rounds first, not recorded):
+//!     pages ← k distinct random pages (seeded; a fresh set each round)
+//!     for each method: write pages · snapshot · restore to before the writes
+//!  report: median / min / max per method × op, ratios, issue 4's targets
+//! ```
+
+use super::dataset::{fresh_seed, stamp, Rng};
+use super::methods::{Floor, Fork, Memcpy, Method, Op, Timings, Tracked, UffdRaw};
+use super::report::{self, Row};
+use super::stats::Summary;
+use super::units::{human_bytes, ByteSize, Percent};
+use super::{plot, progress};
+use crate::CmdResult;
+use pagesnap::{PageStore, Tracking};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+/// Options of the main benchmark.
+#[derive(clap::Args, Debug)]
+pub struct MainArgs {
+    /// Region size (B, KiB, MiB, GiB).
+    #[arg(long, default_value = "1GiB")]
+    size: ByteSize,
+    /// Share of the pages written each round.
+    #[arg(long, default_value = "1%")]
+    dirty: Percent,
+    /// Measured rounds (after the warm-up).
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Unrecorded rounds run first.
+    #[arg(long, default_value_t = 1)]
+    warmup: u32,
+    /// Which pagesnap backends to run: all, uffd-wp, soft-dirty, mprotect, compare
+    /// (or auto). Baselines always run.
+    #[arg(long, default_value = "all")]
+    tracking: Backends,
+    /// Map every dataset with transparent huge pages.
+    #[arg(long)]
+    huge_pages: bool,
+    /// Seed of the random page choice (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Draw the medians as grouped bars to FILE.svg.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+/// `--tracking`: every backend, or one.
+#[derive(Clone, Copy, Debug)]
+enum Backends {
+    All,
+    One(Tracking),
+}
+
+impl FromStr for Backends {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Backends, String> {
+        if s.eq_ignore_ascii_case("all") {
+            return Ok(Backends::All);
+        }
+        s.parse::<Tracking>()
+            .map(Backends::One)
+            .map_err(|e| format!("{e} (or all)"))
+    }
+}
+
+pub fn run(args: MainArgs) -> CmdResult {
+    let caps = pagesnap::probe();
+    let page = pagesnap::page_size();
+    let len = args
+        .size
+        .0
+        .checked_next_multiple_of(page)
+        .ok_or("--size too large")?;
+    let npages = len / page;
+    let k = args.dirty.of(npages);
+    let seed = args.seed.unwrap_or_else(fresh_seed);
+    let (warmup, rounds) = (args.warmup as usize, args.rounds as usize);
+    println!(
+        "pagesnap bench: {} region ({npages} pages of {page} B), {k} dirty pages ({}) per round, \
+         {rounds} rounds after {warmup} warm-up, huge pages: {}, seed {seed}, kernel {}",
+        human_bytes(len as u64),
+        args.dirty,
+        if args.huge_pages { "asked" } else { "no" },
+        caps.kernel,
+    );
+
+    let wanted: Vec<Tracking> = match args.tracking {
+        Backends::All => Tracking::ALL.to_vec(),
+        Backends::One(Tracking::Auto) => vec![caps.auto],
+        Backends::One(t) => vec![t],
+    };
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut backends = Vec::new();
+    for t in wanted {
+        match caps.backend(t) {
+            Some(b) if !b.available => skipped.push((t.name().into(), b.reason.clone())),
+            _ => backends.push(t),
+        }
+    }
+
+    // One store for all backends: their datasets start equal, so it holds the initial
+    // dataset once. Each round restores to that first snapshot and drops the new one, so
+    // the store does not grow and every method's new frames reuse freed memory.
+    let store = PageStore::new();
+    let huge = args.huge_pages;
+    let setup = progress::bar(backends.len() as u64 + 4, "setup");
+    let mut methods: Vec<Box<dyn Method>> = Vec::new();
+    let step = |what: String| {
+        setup.set_message(what);
+        setup.inc(1);
+    };
+    for &t in &backends {
+        step(format!(
+            "{t}: map, fill {}, first snapshot",
+            human_bytes(len as u64)
+        ));
+        match Tracked::new(len, t, huge, &store) {
+            Ok(m) => methods.push(Box::new(m)),
+            Err(e) => skipped.push((t.name().into(), pagesnap::error::chain(e.as_ref()))),
+        }
+    }
+    if methods.iter().any(|m| m.name() == Tracking::UffdWp.name()) {
+        step("uffd-raw: map, fill, arm by hand".into());
+        match UffdRaw::new(len, huge) {
+            Ok(m) => methods.push(Box::new(m)),
+            Err(e) => skipped.push(("uffd-raw".into(), pagesnap::error::chain(e.as_ref()))),
+        }
+    }
+    step("floor: map and fill".into());
+    methods.push(Box::new(Floor::new(len, k, huge)?));
+    step("memcpy: map and fill 3 buffers".into());
+    methods.push(Box::new(Memcpy::new(len, huge)?));
+    step("fork: start the helper process".into());
+    methods.push(Box::new(Fork::new(len, huge)?));
+    setup.finish_and_clear();
+    for (name, why) in &skipped {
+        println!("skipped {name}: {why}");
+    }
+
+    let pb = progress::bar(((warmup + rounds) * methods.len()) as u64, "rounds");
+    let mut rng = Rng::new(seed);
+    let mut samples: Vec<Vec<Timings>> = vec![Vec::new(); methods.len()];
+    for r in 0..warmup + rounds {
+        let pages = rng.choose(npages, k);
+        let label = if r < warmup {
+            "warm-up".to_string()
+        } else {
+            format!("round {}", r - warmup + 1)
+        };
+        for (mi, m) in methods.iter_mut().enumerate() {
+            pb.set_message(format!("{label}: {}", m.name()));
+            let t = m.round(&pages, stamp(r, mi))?;
+            if r >= warmup {
+                samples[mi].push(t);
+            }
+            pb.inc(1);
+        }
+    }
+    pb.finish_and_clear();
+
+    let mut rows = Vec::new();
+    for (m, s) in methods.iter().zip(&samples) {
+        for &op in m.ops() {
+            let d: Vec<_> = s.iter().filter_map(|t| t.get(op)).collect();
+            if let Some(summary) = Summary::of(&d) {
+                rows.push(Row {
+                    method: m.name().to_string(),
+                    op: op.name(),
+                    summary,
+                    samples_ms: d.iter().map(|d| d.as_secs_f64() * 1e3).collect(),
+                });
+            }
+        }
+    }
+    drop(methods);
+
+    println!();
+    println!("{}", report::table(&rows, &report::MAIN_COLUMNS));
+    let targets = report::main_targets(&rows);
+    println!();
+    println!("Issue 4 targets (stated for 1 GiB, 1 %, 4 KiB pages):");
+    for t in &targets {
+        println!("  {}", t.line());
+    }
+
+    if let Some(path) = &args.json {
+        let doc = json!({
+            "size_bytes": len,
+            "page_size": page,
+            "dirty_pages": k,
+            "rounds": rounds,
+            "huge_pages": huge,
+            "kernel": caps.kernel,
+            "warmup_rounds": warmup,
+            "seed": seed,
+            "dirty_percent": args.dirty.0,
+            "skipped": skipped.iter().map(|(m, r)| json!({"method": m, "reason": r})).collect::<Vec<_>>(),
+            "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
+            "targets": targets.iter().map(report::Target::json).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "pagesnap bench: {}, {k} dirty pages ({}), median of {rounds} rounds, kernel {}",
+            human_bytes(len as u64),
+            args.dirty,
+            caps.kernel
+        );
+        let ops: Vec<&str> = Op::ALL.iter().map(|o| o.name()).collect();
+        plot::svg(path, &title, &ops, &rows)
+            .map_err(|e| format!("drawing {}: {e}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,55 @@
+//! # pagesnap-ffi
+//!
+//! The C ABI of [pagesnap](../pagesnap/index.html): `libpagesnap.so`,
+//! `libpagesnap.a` and the header `include/pagesnap.h` (generated from this crate
+//! by cbindgen; `tests/header.rs` fails when the committed copy is stale).
+//!
+//! ```text
+//!  C program ── ps_store * / ps_region * / ps_snapshot * (tokens) ──┐
+//!                                                                  ▼
+//!  status::call   clears ps_last_error(), catches panics, maps errors to -1 / NULL
+//!  handle         token → live object table (NULL, freed, foreign handles: errors)
+//!  store, region, snapshot, background, file, tracking    one file per C concern
+//! ```
+//!
+//! Every entry point returns an `int` status (0 success, -1 failure), a pointer
+//! (NULL on failure) or a value with a documented failure value, and leaves the
+//! reason in `ps_last_error()`. Handles are never dereferenced: a stale one is
+//! reported, not undefined behaviour. Raw pointers the C caller passes (output
+//! buffers) are checked for NULL and then trusted for their documented size; each
+//! such use is one small `unsafe` block with a `SAFETY` line.
+// `#[no_mangle]` counts as unsafe code; the few real `unsafe` blocks opt in one by one.
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod background;
+mod file;
+mod handle;
+mod region;
+mod snapshot;
+mod status;
+mod store;
+mod tracking;
+
+pub use background::{
+    ps_background, ps_background_done, ps_background_free, ps_background_snapshot,
+    ps_background_wait,
+};
+pub use file::{
+    ps_snapshot_load, ps_snapshot_load_delta, ps_snapshot_save, ps_snapshot_save_delta,
+};
+pub use region::{
+    ps_region, ps_region_free, ps_region_len, ps_region_new, ps_region_ptr, ps_region_tracking,
+    ps_restore, ps_snapshot_take,
+};
+pub use snapshot::{
+    ps_snapshot, ps_snapshot_digest, ps_snapshot_free, ps_snapshot_len, ps_snapshot_read,
+};
+pub use status::ps_last_error;
+pub use store::{ps_stats, ps_store, ps_store_free, ps_store_new, ps_store_stats};
+pub use tracking::{
+    ps_page_size, ps_tracking_auto, ps_tracking_available, ps_tracking_name, ps_version,
+    PS_TRACKING_AUTO, PS_TRACKING_COMPARE, PS_TRACKING_MPROTECT, PS_TRACKING_SOFT_DIRTY,
+    PS_TRACKING_UFFD_WP,
+};

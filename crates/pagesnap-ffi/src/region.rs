@@ -1,0 +1,159 @@
+//! `ps_region`: tracked memory, snapshot and restore.
+
+use crate::handle::{self, Handled, Object};
+use crate::snapshot::ps_snapshot;
+use crate::status::call;
+use crate::store::ps_store;
+use crate::tracking;
+use pagesnap_lib::{PageStore, Region, Snapshot, Tracking};
+use std::ffi::{c_int, c_void};
+use std::sync::{Arc, Mutex};
+
+/// Memory whose writes pagesnap tracks. Opaque: only pointers to it exist.
+#[allow(non_camel_case_types)]
+pub struct ps_region {
+    _opaque: [u8; 0],
+}
+
+/// A region behind a handle. Snapshot and restore need `&mut Region`, so the region
+/// sits behind a mutex (two threads calling ps_snapshot_take on one region take
+/// turns); the address, length and backend never change and are kept outside it,
+/// so ps_region_ptr() never waits.
+pub(crate) struct RegionCell {
+    region: Mutex<Region>,
+    /// `Region::as_ptr` as an address (a raw pointer is not `Send`).
+    addr: usize,
+    len: usize,
+    tracking: Tracking,
+}
+
+impl RegionCell {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Region> {
+        // A panic inside snapshot/restore leaves the region's memory mapped and its
+        // tracker armed; the worst outcome is a conservative (larger) next snapshot.
+        self.region.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Handled for Arc<RegionCell> {
+    type Handle = ps_region;
+    const KIND: &'static str = "ps_region";
+    fn into_object(self) -> Object {
+        Object::Region(self)
+    }
+    fn from_object(o: &Object) -> Option<Self> {
+        match o {
+            Object::Region(r) => Some(r.clone()),
+            _ => None,
+        }
+    }
+}
+
+const REGION: &str = "region (ps_region *)";
+
+/// A new region of `len` bytes (rounded up to whole pages), all zeros, whose
+/// snapshots keep their pages in `store`, tracked by `tracking` (a `PS_TRACKING_*`
+/// constant). An explicit backend this machine lacks is an error, never a silent
+/// fallback. NULL on failure (NULL or dead store, len 0, bad tracking, mmap failure).
+///
+/// Ownership: the caller owns the handle and frees it with ps_region_free(), which
+/// unmaps the memory. The region keeps `store` alive.
+#[no_mangle]
+pub extern "C" fn ps_region_new(
+    store: *const ps_store,
+    len: usize,
+    tracking: c_int,
+) -> *mut ps_region {
+    call(std::ptr::null_mut(), || {
+        let store: PageStore = handle::get(store, "store (ps_store *)")?;
+        let tracking = tracking::from_c(tracking)?;
+        let region = Region::builder(len)
+            .tracking(tracking)
+            .store(&store)
+            .build()?;
+        let cell = RegionCell {
+            addr: region.as_ptr() as usize,
+            len: region.len(),
+            tracking: region.tracking(),
+            region: Mutex::new(region),
+        };
+        Ok(handle::insert(Arc::new(cell)))
+    })
+}
+
+/// The region's first byte. Any thread may read and write
+/// [ptr, ptr + ps_region_len()) between snapshot/restore calls; writers must be
+/// quiescent while ps_snapshot_take() or ps_restore() runs on the region.
+/// NULL if `region` is not a live handle.
+///
+/// Ownership: the memory belongs to the region; the pointer is valid until
+/// ps_region_free(). Never free() or munmap() it.
+#[no_mangle]
+pub extern "C" fn ps_region_ptr(region: *const ps_region) -> *mut c_void {
+    call(std::ptr::null_mut(), || {
+        let r: Arc<RegionCell> = handle::get(region, REGION)?;
+        Ok(r.addr as *mut c_void)
+    })
+}
+
+/// The region's length in bytes (a whole number of pages). 0 if `region` is not a
+/// live handle (a region is never empty).
+#[no_mangle]
+pub extern "C" fn ps_region_len(region: *const ps_region) -> usize {
+    call(
+        0,
+        || Ok(handle::get::<Arc<RegionCell>>(region, REGION)?.len),
+    )
+}
+
+/// The backend tracking the region: a concrete `PS_TRACKING_*` constant, never
+/// PS_TRACKING_AUTO. -1 if `region` is not a live handle.
+#[no_mangle]
+pub extern "C" fn ps_region_tracking(region: *const ps_region) -> c_int {
+    call(-1, || {
+        Ok(tracking::to_c(
+            handle::get::<Arc<RegionCell>>(region, REGION)?.tracking,
+        ))
+    })
+}
+
+/// Unmaps the region and releases its handle. Snapshots taken from it stay valid.
+/// NULL is a no-op (returns 0); -1 for a handle that is not live (e.g. freed twice).
+/// If another thread is inside a call on this region, the memory is unmapped when
+/// that call returns.
+#[no_mangle]
+pub extern "C" fn ps_region_free(region: *mut ps_region) -> c_int {
+    call(-1, || {
+        handle::remove::<Arc<RegionCell>>(region, REGION).map(|_| 0)
+    })
+}
+
+/// Takes a snapshot of the region's contents: costs what was written since the last
+/// snapshot or restore, not the region's size. Writers must be quiescent during the
+/// call. NULL on failure.
+///
+/// Ownership: the caller owns the returned handle and frees it with
+/// ps_snapshot_free(). The snapshot outlives the region it came from.
+#[no_mangle]
+pub extern "C" fn ps_snapshot_take(region: *mut ps_region) -> *mut ps_snapshot {
+    call(std::ptr::null_mut(), || {
+        let r: Arc<RegionCell> = handle::get(region, REGION)?;
+        let snap = r.lock().snapshot()?;
+        Ok(handle::insert(snap))
+    })
+}
+
+/// Makes the region's contents equal to `snap`, writing back only the pages that
+/// differ; `snap` becomes the region's sync point. `snap` may come from any region
+/// of the same length (another store costs a copy). Writers must be quiescent.
+/// Returns 0, or -1 (dead handles, a snapshot of another length, a kernel error);
+/// after a length mismatch the region is unchanged.
+#[no_mangle]
+pub extern "C" fn ps_restore(region: *mut ps_region, snap: *const ps_snapshot) -> c_int {
+    call(-1, || {
+        let r: Arc<RegionCell> = handle::get(region, REGION)?;
+        let s: Snapshot = handle::get(snap, "snap (ps_snapshot *)")?;
+        r.lock().restore(&s)?;
+        Ok(0)
+    })
+}

@@ -1,0 +1,268 @@
+//! Snapshot files: [`Snapshot::save`], [`Snapshot::save_delta`],
+//! [`Snapshot::load`], [`Snapshot::load_delta`], [`inspect`] and [`verify`].
+//!
+//! # Format, version 1
+//!
+//! All integers little-endian; crc32c is the Castagnoli CRC.
+//!
+//! ```text
+//!  offset 0   ┌─ header (64 bytes) ────────────────────────────────────────────┐
+//!             │ 0  magic "PAGESNAP"        8  version u32 (1)   12 kind u32    │
+//!             │    (0 full, 1 delta)      16  page size u32    20 reserved 0  │
+//!             │ 24 region length u64 (bytes, a multiple of the page size)       │
+//!             │ 32 parent digest [16] (delta; zeros in a full file)             │
+//!             │ 48 reserved zeros [12]   60 crc32c of bytes 0..60               │
+//!  64         ├─ page table ────────────────────────────────────────────────────┤
+//!             │ run count u64, then per run (16 bytes, sorted, disjoint):       │
+//!             │   first page u64 │ count u31 + REPEAT bit │ data index u32      │
+//!             │ pages first.. first+count hold stored pages data, data+1, …     │
+//!             │ (REPEAT: all hold `data`; data = 0xffffffff: all zeros).        │
+//!             │ Pages in no run: zero (full file) or the parent's (delta).      │
+//!             │ crc32c u32 of the count and the runs                           │
+//!  data_off   ├─ page records, one per distinct stored page, in first-use order ┤
+//!             │ word u32: stored length (bits 0..31) + bit 31 = lz4-compressed  │
+//!             │ crc32c u32 of the word and the stored bytes                     │
+//!             │ stored bytes: the page, or its lz4 block when that is smaller   │
+//!  size - 64  ├─ footer (64 bytes) ─────────────────────────────────────────────┤
+//!             │ 0 table offset u64 (64)   8 data_off u64   16 record count u64  │
+//!             │ 24 file length u64        32 digest of the snapshot [16]        │
+//!             │ 48 reserved 0 u32         52 crc32c of bytes 0..52              │
+//!             │ 56 magic "PSNAPEND"                                             │
+//!             └─────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Guarantees:
+//! - **Atomic and durable**: a file is written to a temporary file beside the
+//!   target (mode 0600), fsynced, renamed over the target, and the directory is
+//!   fsynced. A crash at any point leaves the old file or the new one, whole.
+//! - **Nothing trusted**: every length and count is checked against the file size
+//!   before anything is sized from it; every block's checksum, every run and every
+//!   record is checked, and finally the loaded snapshot's digest must equal the
+//!   footer's. Any failure is a [`FileError`] naming the part and its byte offset;
+//!   nothing partly loaded is handed back, and the pages read are released.
+//! - **Versioned**: a reader reads its own version and every older one; a newer
+//!   version is refused with [`FileError::Version`].
+//! - **Compact**: zero pages are not stored, equal pages are stored once, and a
+//!   delta stores only the pages whose frames differ from the parent's (found by
+//!   comparing page tables, shared subtrees skipped).
+//!
+//! Memory a load takes is bounded by the distinct pages (each record decodes to at
+//! most one page) plus the page table, which grows with the region's length — at
+//! most 2⁴⁷ bytes in a file; allocations sized from the file are fallible and fail
+//! as [`FileError::TooLarge`].
+
+mod atomic;
+mod error;
+mod format;
+mod load;
+mod read;
+mod write;
+
+pub use error::FileError;
+pub use format::{FileKind, VERSION};
+
+use crate::error::{Error, Result};
+use crate::snapshot::Snapshot;
+use crate::store::PageStore;
+use crate::Digest;
+use std::path::Path;
+use write::Plan;
+
+/// What [`Snapshot::save`] or [`Snapshot::save_delta`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SaveReport {
+    /// Full or delta.
+    pub kind: FileKind,
+    /// The file's size in bytes.
+    pub bytes: u64,
+    /// What the file's size would be with no page compressed.
+    pub uncompressed_bytes: u64,
+    /// Pages in the region.
+    pub pages: u64,
+    /// Pages the page table lists: the non-zero ones (full), the changed ones (delta).
+    pub listed_pages: u64,
+    /// Of the listed pages, those that are zero (deltas only).
+    pub zero_pages: u64,
+    /// Page records: distinct non-zero pages stored.
+    pub stored_pages: u64,
+    /// Of those, the ones stored lz4-compressed.
+    pub compressed_pages: u64,
+    /// The saved snapshot's digest.
+    pub digest: Digest,
+}
+
+/// What a snapshot file holds, from [`inspect`] or [`verify`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FileInfo {
+    /// The format version.
+    pub version: u32,
+    /// Full or delta.
+    pub kind: FileKind,
+    /// Page size in bytes.
+    pub page_size: u32,
+    /// The region's length in bytes.
+    pub len: u64,
+    /// Pages in the region.
+    pub pages: u64,
+    /// Runs in the page table.
+    pub runs: u64,
+    /// Pages the table lists (non-zero pages of a full file; changed pages of a delta).
+    pub listed_pages: u64,
+    /// Listed pages that are zero (a delta's pages that became zero).
+    pub zero_pages: u64,
+    /// Page records (distinct pages stored).
+    pub stored_pages: u64,
+    /// Records stored lz4-compressed.
+    pub compressed_pages: u64,
+    /// Bytes of stored page contents (after compression).
+    pub stored_bytes: u64,
+    /// The file's size.
+    pub file_bytes: u64,
+    /// The parent's digest (deltas).
+    pub parent: Option<Digest>,
+    /// The snapshot's digest (for a delta: of the snapshot it rebuilds).
+    pub digest: Digest,
+    /// Whether the digest was recomputed and matched (full files, by [`verify`]).
+    pub digest_checked: bool,
+}
+
+impl FileInfo {
+    /// Uncompressed bytes of the stored pages over their stored bytes (≥ 1).
+    pub fn compression_ratio(&self) -> f64 {
+        if self.stored_bytes == 0 {
+            return 1.0;
+        }
+        (self.stored_pages * u64::from(self.page_size)) as f64 / self.stored_bytes as f64
+    }
+}
+
+fn at(path: &Path) -> impl FnOnce(FileError) -> Error + '_ {
+    move |source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Snapshot {
+    /// Saves the snapshot as a self-contained file at `path`, atomically replacing
+    /// any file there (see the [format and guarantees](crate::file)).
+    ///
+    /// ```
+    /// use pagesnap::{PageStore, Region, Snapshot};
+    /// let dir = std::env::temp_dir().join(format!("pagesnap-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let mut region = Region::builder(1 << 20).build()?;
+    /// region.as_mut_slice()[..5].copy_from_slice(b"hello");
+    /// let snap = region.snapshot()?;
+    /// snap.save(dir.join("a.snap"))?;
+    /// let back = Snapshot::load(dir.join("a.snap"), &PageStore::new())?;
+    /// assert_eq!(back.digest(), snap.digest());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<SaveReport> {
+        let path = path.as_ref();
+        let mut plan = Plan::default();
+        self.tree().for_each_nonzero(|p, id| plan.push(p, id));
+        self.save_plan(path, &plan, format::FileKind::Full, [0; 16])
+    }
+
+    /// Saves only the pages where this snapshot differs from `parent` (same
+    /// length), and `parent`'s digest; [`load_delta`](Self::load_delta) with that
+    /// parent rebuilds this snapshot. Differences are found by comparing page
+    /// tables: cost follows the changes, not the region.
+    pub fn save_delta(&self, path: impl AsRef<Path>, parent: &Snapshot) -> Result<SaveReport> {
+        let path = path.as_ref();
+        if parent.len() != self.len() {
+            return Err(at(path)(FileError::ParentLength {
+                parent: parent.len() as u64,
+                snapshot: self.len() as u64,
+            }));
+        }
+        let parent_here = parent.in_store(self.store());
+        let mut changes = Vec::new();
+        parent_here.tree().diff(self.tree(), &mut changes);
+        drop(parent_here);
+        let mut plan = Plan::default();
+        for (p, id) in changes {
+            plan.push(p, id);
+        }
+        self.save_plan(
+            path,
+            &plan,
+            format::FileKind::Delta,
+            parent.digest().to_bytes(),
+        )
+    }
+
+    fn save_plan(
+        &self,
+        path: &Path,
+        plan: &Plan,
+        kind: FileKind,
+        parent: [u8; 16],
+    ) -> Result<SaveReport> {
+        let header = format::Header {
+            version: VERSION,
+            kind,
+            page_size: crate::sys::page_size() as u32,
+            len: self.len() as u64,
+            parent,
+        };
+        atomic::replace(path, |file| {
+            write::write(file, self.store(), &header, plan, self.digest())
+        })
+        .map_err(at(path))
+    }
+
+    /// Loads a full snapshot file into `store`; its pages are deduplicated against
+    /// what the store holds. The result's digest equals the saved snapshot's.
+    pub fn load(path: impl AsRef<Path>, store: &PageStore) -> Result<Snapshot> {
+        let path = path.as_ref();
+        load::load(path, FileKind::Full, store, None)
+            .map(|(s, _)| s)
+            .map_err(at(path))
+    }
+
+    /// Loads a delta file on top of `parent` (into `parent`'s store). Fails when
+    /// `parent`'s digest is not the one the delta was saved against.
+    pub fn load_delta(path: impl AsRef<Path>, parent: &Snapshot) -> Result<Snapshot> {
+        let path = path.as_ref();
+        load::load(path, FileKind::Delta, parent.store(), Some(parent))
+            .map(|(s, _)| s)
+            .map_err(at(path))
+    }
+}
+
+/// Describes a snapshot file, checking its header, footer, page table and every
+/// page record (checksums and decoding), but not its digest (see [`verify`]).
+pub fn inspect(path: impl AsRef<Path>) -> Result<FileInfo> {
+    let path = path.as_ref();
+    let run = || {
+        let opened = read::open(path)?;
+        let stats = opened.for_each_batch(|_| Ok(()))?;
+        Ok(load::info(&opened, stats, false))
+    };
+    run().map_err(at(path))
+}
+
+/// Checks a snapshot file end to end. A full file is loaded into a scratch store
+/// and its digest recomputed (memory: its distinct pages); a delta's digest needs
+/// its parent, so it gets every check but that one (`digest_checked` is false) —
+/// use [`Snapshot::load_delta`] for the rest.
+pub fn verify(path: impl AsRef<Path>) -> Result<FileInfo> {
+    let path = path.as_ref();
+    let run = || {
+        let opened = read::open(path)?;
+        if opened.header.kind == FileKind::Delta {
+            let stats = opened.for_each_batch(|_| Ok(()))?;
+            return Ok(load::info(&opened, stats, false));
+        }
+        let store = PageStore::new();
+        let (_, info) = load::load_opened(opened, &store, None)?;
+        Ok(info)
+    };
+    run().map_err(at(path))
+}

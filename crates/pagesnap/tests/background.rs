@@ -1,0 +1,158 @@
+//! Background snapshots: point-in-time consistency while writer threads run.
+
+mod common;
+
+use pagesnap::{Region, Tracking};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+fn write_u64(base: usize, at: usize, v: u64) {
+    // SAFETY: `at` is inside a live region that outlives the writer threads (they
+    // are joined before the region is dropped), aligned to 8, and each u64 has a
+    // single writer.
+    unsafe { ((base + at) as *mut u64).write_volatile(v) };
+}
+
+/// The seed case: fill, start the snapshot, then writers overwrite everything
+/// once. The snapshot holds only the fill value.
+#[test]
+fn seed_case_every_backend() {
+    for t in common::backends() {
+        for huge in [false, true] {
+            let len = 16 << 20;
+            let mut region = Region::builder(len)
+                .tracking(t)
+                .huge_pages(huge)
+                .build()
+                .unwrap();
+            region.as_mut_slice().fill(123);
+            let bg = region.background_snapshot().unwrap();
+            let base = region.as_ptr() as usize;
+            let writers: Vec<_> = (0..2usize)
+                .map(|tid| {
+                    std::thread::spawn(move || {
+                        let chunk = len / 2;
+                        for at in (tid * chunk..(tid + 1) * chunk).step_by(8) {
+                            write_u64(base, at, tid as u64 + 1);
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            let (snap, report) = bg.wait_report().unwrap();
+            assert!(
+                snap.to_vec().iter().all(|&b| b == 123),
+                "{t} huge={huge}: snapshot is not the fill"
+            );
+            assert_eq!(report.pages as usize, len / pagesnap::page_size());
+            // Tracking stayed exact: the next snapshot is the writers' work.
+            let next = region.snapshot().unwrap();
+            assert!(
+                next.to_vec() == region.as_slice(),
+                "{t}: tracking missed writes"
+            );
+            let first = u64::from_ne_bytes(next.to_vec()[..8].try_into().unwrap());
+            assert_eq!(first, 1);
+        }
+    }
+}
+
+/// Writers stamp a round number into every page of their chunk, in order, again
+/// and again. A consistent snapshot shows, for each writer, one boundary: pages
+/// before it at round r+1, after it at round r.
+#[test]
+fn point_in_time_under_continuous_writers() {
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        for (len, huge) in [(8 << 20, false), (12 << 20, true), (3 << 20, false)] {
+            let mut region = Region::builder(len)
+                .tracking(t)
+                .huge_pages(huge)
+                .build()
+                .unwrap();
+            let writers = 3usize;
+            let chunk_pages = len / page / writers;
+            let stop = Arc::new(AtomicBool::new(false));
+            let base = region.as_ptr() as usize;
+            let handles: Vec<_> = (0..writers)
+                .map(|w| {
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let mut round = 1u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            for p in 0..chunk_pages {
+                                write_u64(base, (w * chunk_pages + p) * page, round);
+                            }
+                            round += 1;
+                        }
+                    })
+                })
+                .collect();
+            let mut checked = 0;
+            for _ in 0..12 {
+                std::thread::sleep(std::time::Duration::from_millis(3));
+                let bg = region.background_snapshot().unwrap();
+                let snap = bg.wait().unwrap();
+                let bytes = snap.to_vec();
+                for w in 0..writers {
+                    let rounds: Vec<u64> = (0..chunk_pages)
+                        .map(|p| {
+                            let at = (w * chunk_pages + p) * page;
+                            u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap())
+                        })
+                        .collect();
+                    let boundaries = rounds.windows(2).filter(|x| x[0] != x[1]).count();
+                    assert!(
+                        boundaries <= 1,
+                        "{t} len={len}: writer {w} shows {boundaries} boundaries: {:?}",
+                        &rounds[..8]
+                    );
+                    if boundaries == 1 {
+                        let i = rounds.windows(2).position(|x| x[0] != x[1]).unwrap();
+                        assert_eq!(
+                            rounds[i],
+                            rounds[i + 1] + 1,
+                            "{t}: boundary must step by one round"
+                        );
+                    }
+                }
+                checked += 1;
+            }
+            stop.store(true, Ordering::Relaxed);
+            for h in handles {
+                h.join().unwrap();
+            }
+            // After the writers stop, tracking is exact.
+            let snap = region.snapshot().unwrap();
+            assert!(
+                snap.to_vec() == region.as_slice(),
+                "{t}: next snapshot after background runs differs"
+            );
+            assert_eq!(checked, 12);
+        }
+    }
+}
+
+/// Only one background snapshot at a time per region; a dropped Background
+/// releases everything.
+#[test]
+fn busy_and_drop() {
+    let mut region = Region::builder(4 << 20)
+        .tracking(Tracking::Compare)
+        .build()
+        .unwrap();
+    region.as_mut_slice().fill(1);
+    let bg = region.background_snapshot().unwrap();
+    // Either still running (busy) or already done; never two at once.
+    if !bg.is_finished() {
+        if let Err(e) = region.background_snapshot() {
+            assert!(matches!(e, pagesnap::Error::BackgroundBusy), "{e}");
+        }
+    }
+    drop(bg);
+    region.as_mut_slice()[0] = 2;
+    let s = region.background_snapshot().unwrap().wait().unwrap();
+    assert_eq!(s.to_vec()[0], 2);
+}
