@@ -2,13 +2,17 @@
 //!
 //! ```text
 //!  id 0  ─ the zero page: never stored, never counted
-//!  id n  ─ pages[n]: Box<[u8]> of one page   hashes[n]: xxh3-128   refs[n]: holders
+//!  id n  ─ slab n / 512, slot n % 512   hashes[n]: xxh3-128   refs[n]: holders
 //!  index: hash ─► id  (a hit is confirmed by comparing the bytes)
 //! ```
-//! A frame is held once per page-table leaf slot that names it; when the last
-//! holder releases it, its memory is freed and its id reused.
+//! Frame memory comes in slabs of 512 pages (2 MiB, a huge page where the kernel
+//! gives one), pre-faulted when mapped: one fault per slab instead of a first-touch
+//! fault per stored page on the snapshot path. A frame is held once per page-table
+//! leaf slot that names it; when the last holder releases it, its id (and slot) is
+//! reused by the next new page.
 
 use crate::digest::page_hash;
+use crate::sys::mmap::{Mapping, Protection};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -44,7 +48,7 @@ type Index = HashMap<u128, FrameId, BuildHasherDefault<IdentityHasher>>;
 pub(crate) struct Frames {
     page_size: usize,
     zero_hash: u128,
-    pages: Vec<Option<Box<[u8]>>>,
+    slabs: Vec<Mapping>,
     hashes: Vec<u128>,
     refs: Vec<u32>,
     free: Vec<FrameId>,
@@ -58,7 +62,7 @@ impl Frames {
         Frames {
             page_size,
             zero_hash,
-            pages: vec![None],
+            slabs: Vec::new(),
             hashes: vec![zero_hash],
             refs: vec![0],
             free: Vec::new(),
@@ -78,8 +82,8 @@ impl Frames {
 
     /// Bytes of memory the frame table itself takes (ids, hashes, refcounts, index).
     pub(crate) fn index_bytes(&self) -> u64 {
-        let per_slot = std::mem::size_of::<Option<Box<[u8]>>>() + 16 + 4;
-        (self.pages.capacity() * per_slot
+        let per_slot = 16 + 4;
+        (self.hashes.capacity() * per_slot
             + self.free.capacity() * 4
             + self.index.capacity() * (16 + 4 + 1)) as u64
     }
@@ -108,14 +112,18 @@ impl Frames {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
-                self.pages.push(None);
+                let n = self.hashes.len();
+                if n / SLAB_FRAMES == self.slabs.len() {
+                    self.slabs.push(new_slab(self.page_size));
+                }
                 self.hashes.push(0);
                 self.refs.push(0);
-                FrameId(u32::try_from(self.pages.len() - 1).expect("fewer than 2^32 frames"))
+                FrameId(u32::try_from(n).expect("fewer than 2^32 frames"))
             }
         };
         let slot = id.0 as usize;
-        self.pages[slot] = Some(page.into());
+        let (slab, at) = self.place(id);
+        self.slabs[slab].as_mut_slice()[at..at + self.page_size].copy_from_slice(page);
         self.hashes[slot] = hash;
         self.refs[slot] = 1;
         if !collision {
@@ -125,15 +133,25 @@ impl Frames {
         id
     }
 
+    /// Slab index and byte offset of a frame.
+    fn place(&self, id: FrameId) -> (usize, usize) {
+        let n = id.0 as usize;
+        (n / SLAB_FRAMES, (n % SLAB_FRAMES) * self.page_size)
+    }
+
+    /// Bytes of frame memory mapped (live frames, free slots, the unused tail).
+    pub(crate) fn reserved_bytes(&self) -> u64 {
+        self.slabs.iter().map(|s| s.len() as u64).sum()
+    }
+
     /// The bytes of a frame; the zero frame reads as zeros.
     pub(crate) fn bytes(&self, id: FrameId) -> &[u8] {
-        match &self.pages[id.0 as usize] {
-            Some(b) => b,
-            None => {
-                debug_assert_eq!(id, FrameId::ZERO, "a released frame was read");
-                zero_page(self.page_size)
-            }
+        if id == FrameId::ZERO {
+            return zero_page(self.page_size);
         }
+        debug_assert!(self.refs[id.0 as usize] > 0, "a released frame was read");
+        let (slab, at) = self.place(id);
+        &self.slabs[slab].as_slice()[at..at + self.page_size]
     }
 
     /// The content hash of a frame.
@@ -160,7 +178,6 @@ impl Frames {
         );
         self.refs[slot] -= 1;
         if self.refs[slot] == 0 {
-            self.pages[slot] = None;
             let hash = self.hashes[slot];
             if self.index.get(&hash) == Some(&id) {
                 self.index.remove(&hash);
@@ -169,6 +186,20 @@ impl Frames {
             self.unique -= 1;
         }
     }
+}
+
+/// Frames per slab (2 MiB of 4 KiB pages).
+const SLAB_FRAMES: usize = 512;
+
+/// A new slab, pre-faulted so storing a page into it takes no page fault.
+fn new_slab(page_size: usize) -> Mapping {
+    let len = SLAB_FRAMES * page_size;
+    let huge = len % crate::sys::mmap::HUGE_PAGE == 0;
+    let slab = Mapping::anonymous(len, Protection::ReadWrite, huge)
+        .unwrap_or_else(|e| panic!("out of memory for the page store ({len} bytes): {e}"));
+    // Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages fault on first use.
+    let _ = slab.advise(0, len, libc::MADV_POPULATE_WRITE);
+    slab
 }
 
 /// Whether every byte of `page` is zero.

@@ -35,9 +35,11 @@ pub struct PageStore {
 pub struct StoreStats {
     /// Distinct non-zero pages held.
     pub unique_pages: u64,
-    /// Bytes of page contents held (`unique_pages` × `page_size`; each frame is
-    /// one heap allocation of exactly one page).
+    /// Bytes of page contents held (`unique_pages` × `page_size`).
     pub stored_bytes: u64,
+    /// Bytes of frame memory mapped: `stored_bytes` plus free slots (reused by the
+    /// next new pages) plus the unused tail of the last 2 MiB slab.
+    pub reserved_bytes: u64,
     /// The page size in bytes.
     pub page_size: u64,
     /// Bytes of metadata: live page-table nodes of all snapshots, plus the frame
@@ -74,6 +76,7 @@ impl PageStore {
         StoreStats {
             unique_pages: st.frames.unique(),
             stored_bytes: st.frames.unique() * page_size,
+            reserved_bytes: st.frames.reserved_bytes(),
             page_size,
             metadata_bytes: st.node_bytes + st.frames.index_bytes(),
             table_nodes: st.nodes,

@@ -1,12 +1,16 @@
-//! The persistent page table: a 64-ary radix tree from page index to frame id.
+//! The persistent page table: a radix tree from page index to frame id, 64
+//! children per inner node and 16 pages per leaf.
 //!
 //! ```text
-//!            root (height 2: 64³ pages)
+//!            root (height 2: 16·64² pages)
 //!           /   |    \
 //!   inner(1)  inner(1)  ZERO(1) ◄── one shared all-zero node per height
 //!   /  |  \
-//! leaf leaf ZERO(0)       leaf: [FrameId; 64] + xxh3-128 of their 64 page hashes
+//! leaf leaf ZERO(0)       leaf: [FrameId; 16] + xxh3-128 of their 16 page hashes
 //! ```
+//! Leaves are small because a changed page copies its whole leaf, and each copied
+//! slot takes a frame reference: 16 slots keep that (and the metadata per
+//! snapshot) low, 64-way inner nodes keep the tree shallow.
 //!
 //! A new snapshot copies only the paths to the pages that changed; every other
 //! subtree is shared with the previous table by `Arc`, so metadata grows with the
@@ -20,14 +24,16 @@ use crate::digest::{combine, page_hash};
 use std::sync::{Arc, OnceLock};
 
 const BITS: u32 = 6;
-/// Children per node, pages per leaf.
+/// Children per inner node.
 pub(crate) const FANOUT: usize = 1 << BITS;
-/// Tallest tree: 64^11 pages is beyond any address space.
+/// Pages per leaf.
+pub(crate) const LEAF: usize = 16;
+/// Tallest tree: 16·64^10 pages is beyond any address space.
 const MAX_HEIGHT: u32 = 10;
 
 pub(crate) enum Node {
     Leaf {
-        frames: Box<[FrameId; FANOUT]>,
+        frames: [FrameId; LEAF],
         digest: u128,
     },
     Inner {
@@ -36,7 +42,7 @@ pub(crate) enum Node {
     },
 }
 
-const LEAF_BYTES: u64 = (std::mem::size_of::<Node>() + 16 + 4 * FANOUT) as u64;
+const LEAF_BYTES: u64 = (std::mem::size_of::<Node>() + 16) as u64;
 const INNER_BYTES: u64 = (std::mem::size_of::<Node>() + 16 + 8 * FANOUT) as u64;
 
 impl Node {
@@ -53,8 +59,8 @@ fn zero_node(height: u32) -> &'static Arc<Node> {
     let nodes = ZERO.get_or_init(|| {
         let zero_hash = page_hash(&vec![0u8; crate::sys::page_size()]);
         let leaf = Arc::new(Node::Leaf {
-            frames: Box::new([FrameId::ZERO; FANOUT]),
-            digest: combine(&[zero_hash; FANOUT]),
+            frames: [FrameId::ZERO; LEAF],
+            digest: combine(&[zero_hash; LEAF]),
         });
         let mut nodes = vec![leaf];
         for h in 1..=MAX_HEIGHT {
@@ -72,7 +78,7 @@ fn zero_node(height: u32) -> &'static Arc<Node> {
 
 /// Pages covered by each child of a node of `height` (≥ 1).
 fn child_span(height: u32) -> usize {
-    1usize << (BITS * height)
+    LEAF << (BITS * (height - 1))
 }
 
 /// One page table, owning one reference to its root. Dropping it releases the
@@ -88,7 +94,7 @@ impl Tree {
     /// The table of `pages` zero pages.
     pub(crate) fn zero(store: &PageStore, pages: usize) -> Tree {
         let mut height = 0;
-        while height < MAX_HEIGHT && (FANOUT << (BITS * height)) < pages {
+        while height < MAX_HEIGHT && (LEAF << (BITS * height)) < pages {
             height += 1;
         }
         Tree {
@@ -141,7 +147,7 @@ impl Tree {
         let mut h = self.height;
         loop {
             match &**node {
-                Node::Leaf { frames, .. } => return frames[page % FANOUT],
+                Node::Leaf { frames, .. } => return frames[page % LEAF],
                 Node::Inner { children, .. } => {
                     node = &children[(page / child_span(h)) % FANOUT];
                     h -= 1;
@@ -157,7 +163,7 @@ impl Tree {
             self.root(),
             self.height,
             0,
-            &mut |first, frames: &[FrameId; FANOUT]| {
+            &mut |first, frames: &[FrameId; LEAF]| {
                 for (i, &id) in frames.iter().enumerate() {
                     if id != FrameId::ZERO {
                         f(first + i, id);
@@ -179,7 +185,7 @@ fn visit(
     node: &Arc<Node>,
     height: u32,
     first: usize,
-    f: &mut impl FnMut(usize, &[FrameId; FANOUT]),
+    f: &mut impl FnMut(usize, &[FrameId; LEAF]),
 ) {
     if Arc::ptr_eq(node, zero_node(height)) {
         return;
@@ -224,13 +230,13 @@ fn update(
 ) -> Arc<Node> {
     match &**node {
         Node::Leaf { frames: old, .. } => {
-            let mut new = **old;
-            let mut changed = [false; FANOUT];
+            let mut new = *old;
+            let mut changed = [false; LEAF];
             for &(page, id) in changes {
                 new[page - first] = id;
                 changed[page - first] = true;
             }
-            if new == **old {
+            if new == *old {
                 // Written, but with the same contents: keep sharing the old leaf.
                 for &(_, id) in changes {
                     st.frames.release(id);
@@ -246,7 +252,7 @@ fn update(
             st.nodes += 1;
             st.node_bytes += LEAF_BYTES;
             Arc::new(Node::Leaf {
-                frames: Box::new(new),
+                frames: new,
                 digest,
             })
         }
