@@ -44,6 +44,12 @@ impl RegionBuilder {
         self
     }
 
+    /// The builder's settings, for `Snapshot::instantiate_with` (clone.rs): length
+    /// as asked (not rounded), tracking, huge pages, store.
+    pub(crate) fn into_parts(self) -> (usize, Tracking, bool, Option<PageStore>) {
+        (self.len, self.tracking, self.huge_pages, self.store)
+    }
+
     /// Maps the region (all zeros) and arms tracking.
     pub fn build(self) -> Result<Region> {
         if self.len == 0 {
@@ -69,6 +75,7 @@ impl RegionBuilder {
             store,
             base,
             huge_pages: self.huge_pages,
+            origin: None,
             dirty: Vec::new(),
             changes: Vec::new(),
         })
@@ -112,6 +119,10 @@ pub struct Region {
     /// tracker reports.
     base: Snapshot,
     huge_pages: bool,
+    /// For a clone (`Snapshot::instantiate`, clone.rs): the snapshot it started
+    /// from, which its mapping shows wherever it has not written, and which
+    /// `reset` goes back to. `None` for a region built empty.
+    origin: Option<Snapshot>,
     /// Reused buffers of the hot paths.
     dirty: Vec<usize>,
     changes: Vec<(usize, FrameId)>,
@@ -261,29 +272,47 @@ impl Region {
         }
         let snap = snap.in_store(&self.store);
         self.wait_for_background();
-        let page = page_size();
-        self.dirty.clear();
-        let tracker = self.tracker.get_mut().unwrap_or_else(|e| e.into_inner());
-        tracker.peek(&self.map, &mut self.dirty)?;
+        // 1. Pages where the sync point and `snap` differ: known from the tables
+        //    alone, written first.
         self.changes.clear();
         let target = snap.tree();
         self.base.tree().diff(target, &mut self.changes);
-        self.changes
-            .extend(self.dirty.iter().map(|&p| (p, target.get(p))));
-        self.changes.sort_unstable_by_key(|c| c.0);
-        self.changes.dedup_by_key(|c| c.0);
-        {
-            let st = self.store.lock();
-            let bytes = self.map.as_mut_slice();
-            for &(p, id) in &self.changes {
-                bytes[p * page..(p + 1) * page].copy_from_slice(st.frames.bytes(id));
-            }
-        }
+        write_frames(&self.map, &self.store, &self.changes);
+        // 2. One collect makes the new sync point: it re-protects what step 1
+        //    wrote and reports, besides those, the pages written since the last
+        //    sync point, which must go back to `snap` too.
         self.dirty.clear();
-        self.dirty.extend(self.changes.iter().map(|c| c.0));
-        tracker.rearm(&self.map, &self.dirty)?;
+        let tracker = self.tracker.get_mut().unwrap_or_else(|e| e.into_inner());
+        tracker.collect(&self.map, &mut self.dirty)?;
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
+        let restored = &self.changes;
+        self.dirty
+            .retain(|p| restored.binary_search_by_key(p, |c| c.0).is_err());
+        if !self.dirty.is_empty() {
+            // 3. Those pages, and a re-arm of just them. (Right after a snapshot,
+            //    the common case when backtracking, there are none.)
+            self.changes.clear();
+            self.changes
+                .extend(self.dirty.iter().map(|&p| (p, target.get(p))));
+            write_frames(&self.map, &self.store, &self.changes);
+            tracker.rearm(&self.map, &self.dirty)?;
+        }
         self.base = snap;
         Ok(())
+    }
+}
+
+/// Copies each `(page, frame)` of `changes` into the region.
+fn write_frames(map: &Mapping, store: &PageStore, changes: &[(usize, FrameId)]) {
+    if changes.is_empty() {
+        return;
+    }
+    let page = page_size();
+    let st = store.lock();
+    let bytes = map.as_mut_slice();
+    for &(p, id) in changes {
+        bytes[p * page..(p + 1) * page].copy_from_slice(st.frames.bytes(id));
     }
 }
 
@@ -295,6 +324,60 @@ impl Region {
         while self.background.load(std::sync::atomic::Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_micros(50));
         }
+    }
+}
+
+/// A clone's pieces, borrowed for `Region::reset` (clone.rs).
+pub(crate) struct Parts<'a> {
+    pub(crate) map: &'a Mapping,
+    pub(crate) tracker: &'a mut dyn Tracker,
+    pub(crate) base: &'a mut Snapshot,
+    pub(crate) origin: Option<&'a Snapshot>,
+    pub(crate) dirty: &'a mut Vec<usize>,
+    pub(crate) changes: &'a mut Vec<(usize, FrameId)>,
+}
+
+impl Region {
+    /// A region over `map`, whose contents equal `base` now and which `tracker`
+    /// tracks from here (clone.rs: `map` is a private view of `base`'s image).
+    pub(crate) fn from_parts(
+        map: Mapping,
+        tracker: Box<dyn Tracker>,
+        store: PageStore,
+        base: Snapshot,
+        huge_pages: bool,
+    ) -> Region {
+        Region {
+            tracker: Mutex::new(tracker),
+            live: Mutex::new(None),
+            map: Arc::new(map),
+            background: Arc::new(AtomicBool::new(false)),
+            store,
+            origin: Some(base.clone()),
+            base,
+            huge_pages,
+            dirty: Vec::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// The pieces `reset` works on, once no background snapshot runs.
+    pub(crate) fn parts(&mut self) -> Parts<'_> {
+        self.wait_for_background();
+        Parts {
+            map: &self.map,
+            tracker: &mut **self.tracker.get_mut().unwrap_or_else(|e| e.into_inner()),
+            base: &mut self.base,
+            origin: self.origin.as_ref(),
+            dirty: &mut self.dirty,
+            changes: &mut self.changes,
+        }
+    }
+
+    /// The snapshot this region was cloned from ([`Snapshot::instantiate`]), which
+    /// [`reset`](Self::reset) goes back to; `None` for a region built empty.
+    pub fn origin(&self) -> Option<&Snapshot> {
+        self.origin.as_ref()
     }
 }
 
