@@ -121,6 +121,21 @@ int ps_background_done(const ps_background *bg);
 int ps_background_free(ps_background *bg);
 
 /*
+ Saves a consistent snapshot of the region as it is now straight to a snapshot
+ file at `path` (atomically replacing any file there), and returns when the file
+ is complete and durable. Other threads may keep writing meanwhile: only the
+ calling thread waits (a writer touching a part not yet saved waits until it
+ is). The pages go to the file, not into the store; memory used is a few
+ buffers. ps_snapshot_load() reads the file. Returns 0, or -1 (dead handle, NULL
+ path, a background snapshot of this region already running, I/O error — the
+ writers are released and no file is left in every failure case).
+
+ # Safety
+ `path` is NULL or a NUL-terminated string.
+ */
+int ps_background_save(ps_region *region, const char *path);
+
+/*
  Starts a consistent snapshot of the region as it is now and returns as soon as
  the region is write-protected; other threads may keep writing meanwhile (a
  writer touching a part not yet copied waits until it is, in 2 MiB batches).
@@ -195,6 +210,16 @@ ps_region *ps_region_new(const ps_store *store, size_t len, int tracking);
 void *ps_region_ptr(const ps_region *region);
 
 /*
+ Takes a clone (from ps_snapshot_instantiate()) back to the snapshot it was made
+ from, in time proportional to the pages written since: those pages are dropped
+ and the snapshot's image shows through again. That snapshot becomes the sync
+ point; tracking stays exact. Writers must be quiescent. Returns 0, or -1 (dead
+ handle, a region made by ps_region_new() — it has nothing to go back to, use
+ ps_restore() — or a kernel error).
+ */
+int ps_region_reset(ps_region *region);
+
+/*
  The backend tracking the region: a concrete `PS_TRACKING_*` constant, never
  PS_TRACKING_AUTO. -1 if `region` is not a live handle.
  */
@@ -224,6 +249,23 @@ int ps_snapshot_digest(const ps_snapshot *snap, uint8_t *out);
  no-op (returns 0); -1 for a handle that is not live (e.g. freed twice).
  */
 int ps_snapshot_free(ps_snapshot *snap);
+
+/*
+ A new region whose contents equal `snap`: a *clone*, ready in time that does
+ not grow with its length (a private mapping of the snapshot's image; pages come
+ in on first touch). Clones of one snapshot share every page none of them has
+ written; writes in a clone reach neither the snapshot, nor other clones, nor
+ the region the snapshot came from. The clone tracks with `tracking` (a
+ `PS_TRACKING_*` constant), keeps its snapshots in `snap`'s store, and
+ ps_region_reset() takes it back to `snap`. The first clone of a snapshot writes
+ its non-zero pages once into a memory file that later clones reuse; it lives
+ as long as the snapshot does. NULL on failure (dead handle, bad tracking,
+ memfd or mmap failure).
+
+ Ownership: the caller owns the handle and frees it with ps_region_free(). The
+ clone keeps `snap` alive; `snap` may be freed before it.
+ */
+ps_region *ps_snapshot_instantiate(const ps_snapshot *snap, int tracking);
 
 /*
  The snapshot's length in bytes (its region's length). 0 if `snap` is not a live

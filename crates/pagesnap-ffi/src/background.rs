@@ -6,7 +6,7 @@ use crate::region::{ps_region, RegionCell};
 use crate::snapshot::ps_snapshot;
 use crate::status::{call, CallError};
 use pagesnap_lib::Background;
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int};
 use std::sync::{Arc, Mutex};
 
 /// A background snapshot in progress. Opaque: only pointers to it exist.
@@ -98,4 +98,29 @@ pub extern "C" fn ps_background_done(bg: *const ps_background) -> c_int {
 #[no_mangle]
 pub extern "C" fn ps_background_free(bg: *mut ps_background) -> c_int {
     call(-1, || handle::remove::<BackgroundCell>(bg, BG).map(|_| 0))
+}
+
+/// Saves a consistent snapshot of the region as it is now straight to a snapshot
+/// file at `path` (atomically replacing any file there), and returns when the file
+/// is complete and durable. Other threads may keep writing meanwhile: only the
+/// calling thread waits (a writer touching a part not yet saved waits until it
+/// is). The pages go to the file, not into the store; memory used is a few
+/// buffers. ps_snapshot_load() reads the file. Returns 0, or -1 (dead handle, NULL
+/// path, a background snapshot of this region already running, I/O error — the
+/// writers are released and no file is left in every failure case).
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn ps_background_save(region: *mut ps_region, path: *const c_char) -> c_int {
+    call(-1, || {
+        let r: Arc<RegionCell> = handle::get(region, "region (ps_region *)")?;
+        // SAFETY: `path` is NULL or NUL-terminated by this function's contract.
+        let path = unsafe { crate::file::path_arg(path) }?;
+        // The region's lock is held only to start: writers and other calls on
+        // the region go on while the file is written.
+        let bg = r.lock().background_save(path)?;
+        bg.wait()?;
+        Ok(0)
+    })
 }

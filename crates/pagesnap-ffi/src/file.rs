@@ -16,7 +16,7 @@ const PARENT: &str = "parent (ps_snapshot *)";
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string that stays unchanged during the call.
-unsafe fn path_arg<'a>(path: *const c_char) -> Result<&'a Path, CallError> {
+pub(crate) unsafe fn path_arg<'a>(path: *const c_char) -> Result<&'a Path, CallError> {
     if path.is_null() {
         return Err(CallError::Null {
             arg: "path (const char *)",

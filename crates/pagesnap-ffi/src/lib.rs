@@ -33,15 +33,15 @@ mod store;
 mod tracking;
 
 pub use background::{
-    ps_background, ps_background_done, ps_background_free, ps_background_snapshot,
-    ps_background_wait,
+    ps_background, ps_background_done, ps_background_free, ps_background_save,
+    ps_background_snapshot, ps_background_wait,
 };
 pub use file::{
     ps_snapshot_load, ps_snapshot_load_delta, ps_snapshot_save, ps_snapshot_save_delta,
 };
 pub use region::{
-    ps_region, ps_region_free, ps_region_len, ps_region_new, ps_region_ptr, ps_region_tracking,
-    ps_restore, ps_snapshot_take,
+    ps_region, ps_region_free, ps_region_len, ps_region_new, ps_region_ptr, ps_region_reset,
+    ps_region_tracking, ps_restore, ps_snapshot_instantiate, ps_snapshot_take,
 };
 pub use snapshot::{
     ps_snapshot, ps_snapshot_digest, ps_snapshot_free, ps_snapshot_len, ps_snapshot_read,

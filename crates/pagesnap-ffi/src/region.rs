@@ -157,3 +157,50 @@ pub extern "C" fn ps_restore(region: *mut ps_region, snap: *const ps_snapshot) -
         Ok(0)
     })
 }
+
+/// A new region whose contents equal `snap`: a *clone*, ready in time that does
+/// not grow with its length (a private mapping of the snapshot's image; pages come
+/// in on first touch). Clones of one snapshot share every page none of them has
+/// written; writes in a clone reach neither the snapshot, nor other clones, nor
+/// the region the snapshot came from. The clone tracks with `tracking` (a
+/// `PS_TRACKING_*` constant), keeps its snapshots in `snap`'s store, and
+/// ps_region_reset() takes it back to `snap`. The first clone of a snapshot writes
+/// its non-zero pages once into a memory file that later clones reuse; it lives
+/// as long as the snapshot does. NULL on failure (dead handle, bad tracking,
+/// memfd or mmap failure).
+///
+/// Ownership: the caller owns the handle and frees it with ps_region_free(). The
+/// clone keeps `snap` alive; `snap` may be freed before it.
+#[no_mangle]
+pub extern "C" fn ps_snapshot_instantiate(
+    snap: *const ps_snapshot,
+    tracking: c_int,
+) -> *mut ps_region {
+    call(std::ptr::null_mut(), || {
+        let s: Snapshot = handle::get(snap, "snap (ps_snapshot *)")?;
+        let tracking = tracking::from_c(tracking)?;
+        let region = s.instantiate_with(Region::builder(s.len()).tracking(tracking))?;
+        let cell = RegionCell {
+            addr: region.as_ptr() as usize,
+            len: region.len(),
+            tracking: region.tracking(),
+            region: Mutex::new(region),
+        };
+        Ok(handle::insert(Arc::new(cell)))
+    })
+}
+
+/// Takes a clone (from ps_snapshot_instantiate()) back to the snapshot it was made
+/// from, in time proportional to the pages written since: those pages are dropped
+/// and the snapshot's image shows through again. That snapshot becomes the sync
+/// point; tracking stays exact. Writers must be quiescent. Returns 0, or -1 (dead
+/// handle, a region made by ps_region_new() — it has nothing to go back to, use
+/// ps_restore() — or a kernel error).
+#[no_mangle]
+pub extern "C" fn ps_region_reset(region: *mut ps_region) -> c_int {
+    call(-1, || {
+        let r: Arc<RegionCell> = handle::get(region, REGION)?;
+        r.lock().reset()?;
+        Ok(0)
+    })
+}

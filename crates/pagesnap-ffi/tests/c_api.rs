@@ -134,6 +134,11 @@ fn c_round_trips_on_every_backend() {
 }
 
 #[test]
+fn c_clones_instantiate_and_reset() {
+    run_program(&build_c("clones", Link::Shared));
+}
+
+#[test]
 fn c_every_error_path_is_reported() {
     run_program(&build_c("errors", Link::Shared));
 }

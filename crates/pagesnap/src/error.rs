@@ -103,6 +103,23 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Making a clone of a snapshot failed ([`Snapshot::instantiate`](crate::Snapshot::instantiate)).
+    #[error("clone of a snapshot of {len} bytes: {step} failed")]
+    Clone {
+        /// The call that failed, e.g. "memfd_create" or "mmap of the image".
+        step: &'static str,
+        /// The snapshot's length in bytes.
+        len: usize,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// [`Region::reset`](crate::Region::reset) on a region that is not a clone: it
+    /// has no snapshot to go back to (restore one explicitly instead).
+    #[error("reset needs a clone (a region made by Snapshot::instantiate); this region was built empty — restore a snapshot instead")]
+    NotAClone,
+
     /// A read outside a snapshot.
     #[error("read of {len} bytes at offset {offset} is outside the snapshot ({snapshot} bytes)")]
     OutOfBounds {

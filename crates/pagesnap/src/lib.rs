@@ -36,11 +36,13 @@
 #![warn(missing_docs)]
 
 pub mod arena;
+mod clone;
 mod digest;
 pub mod error;
 pub mod file;
 mod heap;
 mod live;
+mod live_save;
 mod probe;
 mod region;
 mod snapshot;
@@ -53,6 +55,7 @@ pub use digest::Digest;
 pub use error::{Error, Result};
 pub use file::{FileError, FileInfo, FileKind, SaveReport};
 pub use live::{Background, BackgroundReport, Progress};
+pub use live_save::{BackgroundSave, BackgroundSaveReport};
 pub use probe::{probe, BackendStatus, Capabilities, UffdAccess};
 pub use region::{Region, RegionBuilder};
 pub use snapshot::Snapshot;
@@ -67,3 +70,8 @@ pub use {
 pub fn page_size() -> usize {
     sys::page_size()
 }
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

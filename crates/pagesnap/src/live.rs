@@ -5,11 +5,16 @@
 //!  background_snapshot():  register batch states with the SIGSEGV handler
 //!                          mprotect(region, PROT_READ)          ◄── the instant
 //!                          dirty = pages written since the sync point (peek)
-//!                          batches without dirty pages: writable again at once
-//!                          spawn the copier; return
-//!  copier thread:          batches in address order, but any batch a writer is
-//!                          parked on first: copy its dirty pages into the store,
-//!                          lift the protection, wake the writers
+//!                          spawn the copier; return      (the pause ends here)
+//!  copier thread:          batches without dirty pages: writable again at once
+//!                          then every batch once (`drive`): any batch a writer
+//!                          is parked on first; then onward from where writers
+//!                          last parked (they go in address order, so the copier
+//!                          runs ahead of each and spares it the next fault);
+//!                          then address order. Per batch: copy its dirty pages
+//!                          into a buffer, lift the protection, wake the writers,
+//!                          and only then hash them into the store (or stream
+//!                          them to a file: live_save.rs)
 //!  writer touching a batch not yet copied: SIGSEGV → handler marks the batch
 //!                          REQUESTED and sleeps on a futex until it is COPIED
 //! ```
@@ -70,22 +75,38 @@ pub struct BackgroundReport {
     pub faults: u64,
 }
 
-struct Shared {
-    copied: AtomicU64,
-    total: u64,
-    batches: Arc<BatchStates>,
+pub(crate) struct Shared {
+    pub(crate) copied: AtomicU64,
+    pub(crate) total: AtomicU64,
+    pub(crate) batches: Arc<BatchStates>,
     started: Instant,
     finished_ns: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn progress(&self) -> Progress {
+        Progress {
+            copied: self.copied.load(Ordering::Relaxed),
+            total: self.total.load(Ordering::Relaxed),
+            faults: self.batches.requests.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    fn finish(&self) {
+        self.finished_ns
+            .store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// From the instant of protection until the copier finished.
+    pub(crate) fn duration(&self) -> Duration {
+        Duration::from_nanos(self.finished_ns.load(Ordering::Relaxed))
+    }
 }
 
 impl Background {
     /// Pages copied so far, of how many.
     pub fn progress(&self) -> Progress {
-        Progress {
-            copied: self.shared.copied.load(Ordering::Relaxed),
-            total: self.shared.total,
-            faults: self.shared.batches.requests.load(Ordering::Relaxed) as u64,
-        }
+        self.shared.progress()
     }
 
     /// Whether the copier has finished.
@@ -106,7 +127,7 @@ impl Background {
         let report = BackgroundReport {
             pages: p.copied,
             bytes: p.copied * page_size() as u64,
-            duration: Duration::from_nanos(self.shared.finished_ns.load(Ordering::Relaxed)),
+            duration: self.shared.duration(),
             faults: p.faults,
         };
         Ok((snap, report))
@@ -191,18 +212,45 @@ pub(crate) fn start(
     job: Job,
     peek: impl FnOnce(&mut Vec<usize>) -> Result<()>,
 ) -> Result<Background> {
+    let (thread, shared) = start_with(job, peek, copy)?;
+    Ok(Background {
+        thread: Some(thread),
+        shared,
+    })
+}
+
+/// Protects the region and starts a copier running `body`, which is given the
+/// job, the shared state, the dirty pages (sorted) and the batch size, and must
+/// serve every batch (see [`drive`]).
+pub(crate) fn start_with<T, F>(
+    job: Job,
+    peek: impl FnOnce(&mut Vec<usize>) -> Result<()>,
+    body: F,
+) -> Result<(JoinHandle<Result<T>>, Arc<Shared>)>
+where
+    T: Send + 'static,
+    F: FnOnce(&Job, &Shared, &[usize], usize) -> Result<T> + Send + 'static,
+{
     if job.busy.swap(true, Ordering::AcqRel) {
         return Err(Error::BackgroundBusy);
     }
     let busy = job.busy.clone();
-    let started = start_inner(job, peek);
+    let started = start_inner(job, peek, body);
     if started.is_err() {
         busy.store(false, Ordering::Release);
     }
     started
 }
 
-fn start_inner(job: Job, peek: impl FnOnce(&mut Vec<usize>) -> Result<()>) -> Result<Background> {
+fn start_inner<T, F>(
+    job: Job,
+    peek: impl FnOnce(&mut Vec<usize>) -> Result<()>,
+    body: F,
+) -> Result<(JoinHandle<Result<T>>, Arc<Shared>)>
+where
+    T: Send + 'static,
+    F: FnOnce(&Job, &Shared, &[usize], usize) -> Result<T> + Send + 'static,
+{
     let map = &job.map;
     let (len, page) = (map.len(), page_size());
     let batch = batch_bytes(len);
@@ -231,82 +279,202 @@ fn start_inner(job: Job, peek: impl FnOnce(&mut Vec<usize>) -> Result<()>) -> Re
             source,
         }
     })?;
-    let mut dirty = Vec::new();
+    let mut dirty = Vec::with_capacity(len / page);
     if let Err(e) = peek(&mut dirty) {
         let _ = release_all(&batches);
         return Err(e);
     }
-    dirty.sort_unstable();
-    dirty.dedup();
-    // Batches with nothing written since the sync point need no copy.
-    let pages_per_batch = batch / page;
-    let mut has_dirty = vec![false; nbatches];
-    for &p in &dirty {
-        has_dirty[p / pages_per_batch] = true;
-    }
-    let clean: Vec<usize> = (0..nbatches).filter(|&b| !has_dirty[b]).collect();
-    for (first, n) in crate::track::runs(&clean) {
-        let from = first * batch;
-        let to = ((first + n) * batch).min(len);
-        if let Err(source) = map.protect(from, to - from, job.unprotect_to) {
-            let _ = release_all(&batches);
-            return Err(Error::Background {
-                step: "mprotect (lift)",
-                addr: addr + from,
-                len: to - from,
-                source,
-            });
-        }
-        for s in &batches.states[first..first + n] {
-            s.store(COPIED, Ordering::Release);
-            futex::wake_all(s);
-        }
-    }
+    // Everything else happens in the copier: the caller's pause is the
+    // protection and the peek.
     let shared = Arc::new(Shared {
         copied: AtomicU64::new(0),
-        total: dirty.len() as u64,
+        total: AtomicU64::new(0),
         batches,
         started,
         finished_ns: AtomicU64::new(0),
     });
     let thread_shared = shared.clone();
+    let (map, unprotect_to) = (job.map.clone(), job.unprotect_to);
     let thread = std::thread::Builder::new()
         .name("pagesnap-copier".into())
         .spawn(move || {
-            let r = copy(&job, &thread_shared, &dirty, batch);
+            let r = lift_clean(&job, &thread_shared, &mut dirty, batch)
+                .and_then(|()| body(&job, &thread_shared, &dirty, batch));
+            if r.is_err() {
+                crate::live::release_all(&job, &thread_shared);
+                thread_shared.finish();
+            }
             job.busy.store(false, Ordering::Release);
             r
         })
-        .map_err(|source| Error::Background {
-            step: "spawn copier thread",
-            addr,
-            len,
-            source,
+        .map_err(|source| {
+            // No copier: release the writers here.
+            let _ = map.protect(0, len, unprotect_to);
+            for s in shared.batches.states.iter() {
+                s.store(COPIED, Ordering::Release);
+                futex::wake_all(s);
+            }
+            Error::Background {
+                step: "spawn copier thread",
+                addr,
+                len,
+                source,
+            }
         })?;
-    Ok(Background {
-        thread: Some(thread),
-        shared,
+    Ok((thread, shared))
+}
+
+/// The copier's first step: sorts the dirty pages and makes the batches without
+/// any writable again at once (their pages equal the sync point's).
+fn lift_clean(job: &Job, shared: &Shared, dirty: &mut Vec<usize>, batch: usize) -> Result<()> {
+    let (map, page) = (&*job.map, page_size());
+    let len = map.len();
+    let states = &shared.batches.states;
+    if !dirty.windows(2).all(|w| w[0] < w[1]) {
+        dirty.sort_unstable();
+        dirty.dedup();
+    }
+    shared.total.store(dirty.len() as u64, Ordering::Relaxed);
+    let pages_per_batch = batch / page;
+    let mut has_dirty = vec![false; states.len()];
+    for &p in dirty.iter() {
+        has_dirty[p / pages_per_batch] = true;
+    }
+    let clean: Vec<usize> = (0..states.len()).filter(|&b| !has_dirty[b]).collect();
+    for (first, n) in crate::track::runs(&clean) {
+        let from = first * batch;
+        let to = ((first + n) * batch).min(len);
+        map.protect(from, to - from, job.unprotect_to)
+            .map_err(|source| Error::Background {
+                step: "mprotect (lift)",
+                addr: map.as_ptr() as usize + from,
+                len: to - from,
+                source,
+            })?;
+        for s in &states[first..first + n] {
+            s.store(COPIED, Ordering::Release);
+            futex::wake_all(s);
+        }
+    }
+    Ok(())
+}
+
+/// Claims batch `b` for copying: true if it was waiting (`PENDING` or
+/// `REQUESTED`), false if it is already saved or clean.
+pub(crate) fn claim(shared: &Shared, b: usize) -> bool {
+    let s = &shared.batches.states[b];
+    s.compare_exchange(PENDING, COPYING, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+        || s.compare_exchange(REQUESTED, COPYING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+}
+
+/// Lifts the protection of claimed batch `b`, whose `pages` dirty pages are
+/// saved, and wakes its writers.
+pub(crate) fn lift(job: &Job, shared: &Shared, b: usize, batch: usize, pages: usize) -> Result<()> {
+    let map = &*job.map;
+    let s = &shared.batches.states[b];
+    let from = b * batch;
+    let to = (from + batch).min(map.len());
+    let lifted = map.protect(from, to - from, job.unprotect_to);
+    s.store(COPIED, Ordering::Release);
+    futex::wake_all(s);
+    shared.copied.fetch_add(pages as u64, Ordering::Relaxed);
+    lifted.map_err(|source| Error::Background {
+        step: "mprotect (lift)",
+        addr: map.as_ptr() as usize + from,
+        len: to - from,
+        source,
     })
+}
+
+/// Runs `serve(b)` once for every batch. Order: first any batch a writer is
+/// waiting for; then onward from the batches writers last waited for (writers
+/// go in address order, so the copier runs ahead of each and spares it the next
+/// fault), taking the cursors in turn; then address order. On an error, stops,
+/// lifts all protection and wakes every writer — none is ever left parked — and
+/// returns the error. Records the copier's finishing time either way.
+pub(crate) fn drive(
+    job: &Job,
+    shared: &Shared,
+    mut serve: impl FnMut(usize) -> Result<()>,
+) -> Result<()> {
+    /// Most writers followed at once.
+    const CURSORS: usize = 16;
+    let states = &shared.batches.states;
+    let n = states.len();
+    let mut done = vec![false; n];
+    let mut left = n;
+    let mut cursors: Vec<usize> = Vec::with_capacity(CURSORS);
+    let mut turn = 0;
+    let mut seen_requests = 0;
+    let mut next = 0;
+    let mut run = |b: usize, done: &mut [bool], left: &mut usize| -> Result<()> {
+        done[b] = true;
+        *left -= 1;
+        serve(b)
+    };
+    let mut result = Ok(());
+    while left > 0 && result.is_ok() {
+        let requests = shared.batches.requests.load(Ordering::Acquire);
+        if requests != seen_requests {
+            seen_requests = requests;
+            for b in 0..n {
+                if !done[b] && states[b].load(Ordering::Acquire) == REQUESTED {
+                    result = run(b, &mut done, &mut left);
+                    if result.is_err() {
+                        break;
+                    }
+                    // Follow this writer: replace the cursor that led here.
+                    match cursors.iter().position(|&c| c == b) {
+                        Some(i) => cursors[i] = b + 1,
+                        None if cursors.len() < CURSORS => cursors.push(b + 1),
+                        None => cursors[turn % CURSORS] = b + 1,
+                    }
+                }
+            }
+            continue;
+        }
+        cursors.retain(|&c| c < n && !done[c]);
+        if !cursors.is_empty() {
+            turn = (turn + 1) % cursors.len();
+            let c = cursors[turn];
+            cursors[turn] = c + 1;
+            result = run(c, &mut done, &mut left);
+            continue;
+        }
+        while next < n && done[next] {
+            next += 1;
+        }
+        if next < n {
+            result = run(next, &mut done, &mut left);
+        }
+    }
+    if result.is_err() {
+        release_all(job, shared);
+    }
+    shared.finish();
+    result
+}
+
+/// Lifts all protection and wakes every writer.
+fn release_all(job: &Job, shared: &Shared) {
+    let _ = job.map.protect(0, job.map.len(), job.unprotect_to);
+    for s in shared.batches.states.iter() {
+        s.store(COPIED, Ordering::Release);
+        futex::wake_all(s);
+    }
 }
 
 /// The copier: saves every batch with dirty pages, writers' requests first.
 fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Snapshot> {
     let (map, page) = (&*job.map, page_size());
-    let states = &shared.batches.states;
     let pages_per_batch = batch / page;
     let store = job.base.store().clone();
     let mut changes: Vec<(usize, FrameId)> = Vec::with_capacity(dirty.len());
     let mut buf = vec![0u8; batch];
-    let mut seen_requests = 0;
-    let mut next = 0;
-    let mut serve = |b: usize, changes: &mut Vec<(usize, FrameId)>| -> Result<()> {
-        let s = &states[b];
-        let claimed = s
-            .compare_exchange(PENDING, COPYING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-            || s.compare_exchange(REQUESTED, COPYING, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-        if !claimed {
+    let result = drive(job, shared, |b| {
+        if !claim(shared, b) {
             return Ok(());
         }
         let lo = dirty.partition_point(|&p| p < b * pages_per_batch);
@@ -315,56 +483,14 @@ fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Sna
         for (i, &p) in mine.iter().enumerate() {
             map.copy_out(p * page, &mut buf[i * page..(i + 1) * page]);
         }
-        {
-            let mut st = store.lock();
-            for (i, &p) in mine.iter().enumerate() {
-                changes.push((p, st.frames.insert(&buf[i * page..(i + 1) * page])));
-            }
+        // Writers go on as soon as the bytes are out; hashing and dedup follow.
+        let lifted = lift(job, shared, b, batch, mine.len());
+        let mut st = store.lock();
+        for (i, &p) in mine.iter().enumerate() {
+            changes.push((p, st.frames.insert(&buf[i * page..(i + 1) * page])));
         }
-        let from = b * batch;
-        let to = (from + batch).min(map.len());
-        let lifted = map.protect(from, to - from, job.unprotect_to);
-        s.store(COPIED, Ordering::Release);
-        futex::wake_all(s);
-        shared
-            .copied
-            .fetch_add(mine.len() as u64, Ordering::Relaxed);
-        lifted.map_err(|source| Error::Background {
-            step: "mprotect (lift)",
-            addr: map.as_ptr() as usize + from,
-            len: to - from,
-            source,
-        })
-    };
-    let mut result = Ok(());
-    while next < states.len() {
-        let requests = shared.batches.requests.load(Ordering::Acquire);
-        if requests != seen_requests {
-            seen_requests = requests;
-            for b in 0..states.len() {
-                if states[b].load(Ordering::Acquire) == REQUESTED {
-                    result = result.and(serve(b, &mut changes));
-                }
-            }
-        }
-        result = result.and(serve(next, &mut changes));
-        next += 1;
-        if result.is_err() {
-            break;
-        }
-    }
-    if result.is_err() {
-        // Never leave a writer parked: lift everything and wake everyone.
-        let _ = map.protect(0, map.len(), job.unprotect_to);
-        for s in states.iter() {
-            s.store(COPIED, Ordering::Release);
-            futex::wake_all(s);
-        }
-    }
-    shared.finished_ns.store(
-        shared.started.elapsed().as_nanos() as u64,
-        Ordering::Relaxed,
-    );
+        lifted
+    });
     if let Err(e) = result {
         // Hand the frames back before reporting the failure.
         let mut st = store.lock();

@@ -232,6 +232,41 @@ impl Region {
     /// # Ok::<(), pagesnap::Error>(())
     /// ```
     pub fn background_snapshot(&self) -> Result<crate::Background> {
+        crate::live::start(self.live_job()?, |dirty| self.peek_dirty(dirty))
+    }
+
+    /// As [`background_snapshot`](Self::background_snapshot), but the snapshot is
+    /// streamed to a snapshot file at `path` as the copier goes (atomically and
+    /// durably, like [`Snapshot::save`]), without entering the store: extra memory
+    /// is a few buffers, not the region. [`wait`](crate::BackgroundSave::wait)
+    /// returns once the file is complete. On any error the writers are released
+    /// and the target is left untouched.
+    ///
+    /// ```
+    /// use pagesnap::{PageStore, Region, Snapshot};
+    /// let dir = std::env::temp_dir().join(format!("pagesnap-bgdoc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let mut region = Region::builder(8 << 20).build()?;
+    /// region.as_mut_slice().fill(123);
+    /// let bg = region.background_save(dir.join("a.snap"))?;
+    /// region.as_mut_slice()[0] = 7; // waits for its batch to be copied first
+    /// let report = bg.wait()?;
+    /// let back = Snapshot::load(dir.join("a.snap"), &PageStore::new())?;
+    /// assert_eq!(back.digest(), report.digest);
+    /// assert!(back.to_vec().iter().all(|&b| b == 123));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn background_save(
+        &self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<crate::BackgroundSave> {
+        crate::live_save::start(self.live_job()?, path.as_ref(), |dirty| {
+            self.peek_dirty(dirty)
+        })
+    }
+
+    fn live_job(&self) -> Result<crate::live::Job> {
         let unprotect_to = if self.tracking() == Tracking::Mprotect {
             Protection::Read
         } else {
@@ -246,17 +281,18 @@ impl Region {
                 .map(|l| l.batches.clone())
                 .expect("registered above")
         };
-        let job = crate::live::Job {
+        Ok(crate::live::Job {
             map: self.map.clone(),
             base: self.base.clone(),
             busy: self.background.clone(),
             unprotect_to,
             batches,
-        };
-        crate::live::start(job, |dirty| {
-            let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-            tracker.peek(&self.map, dirty)
         })
+    }
+
+    fn peek_dirty(&self, dirty: &mut Vec<usize>) -> Result<()> {
+        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        tracker.peek(&self.map, dirty)
     }
 
     /// Makes the contents equal to `snap`, writing only the pages written since

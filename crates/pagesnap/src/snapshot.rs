@@ -6,7 +6,7 @@ use crate::store::frames::FrameId;
 use crate::store::tree::Tree;
 use crate::store::PageStore;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The contents of a region at one instant.
 ///
@@ -23,18 +23,32 @@ struct Inner {
     tree: Tree,
     digest: Digest,
     len: usize,
+    /// The contents written out once to a memory file, made by the first
+    /// [`instantiate`](Snapshot::instantiate) and mapped privately by every clone
+    /// (see `clone.rs`). Empty until then; kept while the snapshot lives.
+    image: OnceLock<Arc<crate::clone::Image>>,
 }
 
 impl Snapshot {
     pub(crate) fn from_tree(tree: Tree, len: usize) -> Snapshot {
         let digest = Digest(tree.digest());
         Snapshot {
-            inner: Arc::new(Inner { tree, digest, len }),
+            inner: Arc::new(Inner {
+                tree,
+                digest,
+                len,
+                image: OnceLock::new(),
+            }),
         }
     }
 
     pub(crate) fn tree(&self) -> &Tree {
         &self.inner.tree
+    }
+
+    /// The cache of this snapshot's clone image (see `clone.rs`).
+    pub(crate) fn image_cell(&self) -> &OnceLock<Arc<crate::clone::Image>> {
+        &self.inner.image
     }
 
     /// The content digest: equal for snapshots with equal bytes and length.

@@ -19,12 +19,19 @@ fn thread_safety_and_derives() {
 
 #[test]
 fn digest_displays_as_32_lowercase_hex() {
-    let mut r = Region::builder(4096).tracking(Tracking::Compare).build().unwrap();
+    let mut r = Region::builder(4096)
+        .tracking(Tracking::Compare)
+        .build()
+        .unwrap();
     r.as_mut_slice()[0] = 0xAB;
     let d = r.snapshot().unwrap().digest();
     let text = d.to_string();
     assert_eq!(text.len(), 32);
-    assert!(text.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{text}");
+    assert!(
+        text.chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+        "{text}"
+    );
     assert_eq!(Digest::from_bytes(d.to_bytes()), d);
 }
 
@@ -53,7 +60,10 @@ fn digests_follow_contents_not_history() {
     // A different length with the same (zero) contents differs too.
     let mut z1 = Region::builder(page).build().unwrap();
     let mut z2 = Region::builder(2 * page).build().unwrap();
-    assert_ne!(z1.snapshot().unwrap().digest(), z2.snapshot().unwrap().digest());
+    assert_ne!(
+        z1.snapshot().unwrap().digest(),
+        z2.snapshot().unwrap().digest()
+    );
 }
 
 #[test]
@@ -67,13 +77,20 @@ fn forced_backend_by_environment_variable() {
     }
     for t in [Tracking::Mprotect, Tracking::Compare] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "forced_backend_by_environment_variable", "--nocapture"])
+            .args([
+                "--exact",
+                "forced_backend_by_environment_variable",
+                "--nocapture",
+            ])
             .env("PAGESNAP_TRACKING", t.name())
             .env("PAGESNAP_API_CHILD", t.name())
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && stdout.contains("child-ok"), "{t}: {stdout}");
+        assert!(
+            out.status.success() && stdout.contains("child-ok"),
+            "{t}: {stdout}"
+        );
     }
     // A bad value is a typed error naming it.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
@@ -81,7 +98,11 @@ fn forced_backend_by_environment_variable() {
         .env("PAGESNAP_TRACKING", "turbo")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -90,6 +111,9 @@ fn bad_tracking_variable_child() {
         return; // only meaningful in the child spawned above
     }
     let err = Region::builder(4096).build().unwrap_err();
-    assert!(matches!(err, pagesnap::Error::BadTrackingVariable { .. }), "{err}");
+    assert!(
+        matches!(err, pagesnap::Error::BadTrackingVariable { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("\"turbo\""), "{err}");
 }

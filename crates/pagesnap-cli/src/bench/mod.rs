@@ -6,11 +6,15 @@
 //!  pagesnap bench memory [--snapshots 100 …]              memory.rs: store size vs bytes written
 //!  pagesnap bench scale [--reserve 16GiB --use 1GiB …]    scale.rs: reserved vs used
 //!  pagesnap bench file …                                  crate::bench_file
+//!  pagesnap bench clone [--size 1GiB --touch 1% --clones 10] clone.rs: eager vs lazy clones
+//!  pagesnap bench bgsave [--size 1GiB --writers 2]          bgsave.rs: the seed: fork vs background snapshot
 //!  pagesnap bench fork-helper (hidden)                    fork_helper.rs: the fork baseline's process
 //! ```
 //! Figures come from here, never from timed tests.
 
+mod bgsave;
 mod buffer;
+mod clone;
 mod dataset;
 mod fork_helper;
 mod memory;
@@ -45,8 +49,12 @@ enum Sub {
     Scale(scale::ScaleArgs),
     /// Snapshot files (save, load, deltas) against plain write(2)/read(2) of the bytes.
     File(crate::bench_file::FileArgs),
-    // `bench bgsave` (background snapshot beside writers) and `bench clone` go here,
-    // each as `Name(crate::bench_name::NameArgs)` plus a line in `run`.
+    /// Clones of one snapshot: eager (new region + restore) against lazy
+    /// (`Snapshot::instantiate`): start, touch, reset, memory of many live clones.
+    Clone(clone::CloneArgs),
+    /// The seed benchmark: a consistent snapshot beside writer threads, fork
+    /// against pagesnap's background snapshot and background save.
+    Bgsave(bgsave::BgsaveArgs),
     /// Internal: the process the fork baseline runs in.
     #[command(hide = true)]
     ForkHelper(fork_helper::HelperArgs),
@@ -58,6 +66,8 @@ pub fn run(args: Args) -> CmdResult {
         Some(Sub::Memory(a)) => memory::run(a),
         Some(Sub::Scale(a)) => scale::run(a),
         Some(Sub::File(a)) => crate::bench_file::run(a),
+        Some(Sub::Clone(a)) => clone::run(a),
+        Some(Sub::Bgsave(a)) => bgsave::run(a),
         Some(Sub::ForkHelper(a)) => fork_helper::serve(a),
     }
 }

@@ -65,6 +65,27 @@ static void run(int tracking) {
     CHECK(ps_background_done(bg) == -1);
     CHECK(ps_background_free(bg) == -1);
 
+    /* a background save beside writers: the file holds the region as it was */
+    for (size_t i = 0; i < nwords; i++) words[i] = 123;
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/ps-bgsave-%d.snap", (int)getpid());
+    for (size_t t = 0; t < WRITERS; t++)
+        CHECK(pthread_create(&threads[t], NULL, writer, (void *)(uintptr_t)t) == 0);
+    CHECK(ps_background_save(r, path) == 0);
+    for (size_t t = 0; t < WRITERS; t++) CHECK(pthread_join(threads[t], NULL) == 0);
+    ps_snapshot *saved = ps_snapshot_load(store, path);
+    CHECK(saved != NULL);
+    CHECK(ps_snapshot_read(saved, 0, copy, len) == 0);
+    for (size_t i = 0; i < nwords; i++) CHECK(copy[i] == 123 || copy[i] == i % WRITERS + 1);
+    CHECK(ps_snapshot_free(saved) == 0);
+    unlink(path);
+    /* an unwritable path fails cleanly; writers are not left blocked */
+    CHECK(ps_background_save(r, "/nonexistent-dir/x.snap") == -1);
+    CHECK_ERROR("/nonexistent-dir/x.snap");
+    words[0] = 9;
+    CHECK(ps_background_save(r, NULL) == -1);
+    CHECK_ERROR("path (const char *) is NULL");
+
     /* abandoning one: no writer stays blocked, the region works on */
     ps_background *dropped = ps_background_snapshot(r);
     CHECK(dropped != NULL);

@@ -28,48 +28,79 @@ pub(crate) fn replace<R>(
     path: &Path,
     body: impl FnOnce(&mut File) -> Result<R, FileError>,
 ) -> Result<R, FileError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().ok_or_else(|| FileError::Io {
-        op: "name the file".into(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"),
-    })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(format!(
-            "create the temporary file {}",
-            tmp.display()
-        )))?;
-    let result = body(&mut file)
-        .and_then(|r| file.sync_all().map_err(io_err("fsync")).map(|()| r))
-        .and_then(|r| {
-            drop(file);
-            std::fs::rename(&tmp, path)
-                .map_err(io_err(format!("rename {} over it", tmp.display())))
-                .map(|()| r)
-        });
-    match result {
-        Ok(r) => {
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(format!("fsync the directory {}", dir.display())))?;
-            Ok(r)
-        }
-        Err(e) => {
+    let mut pending = Pending::create(path)?;
+    let r = body(&mut pending.file)?;
+    pending.commit()?;
+    Ok(r)
+}
+
+/// A temporary file beside its target, written at leisure (a background save
+/// creates it before protecting the region, and fills it from the copier).
+/// [`commit`](Self::commit) fsyncs it, renames it over the target and fsyncs the
+/// directory; dropping it uncommitted removes it.
+pub(crate) struct Pending {
+    pub(crate) file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+    dir: PathBuf,
+    done: bool,
+}
+
+impl Pending {
+    /// Creates `dir/.NAME.PID.N.tmp` (O_EXCL, mode 0600) for target `path`.
+    pub(crate) fn create(path: &Path) -> Result<Pending, FileError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let name = path.file_name().ok_or_else(|| FileError::Io {
+            op: "name the file".into(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"),
+        })?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err(format!(
+                "create the temporary file {}",
+                tmp.display()
+            )))?;
+        Ok(Pending {
+            file,
+            tmp,
+            path: path.to_path_buf(),
+            dir,
+            done: false,
+        })
+    }
+
+    /// Makes the written file the target's contents, atomically and durably.
+    pub(crate) fn commit(mut self) -> Result<(), FileError> {
+        self.file.sync_all().map_err(io_err("fsync"))?;
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(io_err(format!("rename {} over it", self.tmp.display())))?;
+        self.done = true;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(format!(
+                "fsync the directory {}",
+                self.dir.display()
+            )))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
             // Best effort: the error being reported matters more than this one.
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
+            let _ = std::fs::remove_file(&self.tmp);
         }
     }
 }

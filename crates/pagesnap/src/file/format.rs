@@ -1,4 +1,4 @@
-//! The bytes of a snapshot file, version 1: fixed-size header, footer, page-table
+//! The bytes of a snapshot file, versions 1 and 2: fixed-size header, footer, page-table
 //! runs and page-record headers, encoded and decoded without any I/O.
 //!
 //! All integers are little-endian. Every decoder takes a slice of exactly the
@@ -9,8 +9,15 @@
 pub(crate) const MAGIC: [u8; 8] = *b"PAGESNAP";
 /// The last 8 bytes of every snapshot file.
 pub(crate) const END_MAGIC: [u8; 8] = *b"PSNAPEND";
-/// The format version this code writes; it reads this one and every older one.
-pub const VERSION: u32 = 1;
+/// The newest format version this code reads; it reads every older one too.
+/// [`Snapshot::save`](crate::Snapshot::save) writes version 1 (table first);
+/// a background save writes version 2 (records first, table last).
+pub const VERSION: u32 = 2;
+/// Version 1: header, page table, page records, footer.
+pub(crate) const VERSION_TABLE_FIRST: u32 = 1;
+/// Version 2: header, page records, page table, footer — the layout of a file
+/// streamed before its table is known. Otherwise identical to version 1.
+pub(crate) const VERSION_TABLE_LAST: u32 = 2;
 /// Bytes in the header (at offset 0).
 pub(crate) const HEADER_LEN: u64 = 64;
 /// Bytes in the footer (the file's last bytes).
@@ -159,9 +166,11 @@ impl Header {
 /// The footer: where the parts are and what the result must hash to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Footer {
-    /// Offset of the page table (right after the header).
+    /// Offset of the page table (version 1: right after the header; version 2:
+    /// right after the records).
     pub(crate) table_off: u64,
-    /// Offset of the first page record (right after the table).
+    /// Offset of the first page record (version 1: right after the table;
+    /// version 2: right after the header).
     pub(crate) data_off: u64,
     /// Number of page records.
     pub(crate) data_count: u64,
@@ -169,6 +178,9 @@ pub(crate) struct Footer {
     pub(crate) file_len: u64,
     /// The snapshot's digest.
     pub(crate) digest: [u8; 16],
+    /// Version 2's layout: the table after the records (not encoded; from the
+    /// header's version).
+    pub(crate) table_last: bool,
 }
 
 impl Footer {
@@ -185,9 +197,32 @@ impl Footer {
         b
     }
 
-    /// Decodes the footer of a file of `size` bytes and checks that its offsets
-    /// describe that file: header, table, records, footer, in that order, no gaps.
-    pub(crate) fn decode(b: &[u8; FOOTER_LEN as usize], size: u64) -> Result<Footer, Bad> {
+    /// Where the page table ends (exclusive), in a file of `size` bytes.
+    pub(crate) fn table_end(&self, size: u64) -> u64 {
+        if !self.table_last {
+            self.data_off
+        } else {
+            size - FOOTER_LEN
+        }
+    }
+
+    /// Where the page records end (exclusive), in a file of `size` bytes.
+    pub(crate) fn data_end(&self, size: u64) -> u64 {
+        if !self.table_last {
+            size - FOOTER_LEN
+        } else {
+            self.table_off
+        }
+    }
+
+    /// Decodes the footer of a file of `size` bytes and version `version`, and
+    /// checks that its offsets describe that file: header, table, records, footer
+    /// (version 1) or header, records, table, footer (version 2), no gaps.
+    pub(crate) fn decode(
+        b: &[u8; FOOTER_LEN as usize],
+        size: u64,
+        version: u32,
+    ) -> Result<Footer, Bad> {
         if b[56..64] != END_MAGIC {
             return Err(Bad::Magic);
         }
@@ -204,6 +239,7 @@ impl Footer {
             data_count: u64_at(b, 16),
             file_len: u64_at(b, 24),
             digest: b[32..48].try_into().expect("16 bytes"),
+            table_last: version == VERSION_TABLE_LAST,
         };
         if f.file_len != size {
             return Err(Bad::Field(
@@ -214,25 +250,47 @@ impl Footer {
                 ),
             ));
         }
-        if f.table_off != HEADER_LEN {
-            return Err(Bad::Field(
-                0,
-                format!(
-                    "the page table is at byte {}, not right after the header",
-                    f.table_off
-                ),
-            ));
+        let footer_off = size - FOOTER_LEN;
+        if version == VERSION_TABLE_FIRST {
+            if f.table_off != HEADER_LEN {
+                return Err(Bad::Field(
+                    0,
+                    format!(
+                        "the page table is at byte {}, not right after the header",
+                        f.table_off
+                    ),
+                ));
+            }
+            if f.data_off < f.table_off + TABLE_OVERHEAD || f.data_off > footer_off {
+                return Err(Bad::Field(
+                    8,
+                    format!(
+                        "the page records start at byte {}, outside the file's middle",
+                        f.data_off
+                    ),
+                ));
+            }
+        } else {
+            if f.data_off != HEADER_LEN {
+                return Err(Bad::Field(
+                    8,
+                    format!(
+                        "the page records start at byte {}, not right after the header",
+                        f.data_off
+                    ),
+                ));
+            }
+            if f.table_off < f.data_off || f.table_off + TABLE_OVERHEAD > footer_off {
+                return Err(Bad::Field(
+                    0,
+                    format!(
+                        "the page table is at byte {}, outside the file's middle",
+                        f.table_off
+                    ),
+                ));
+            }
         }
-        let data_end = size - FOOTER_LEN;
-        if f.data_off < f.table_off + TABLE_OVERHEAD || f.data_off > data_end {
-            return Err(Bad::Field(
-                8,
-                format!(
-                    "the page records start at byte {}, outside the file's middle",
-                    f.data_off
-                ),
-            ));
-        }
+        let data_end = f.data_end(size);
         // Each record takes a header and at least one byte.
         if f.data_count > (data_end - f.data_off) / (RECORD_HEADER_LEN + 1) {
             return Err(Bad::Field(

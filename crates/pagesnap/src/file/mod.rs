@@ -31,6 +31,22 @@
 //!             └─────────────────────────────────────────────────────────────────┘
 //! ```
 //!
+//! # Format, version 2: records first, table last
+//!
+//! Written by [`Region::background_save`](crate::Region::background_save), which
+//! streams pages out before it knows the page table. Everything is as in
+//! version 1 except the order of the middle parts and the footer's offsets:
+//!
+//! ```text
+//!  0          header (version 2)
+//!  64         page records            (footer: data_off = 64)
+//!  table_off  page table              (footer: table_off, after the records)
+//!  size - 64  footer
+//! ```
+//! Records are in the order they were written, which need not be first use;
+//! a page may be stored twice (pages are deduplicated only as far as the writer
+//! could check their bytes). Readers accept both versions.
+//!
 //! Guarantees:
 //! - **Atomic and durable**: a file is written to a temporary file beside the
 //!   target (mode 0600), fsynced, renamed over the target, and the directory is
@@ -56,6 +72,7 @@ mod error;
 mod format;
 mod load;
 mod read;
+pub(crate) mod stream;
 mod write;
 
 pub use error::FileError;
@@ -205,7 +222,7 @@ impl Snapshot {
         parent: [u8; 16],
     ) -> Result<SaveReport> {
         let header = format::Header {
-            version: VERSION,
+            version: format::VERSION_TABLE_FIRST,
             kind,
             page_size: crate::sys::page_size() as u32,
             len: self.len() as u64,

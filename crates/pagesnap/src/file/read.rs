@@ -101,10 +101,12 @@ pub(crate) fn open(path: &Path) -> Result<Opened, FileError> {
     let footer_off = size - FOOTER_LEN;
     let mut fb = [0u8; FOOTER_LEN as usize];
     read_at(&file, &mut fb, footer_off)?;
-    let footer = Footer::decode(&fb, size).map_err(|b| bad("footer", footer_off, b))?;
+    let footer =
+        Footer::decode(&fb, size, header.version).map_err(|b| bad("footer", footer_off, b))?;
 
-    // Footer::decode checked HEADER_LEN + TABLE_OVERHEAD <= data_off <= footer_off.
-    let table_len = footer.data_off - footer.table_off;
+    // Footer::decode checked that the table and the records lie between the
+    // header and the footer, in the order of the header's version.
+    let table_len = footer.table_end(size) - footer.table_off;
     let mut tb = Vec::new();
     tb.try_reserve_exact(table_len as usize)
         .map_err(|_| FileError::TooLarge {
@@ -185,7 +187,7 @@ impl Opened {
         mut sink: impl FnMut(&[&[u8]]) -> Result<(), FileError>,
     ) -> Result<RecordStats, FileError> {
         let page = self.header.page_size as usize;
-        let data_end = self.size - FOOTER_LEN;
+        let data_end = self.footer.data_end(self.size);
         let count = self.footer.data_count;
         let mut stats = RecordStats::default();
         // Small files get small buffers; a record (≤ 8 + 65536 bytes) always fits.
@@ -290,7 +292,7 @@ impl Opened {
                     return Err(FileError::Invalid {
                         what: format!("page record {index}"),
                         offset: pos - have as u64,
-                        reason: format!("it runs into the footer at byte {data_end}"),
+                        reason: format!("it runs past the records' end at byte {data_end}"),
                     });
                 }
                 read_at(&self.file, &mut buf[have..have + want], pos)?;
@@ -302,7 +304,9 @@ impl Opened {
             return Err(FileError::Invalid {
                 what: "page records".into(),
                 offset: pos - (have - at) as u64,
-                reason: format!("bytes follow the last of the {count} records, before the footer"),
+                reason: format!(
+                    "bytes follow the last of the {count} records, before byte {data_end}"
+                ),
             });
         }
         Ok(stats)

@@ -100,30 +100,79 @@ impl Plan {
             }
             d
         };
-        if let Some(r) = self.runs.last_mut() {
-            if r.end() == page && r.count < MAX_RUN {
-                // Zero runs and repeat runs go on with the same data; a sequential
-                // run with the next index; a one-page run becomes a repeat run.
-                let extends = if data == ZERO_DATA || r.data == ZERO_DATA || r.repeat {
-                    data == r.data
-                } else if r.count == 1 && data == r.data {
-                    r.repeat = true;
-                    true
-                } else {
-                    u64::from(r.data) + u64::from(r.count) == u64::from(data)
-                };
-                if extends {
-                    r.count += 1;
-                    return;
-                }
+        push_run(&mut self.runs, page, data);
+    }
+}
+
+/// Appends `page` (after every page already in `runs`) holding stored page `data`
+/// (or [`ZERO_DATA`]) to the page table, extending the last run when it can.
+pub(crate) fn push_run(runs: &mut Vec<Run>, page: u64, data: u32) {
+    if let Some(r) = runs.last_mut() {
+        if r.end() == page && r.count < MAX_RUN {
+            // Zero runs and repeat runs go on with the same data; a sequential
+            // run with the next index; a one-page run becomes a repeat run.
+            let extends = if data == ZERO_DATA || r.data == ZERO_DATA || r.repeat {
+                data == r.data
+            } else if r.count == 1 && data == r.data {
+                r.repeat = true;
+                true
+            } else {
+                u64::from(r.data) + u64::from(r.count) == u64::from(data)
+            };
+            if extends {
+                r.count += 1;
+                return;
             }
         }
-        self.runs.push(Run {
-            first: page,
-            count: 1,
-            repeat: false,
-            data,
-        });
+    }
+    runs.push(Run {
+        first: page,
+        count: 1,
+        repeat: false,
+        data,
+    });
+}
+
+/// Encodes page records: lz4 when that is smaller (with [`Backoff`]), raw otherwise.
+pub(crate) struct RecordEncoder {
+    page: usize,
+    scratch: Vec<u8>,
+    table: CompressTable,
+    backoff: Backoff,
+}
+
+impl RecordEncoder {
+    pub(crate) fn new(page: usize) -> RecordEncoder {
+        RecordEncoder {
+            page,
+            scratch: vec![0u8; get_maximum_output_size(page)],
+            table: CompressTable::default(),
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Appends the record of `bytes` (one page) to `out`; returns the stored
+    /// length and whether it was compressed.
+    pub(crate) fn encode(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+        let page = self.page;
+        let n = if self.backoff.try_now() {
+            let n = compress_into_with_table(bytes, &mut self.scratch, &mut self.table)
+                .unwrap_or(usize::MAX);
+            self.backoff.result(n < page);
+            n
+        } else {
+            usize::MAX
+        };
+        let (stored, is_compressed) = if n < page {
+            (&self.scratch[..n], true)
+        } else {
+            (bytes, false)
+        };
+        let word = record_word(stored.len(), is_compressed);
+        out.extend_from_slice(&word.to_le_bytes());
+        out.extend_from_slice(&record_crc(word, stored).to_le_bytes());
+        out.extend_from_slice(stored);
+        (stored.len(), is_compressed)
     }
 }
 
@@ -159,34 +208,15 @@ pub(crate) fn write(
     let data_off = HEADER_LEN + TABLE_OVERHEAD + RUN_LEN * plan.runs.len() as u64;
     debug_assert_eq!(buf.len() as u64, data_off);
 
-    let mut scratch = vec![0u8; get_maximum_output_size(page)];
-    let mut table = CompressTable::default();
+    let mut enc = RecordEncoder::new(page);
     let (mut compressed, mut stored_bytes) = (0u64, 0u64);
-    let mut backoff = Backoff::default();
     for chunk in plan.data.chunks(BATCH) {
         {
             let st = store.lock();
             for &id in chunk {
-                let bytes = st.frames.bytes(id);
-                let n = if backoff.try_now() {
-                    let n = compress_into_with_table(bytes, &mut scratch, &mut table)
-                        .unwrap_or(usize::MAX);
-                    backoff.result(n < page);
-                    n
-                } else {
-                    usize::MAX
-                };
-                let (stored, is_compressed) = if n < page {
-                    (&scratch[..n], true)
-                } else {
-                    (bytes, false)
-                };
-                let word = record_word(stored.len(), is_compressed);
-                buf.extend_from_slice(&word.to_le_bytes());
-                buf.extend_from_slice(&record_crc(word, stored).to_le_bytes());
-                buf.extend_from_slice(stored);
+                let (n, is_compressed) = enc.encode(st.frames.bytes(id), &mut buf);
                 compressed += u64::from(is_compressed);
-                stored_bytes += stored.len() as u64;
+                stored_bytes += n as u64;
             }
         }
         if buf.len() >= FLUSH {
@@ -201,6 +231,7 @@ pub(crate) fn write(
         data_count,
         file_len,
         digest: digest.to_bytes(),
+        table_last: false,
     };
     buf.extend_from_slice(&footer.encode());
     flush(&mut buf, &mut written)?;

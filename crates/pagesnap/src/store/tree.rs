@@ -181,12 +181,7 @@ impl Tree {
     }
 }
 
-fn visit(
-    node: &Arc<Node>,
-    height: u32,
-    first: usize,
-    f: &mut impl FnMut(usize, &[FrameId; LEAF]),
-) {
+fn visit(node: &Arc<Node>, height: u32, first: usize, f: &mut impl FnMut(usize, &[FrameId; LEAF])) {
     if Arc::ptr_eq(node, zero_node(height)) {
         return;
     }

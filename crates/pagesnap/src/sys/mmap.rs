@@ -1,12 +1,14 @@
 //! # Safety
 //!
-//! Anonymous private mappings owned by a [`Mapping`] value: created with `mmap(2)`,
+//! Private mappings (anonymous, or of a file: a clone's copy-on-write view of its
+//! image) owned by a [`Mapping`] value: created with `mmap(2)`,
 //! changed with `mprotect(2)` / `madvise(2)`, released with `munmap(2)` on drop.
 //! The pointer and length of a `Mapping` always describe exactly one live mapping
 //! that this value owns, so slices built from them are valid for its lifetime.
 #![allow(unsafe_code)]
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 
 /// The size huge pages are aligned to on x86-64 and arm64 (4 KiB base pages).
@@ -97,6 +99,74 @@ impl Mapping {
         Ok(mapping)
     }
 
+    /// `mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0)`:
+    /// a private copy-on-write view of the first `len` bytes of `fd` (a clone's
+    /// memory). Reads map the file's page-cache pages, shared with every other
+    /// private mapping of the file; a write copies the page into this mapping
+    /// alone, and never reaches the file.
+    ///
+    /// `len` must be a non-zero multiple of the page size, and the file at least
+    /// that long (checked by the caller, `clone.rs`). With `huge`, the mapping is
+    /// placed at a 2 MiB-aligned address (inside a larger `PROT_NONE` reservation,
+    /// with `MAP_FIXED` over it, the rest unmapped) and marked `MADV_HUGEPAGE`.
+    pub(crate) fn private_file(fd: BorrowedFd<'_>, len: usize, huge: bool) -> io::Result<Mapping> {
+        debug_assert!(len > 0 && len % super::page_size() == 0);
+        let mut hint = std::ptr::null_mut();
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_NORESERVE;
+        let mut reservation = None;
+        if huge {
+            let reserved = Mapping::anonymous(
+                len.checked_add(HUGE_PAGE)
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOMEM))?,
+                Protection::Read,
+                false,
+            )?;
+            hint = (reserved.as_ptr() as usize).next_multiple_of(HUGE_PAGE) as *mut libc::c_void;
+            flags |= libc::MAP_FIXED;
+            reservation = Some(reserved);
+        }
+        // SAFETY: without MAP_FIXED the kernel picks an address that aliases no
+        // Rust object. With MAP_FIXED, `hint..hint + len` lies inside `reservation`,
+        // an anonymous mapping this function just made and nothing references.
+        let raw = unsafe {
+            libc::mmap(
+                hint,
+                len,
+                Protection::ReadWrite.bits(),
+                flags,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mapping = Mapping {
+            ptr: NonNull::new(raw.cast()).expect("mmap never returns NULL on success"),
+            len,
+        };
+        if let Some(reserved) = reservation {
+            let (start, end) = (
+                reserved.as_ptr() as usize,
+                reserved.as_ptr() as usize + reserved.len,
+            );
+            let (ours, ours_end) = (raw as usize, raw as usize + len);
+            std::mem::forget(reserved);
+            // SAFETY: both pieces lie inside the reservation made above and outside
+            // the file mapping that replaced its middle; nothing references them.
+            unsafe {
+                if ours > start {
+                    libc::munmap(start as *mut libc::c_void, ours - start);
+                }
+                if end > ours_end {
+                    libc::munmap(ours_end as *mut libc::c_void, end - ours_end);
+                }
+            }
+            mapping.advise(0, len, libc::MADV_HUGEPAGE)?;
+        }
+        Ok(mapping)
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
@@ -169,6 +239,31 @@ impl Mapping {
         // SAFETY: the range lies inside this mapping; the advice values used by the
         // crate (MADV_HUGEPAGE, MADV_POPULATE_WRITE) never change its contents.
         let rc = unsafe { libc::madvise(self.ptr.as_ptr().add(offset).cast(), len, advice) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `madvise(MADV_DONTNEED)` of `[offset, offset + len)`: drops this mapping's
+    /// pages there. In a private file mapping (a clone) the range then reads as the
+    /// file again; in an anonymous one, as zeros.
+    ///
+    /// Takes `&self` for the reason [`as_mut_slice`](Self::as_mut_slice) does; the
+    /// one caller, `Region::reset`, holds `&mut Region`, so no Rust reference into
+    /// the mapping is alive while its contents change.
+    pub(crate) fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
+        self.check_range(offset, len)?;
+        // SAFETY: the range lies inside this mapping (checked above) and stays
+        // mapped and readable; no reference into it exists (see above).
+        let rc = unsafe {
+            libc::madvise(
+                self.ptr.as_ptr().add(offset).cast(),
+                len,
+                libc::MADV_DONTNEED,
+            )
+        };
         if rc == 0 {
             Ok(())
         } else {

@@ -7,6 +7,7 @@
 
 pub(crate) mod arena_alloc;
 pub(crate) mod futex;
+pub(crate) mod memfd;
 pub(crate) mod mmap;
 pub(crate) mod pagemap;
 pub(crate) mod signal;

@@ -13,7 +13,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use linux_raw_sys::general::{
-    PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
+    PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC,
+    PM_SCAN_WP_MATCHING,
 };
 
 /// `PAGEMAP_SCAN` = `_IOWR('f', 16, struct pm_scan_arg)`; missing from the C headers
@@ -70,12 +71,18 @@ impl Pagemap {
             flags |= (PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC) as u64;
         }
         let written = PAGE_IS_WRITTEN as u64;
-        self.scan(start, end, flags, written, 0, written, f)
+        self.scan(start, end, flags, 0, written, 0, written, f)
     }
 
     /// Every range of `[start, end)` whose pages are present or swapped out (not
-    /// holes), as `f(range_start, range_end)` calls. Needs no registration; costs
-    /// what has page tables, not the length of the range.
+    /// holes) and are not page-cache pages, as `f(range_start, range_end)` calls.
+    /// Needs no registration; costs what has page tables, not the length of the
+    /// range.
+    ///
+    /// In a private file mapping (a clone of a snapshot) a page differs from the
+    /// file only once written, and then it is an anonymous copy: page-cache pages
+    /// mapped by reads (or by the kernel's fault-around) are left out. In an
+    /// anonymous mapping no page is a page-cache page.
     pub(crate) fn scan_populated(
         &mut self,
         start: usize,
@@ -83,7 +90,9 @@ impl Pagemap {
         f: impl FnMut(usize, usize),
     ) -> io::Result<()> {
         let any = (PAGE_IS_PRESENT | PAGE_IS_SWAPPED) as u64;
-        self.scan(start, end, 0, 0, any, any, f)
+        let file = PAGE_IS_FILE as u64;
+        // category_inverted flips FILE before the mask test: "FILE must be clear".
+        self.scan(start, end, 0, file, file, any, any, f)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -92,6 +101,7 @@ impl Pagemap {
         start: usize,
         end: usize,
         flags: u64,
+        category_inverted: u64,
         category_mask: u64,
         category_anyof_mask: u64,
         return_mask: u64,
@@ -108,7 +118,7 @@ impl Pagemap {
                 vec: self.buf.as_mut_ptr() as u64,
                 vec_len: self.buf.len() as u64,
                 max_pages: 0,
-                category_inverted: 0,
+                category_inverted,
                 category_mask,
                 category_anyof_mask,
                 return_mask,

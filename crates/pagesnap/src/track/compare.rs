@@ -22,6 +22,12 @@ impl Compare {
         }
     }
 
+    /// Tracks a region whose page `i` hashes to `hashes[i]` now (a clone: the
+    /// hashes of the snapshot it starts from, read off the store's frames).
+    pub(crate) fn arm_with(hashes: Vec<u128>) -> Compare {
+        Compare { hashes }
+    }
+
     fn scan(&mut self, map: &Mapping, update: bool, dirty: &mut Vec<usize>) {
         for (i, (page, old)) in map
             .as_slice()

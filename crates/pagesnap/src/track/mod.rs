@@ -3,7 +3,7 @@
 //! A tracker reports the pages written since the last *sync point* (the last
 //! snapshot or restore). Writers are quiescent during `collect`, `peek` and `rearm`.
 
-mod compare;
+pub(crate) mod compare;
 mod mprotect;
 pub(crate) mod soft_dirty;
 pub(crate) mod uffd_wp;

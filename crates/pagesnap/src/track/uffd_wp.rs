@@ -22,6 +22,11 @@
 //! ```
 //! An unarmed chunk is all zeros at the sync point, so "populated" is exactly
 //! "possibly written". Once armed, a chunk stays armed.
+//!
+//! A clone (`clone.rs`) is a private mapping of its snapshot's image: there an
+//! unarmed chunk holds the image at the sync point, reads map page-cache pages,
+//! and only a written page becomes anonymous — so "populated" leaves page-cache
+//! pages out (`Pagemap::scan_populated`), and stays exactly "possibly written".
 
 use super::{runs, Tracker};
 use crate::error::{Error, Result};

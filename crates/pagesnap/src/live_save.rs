@@ -1,0 +1,165 @@
+//! Background save: a background snapshot streamed straight to a snapshot file
+//! (format version 2, see [`crate::file`]) instead of into the store.
+//!
+//! ```text
+//!  background_save(path):  create the temporary file (fails here, before any
+//!                          protection, if the path is not writable)
+//!                          protect + peek + lift clean batches, as live.rs does
+//!  copier, per batch (writers' requests first, else address order):
+//!    batch with dirty pages: claim, copy its dirty pages into a 2 MiB buffer,
+//!                            lift the protection, wake the writers — then
+//!    every batch:            write its pages: dirty ones from the buffer, the
+//!                            others from the sync point's frames (in the store)
+//!  end:                      table + footer, fsync, rename, fsync the directory
+//! ```
+//!
+//! Nothing is inserted into the store: extra memory is the batch buffer, the
+//! writer's output buffer and dedup cache, and the page table being built.
+//! Any error (a failed write, a full disk) stops the copier, which lifts all
+//! protection and wakes every writer before the error is returned; the
+//! temporary file is removed.
+
+use crate::error::{Error, Result};
+use crate::file::stream::{StreamReport, StreamWriter};
+use crate::live::{self, claim, drive, lift, Job, Progress, Shared};
+use crate::store::frames::FrameId;
+use crate::sys::page_size;
+use crate::Digest;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A background save in progress, from
+/// [`Region::background_save`](crate::Region::background_save).
+///
+/// Dropping it without [`wait`](Self::wait) still finishes the save (so no
+/// writer stays blocked).
+pub struct BackgroundSave {
+    thread: Option<JoinHandle<Result<StreamReport>>>,
+    shared: Arc<Shared>,
+}
+
+/// What a finished background save did.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct BackgroundSaveReport {
+    /// Pages in the saved snapshot (the region's pages).
+    pub pages: u64,
+    /// Pages copied out of the region (those written since its last sync point);
+    /// the others came from the sync point's snapshot.
+    pub copied: u64,
+    /// Page records in the file (distinct non-zero pages, as far as checked).
+    pub stored_pages: u64,
+    /// The file's size in bytes.
+    pub bytes: u64,
+    /// From the instant of protection until the file was complete and durable.
+    pub duration: Duration,
+    /// Batches served ahead of order because a writer waited for them.
+    pub faults: u64,
+    /// The saved snapshot's digest.
+    pub digest: Digest,
+}
+
+impl BackgroundSave {
+    /// Pages copied out of the region so far, of how many.
+    pub fn progress(&self) -> Progress {
+        self.shared.progress()
+    }
+
+    /// Whether the copier has finished.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits until the file is complete and durable at its path.
+    pub fn wait(mut self) -> Result<BackgroundSaveReport> {
+        let thread = self.thread.take().expect("joined once");
+        let r = match thread.join() {
+            Ok(r) => r?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let p = self.shared.progress();
+        Ok(BackgroundSaveReport {
+            pages: r.pages,
+            copied: p.copied,
+            stored_pages: r.stored_pages,
+            bytes: r.bytes,
+            duration: self.shared.duration(),
+            faults: p.faults,
+            digest: r.digest,
+        })
+    }
+}
+
+impl Drop for BackgroundSave {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts a background save of the job's region to `path`.
+pub(crate) fn start(
+    job: Job,
+    path: &Path,
+    peek: impl FnOnce(&mut Vec<usize>) -> Result<()>,
+) -> Result<BackgroundSave> {
+    let path: PathBuf = path.to_path_buf();
+    let writer = StreamWriter::create(&path, job.map.len()).map_err(at(&path))?;
+    let (thread, shared) = live::start_with(job, peek, move |job, shared, dirty, batch| {
+        save(job, shared, dirty, batch, writer, &path)
+    })?;
+    Ok(BackgroundSave {
+        thread: Some(thread),
+        shared,
+    })
+}
+
+fn at(path: &Path) -> impl FnOnce(crate::file::FileError) -> Error + '_ {
+    move |source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The copier: every batch, writers' requests first, into the file.
+fn save(
+    job: &Job,
+    shared: &Shared,
+    dirty: &[usize],
+    batch: usize,
+    mut writer: StreamWriter,
+    path: &Path,
+) -> Result<StreamReport> {
+    let (map, page) = (&*job.map, page_size());
+    let pages_per_batch = batch / page;
+    let npages = map.len() / page;
+    let store = job.base.store().clone();
+    let tree = job.base.tree();
+    let mut buf = vec![0u8; batch];
+    let mut frames: Vec<FrameId> = Vec::with_capacity(pages_per_batch);
+    drive(job, shared, |b| {
+        let first = b * pages_per_batch;
+        let end = (first + pages_per_batch).min(npages);
+        let lo = dirty.partition_point(|&p| p < first);
+        let hi = dirty.partition_point(|&p| p < end);
+        let mine = &dirty[lo..hi];
+        if !mine.is_empty() {
+            if !claim(shared, b) {
+                return Ok(()); // served already, ahead of order
+            }
+            for (i, &p) in mine.iter().enumerate() {
+                map.copy_out(p * page, &mut buf[i * page..(i + 1) * page]);
+            }
+            lift(job, shared, b, batch, mine.len())?;
+        }
+        frames.clear();
+        frames.extend((first..end).map(|p| tree.get(p)));
+        writer
+            .write_batch(first, &frames, mine, &buf[..mine.len() * page], &store)
+            .map_err(at(path))
+    })?;
+    writer.finish().map_err(at(path))
+}

@@ -1,0 +1,88 @@
+//! A background save that fails mid-stream (the file size limit, standing in for
+//! a full disk) fails with a typed error and releases every parked writer.
+//! Alone in its test binary: it lowers RLIMIT_FSIZE for the whole process.
+
+mod common;
+
+use pagesnap::{PageStore, Region, Snapshot, Tracking};
+
+fn write_u64(base: usize, at: usize, v: u64) {
+    // SAFETY: inside a live region that outlives the writers (joined first),
+    // aligned to 8, one writer per u64.
+    unsafe { ((base + at) as *mut u64).write_volatile(v) };
+}
+
+#[test]
+fn write_failure_mid_stream_releases_writers() {
+    // SAFETY: plain libc calls with valid arguments; SIGXFSZ ignored so a write
+    // past the limit fails with EFBIG instead of killing the process.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let lim = libc::rlimit {
+            rlim_cur: 256 << 10,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+    let dir = std::env::temp_dir().join(format!("pagesnap-bgfail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for t in [Tracking::Auto, Tracking::Mprotect] {
+        for huge in [false, true] {
+            let len = 32 << 20;
+            let mut region = Region::builder(len)
+                .tracking(t)
+                .huge_pages(huge)
+                .build()
+                .unwrap();
+            // Incompressible pages: the file would be ≈ 32 MiB, far past the limit.
+            common::fill(region.as_mut_slice(), 3);
+            let path = dir.join("a.snap");
+            let bg = region.background_save(&path).unwrap();
+            let base = region.as_ptr() as usize;
+            let writers: Vec<_> = (0..2usize)
+                .map(|tid| {
+                    std::thread::spawn(move || {
+                        let chunk = len / 2;
+                        // From the end backwards: these batches are the copier's
+                        // last, so the writers park on them when the write fails.
+                        for at in (tid * chunk..(tid + 1) * chunk).step_by(4096).rev() {
+                            write_u64(base, at, 42);
+                        }
+                    })
+                })
+                .collect();
+            let err = bg.wait().unwrap_err();
+            assert!(
+                matches!(&err, pagesnap::Error::File { path: p, .. } if *p == path),
+                "{err}"
+            );
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for w in writers {
+                    w.join().unwrap();
+                }
+                let _ = tx.send(());
+            });
+            rx.recv_timeout(std::time::Duration::from_secs(30))
+                .expect("writers were left blocked after the failure");
+            assert!(!path.exists());
+            let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+            assert!(left.is_empty(), "the temporary file was not removed");
+            // Tracking stayed exact through the failure.
+            let snap = region.snapshot().unwrap();
+            assert!(
+                snap.to_vec() == region.as_slice(),
+                "{t}: tracking missed writes"
+            );
+            // A save small enough for the limit still works afterwards.
+            let mut small = Region::builder(1 << 20).tracking(t).build().unwrap();
+            small.as_mut_slice().fill(5);
+            small.background_save(&path).unwrap().wait().unwrap();
+            let back = Snapshot::load(&path, &PageStore::new()).unwrap();
+            assert!(back.to_vec().iter().all(|&b| b == 5));
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
