@@ -219,7 +219,7 @@ impl Region {
     /// snapshot instead, which costs the same).
     pub fn reset(&mut self) -> Result<()> {
         let page = page_size();
-        let parts = self.parts();
+        let mut parts = self.parts();
         let origin = parts.origin.ok_or(Error::NotAClone)?.clone();
         parts.dirty.clear();
         parts.tracker.peek(parts.map, parts.dirty)?;

@@ -4,9 +4,10 @@
 //! ```text
 //!  background_snapshot():  register batch states with the SIGSEGV handler
 //!                          mprotect(region, PROT_READ)          ◄── the instant
-//!                          dirty = pages written since the sync point (peek)
 //!                          spawn the copier; return      (the pause ends here)
-//!  copier thread:          batches without dirty pages: writable again at once
+//!  copier thread:          dirty = pages written since the sync point (peek:
+//!                          exact, since no batch has been lifted yet)
+//!                          batches without dirty pages: writable again at once
 //!                          then every batch once (`drive`): any batch a writer
 //!                          is parked on first; then onward from where writers
 //!                          last parked (they go in address order, so the copier
@@ -207,10 +208,11 @@ impl LiveSlot {
 }
 
 /// Protects the region and starts the copier. `peek` reports the pages written
-/// since the sync point (called after the protection, so it is exact).
+/// since the sync point; the copier calls it first, while every batch is still
+/// protected, so it is exact and stays out of the caller's pause.
 pub(crate) fn start(
     job: Job,
-    peek: impl FnOnce(&mut Vec<usize>) -> Result<()>,
+    peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
 ) -> Result<Background> {
     let (thread, shared) = start_with(job, peek, copy)?;
     Ok(Background {
@@ -224,7 +226,7 @@ pub(crate) fn start(
 /// serve every batch (see [`drive`]).
 pub(crate) fn start_with<T, F>(
     job: Job,
-    peek: impl FnOnce(&mut Vec<usize>) -> Result<()>,
+    peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
     body: F,
 ) -> Result<(JoinHandle<Result<T>>, Arc<Shared>)>
 where
@@ -244,7 +246,7 @@ where
 
 fn start_inner<T, F>(
     job: Job,
-    peek: impl FnOnce(&mut Vec<usize>) -> Result<()>,
+    peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
     body: F,
 ) -> Result<(JoinHandle<Result<T>>, Arc<Shared>)>
 where
@@ -252,7 +254,7 @@ where
     F: FnOnce(&Job, &Shared, &[usize], usize) -> Result<T> + Send + 'static,
 {
     let map = &job.map;
-    let (len, page) = (map.len(), page_size());
+    let len = map.len();
     let batch = batch_bytes(len);
     let nbatches = len.div_ceil(batch);
     let batches = job.batches.clone();
@@ -279,13 +281,9 @@ where
             source,
         }
     })?;
-    let mut dirty = Vec::with_capacity(len / page);
-    if let Err(e) = peek(&mut dirty) {
-        let _ = release_all(&batches);
-        return Err(e);
-    }
     // Everything else happens in the copier: the caller's pause is the
-    // protection and the peek.
+    // protection alone. Until the peek is done every batch stays protected, so
+    // no write can change what it reports.
     let shared = Arc::new(Shared {
         copied: AtomicU64::new(0),
         total: AtomicU64::new(0),
@@ -298,7 +296,9 @@ where
     let thread = std::thread::Builder::new()
         .name("pagesnap-copier".into())
         .spawn(move || {
-            let r = lift_clean(&job, &thread_shared, &mut dirty, batch)
+            let mut dirty = Vec::new();
+            let r = peek(&mut dirty)
+                .and_then(|()| lift_clean(&job, &thread_shared, &mut dirty, batch))
                 .and_then(|()| body(&job, &thread_shared, &dirty, batch));
             if r.is_err() {
                 crate::live::release_all(&job, &thread_shared);

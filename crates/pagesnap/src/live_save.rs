@@ -104,7 +104,7 @@ impl Drop for BackgroundSave {
 pub(crate) fn start(
     job: Job,
     path: &Path,
-    peek: impl FnOnce(&mut Vec<usize>) -> Result<()>,
+    peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
 ) -> Result<BackgroundSave> {
     let path: PathBuf = path.to_path_buf();
     let writer = StreamWriter::create(&path, job.map.len()).map_err(at(&path))?;

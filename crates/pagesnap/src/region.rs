@@ -64,11 +64,12 @@ impl RegionBuilder {
         let kind = track::resolve(self.tracking)?;
         let map = Mapping::anonymous(len, Protection::ReadWrite, self.huge_pages)
             .map_err(|source| Error::Map { len, source })?;
-        let tracker = Mutex::new(track::arm(kind, &map)?);
+        let tracker = Arc::new(Mutex::new(track::arm(kind, &map)?));
         let store = self.store.unwrap_or_default();
         let base = Snapshot::from_tree(Tree::zero(&store, len / page), len);
         Ok(Region {
             tracker,
+            peek_pending: Arc::new(AtomicBool::new(false)),
             live: Mutex::new(None),
             map: Arc::new(map),
             background: Arc::new(AtomicBool::new(false)),
@@ -106,7 +107,12 @@ pub struct Region {
     // Declared first so it is dropped (unregistered) before the mapping goes.
     // Behind a mutex only so `background_snapshot(&self)` can peek; the `&mut self`
     // paths use `get_mut`.
-    tracker: Mutex<Box<dyn Tracker>>,
+    /// Shared (by `Arc`) with a background copier, which peeks it off the
+    /// caller's thread.
+    tracker: Arc<Mutex<Box<dyn Tracker>>>,
+    /// Set while a background copier has yet to peek the tracker: a snapshot
+    /// must not collect (and so clear) what the copier is about to read.
+    peek_pending: Arc<AtomicBool>,
     /// The region's entry in the background-snapshot fault table, made at the
     /// first background snapshot and kept until the region goes.
     live: Mutex<Option<crate::live::LiveSlot>>,
@@ -193,8 +199,12 @@ impl Region {
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let page = page_size();
         self.dirty.clear();
-        let tracker = self.tracker.get_mut().unwrap_or_else(|e| e.into_inner());
+        while self.peek_pending.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
+        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
         tracker.collect(&self.map, &mut self.dirty)?;
+        drop(tracker);
         self.dirty.sort_unstable();
         self.dirty.dedup();
         let bytes = self.map.as_slice();
@@ -232,7 +242,8 @@ impl Region {
     /// # Ok::<(), pagesnap::Error>(())
     /// ```
     pub fn background_snapshot(&self) -> Result<crate::Background> {
-        crate::live::start(self.live_job()?, |dirty| self.peek_dirty(dirty))
+        let job = self.live_job()?;
+        crate::live::start(job, self.peeker())
     }
 
     /// As [`background_snapshot`](Self::background_snapshot), but the snapshot is
@@ -261,9 +272,8 @@ impl Region {
         &self,
         path: impl AsRef<std::path::Path>,
     ) -> Result<crate::BackgroundSave> {
-        crate::live_save::start(self.live_job()?, path.as_ref(), |dirty| {
-            self.peek_dirty(dirty)
-        })
+        let job = self.live_job()?;
+        crate::live_save::start(job, path.as_ref(), self.peeker())
     }
 
     fn live_job(&self) -> Result<crate::live::Job> {
@@ -290,9 +300,27 @@ impl Region {
         })
     }
 
-    fn peek_dirty(&self, dirty: &mut Vec<usize>) -> Result<()> {
-        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        tracker.peek(&self.map, dirty)
+    /// What the copier calls to learn the pages written since the sync point.
+    /// Marks a peek pending until it has run (or been dropped unrun).
+    fn peeker(&self) -> impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static {
+        struct Pending(Arc<AtomicBool>);
+        impl Drop for Pending {
+            fn drop(&mut self) {
+                self.0.store(false, std::sync::atomic::Ordering::Release);
+            }
+        }
+        self.peek_pending
+            .store(true, std::sync::atomic::Ordering::Release);
+        let pending = Pending(self.peek_pending.clone());
+        let (tracker, map) = (self.tracker.clone(), self.map.clone());
+        move |dirty| {
+            let r = tracker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .peek(&map, dirty);
+            drop(pending);
+            r
+        }
     }
 
     /// Makes the contents equal to `snap`, writing only the pages written since
@@ -318,7 +346,7 @@ impl Region {
         //    wrote and reports, besides those, the pages written since the last
         //    sync point, which must go back to `snap` too.
         self.dirty.clear();
-        let tracker = self.tracker.get_mut().unwrap_or_else(|e| e.into_inner());
+        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
         tracker.collect(&self.map, &mut self.dirty)?;
         self.dirty.sort_unstable();
         self.dirty.dedup();
@@ -366,7 +394,7 @@ impl Region {
 /// A clone's pieces, borrowed for `Region::reset` (clone.rs).
 pub(crate) struct Parts<'a> {
     pub(crate) map: &'a Mapping,
-    pub(crate) tracker: &'a mut dyn Tracker,
+    pub(crate) tracker: std::sync::MutexGuard<'a, Box<dyn Tracker>>,
     pub(crate) base: &'a mut Snapshot,
     pub(crate) origin: Option<&'a Snapshot>,
     pub(crate) dirty: &'a mut Vec<usize>,
@@ -384,7 +412,8 @@ impl Region {
         huge_pages: bool,
     ) -> Region {
         Region {
-            tracker: Mutex::new(tracker),
+            tracker: Arc::new(Mutex::new(tracker)),
+            peek_pending: Arc::new(AtomicBool::new(false)),
             live: Mutex::new(None),
             map: Arc::new(map),
             background: Arc::new(AtomicBool::new(false)),
@@ -402,7 +431,7 @@ impl Region {
         self.wait_for_background();
         Parts {
             map: &self.map,
-            tracker: &mut **self.tracker.get_mut().unwrap_or_else(|e| e.into_inner()),
+            tracker: self.tracker.lock().unwrap_or_else(|e| e.into_inner()),
             base: &mut self.base,
             origin: self.origin.as_ref(),
             dirty: &mut self.dirty,

@@ -156,3 +156,29 @@ fn busy_and_drop() {
     let s = region.background_snapshot().unwrap().wait().unwrap();
     assert_eq!(s.to_vec()[0], 2);
 }
+
+/// A snapshot taken right after a background snapshot starts must not steal the
+/// dirty pages the copier has yet to read (the copier peeks off the caller's
+/// thread): both see the fill.
+#[test]
+fn snapshot_right_after_background_start() {
+    for t in common::backends() {
+        for _ in 0..20 {
+            let mut region = Region::builder(6 << 20).tracking(t).build().unwrap();
+            region.as_mut_slice().fill(123);
+            let bg = region.background_snapshot().unwrap();
+            let now = region.snapshot().unwrap();
+            let snap = bg.wait().unwrap();
+            assert!(
+                snap.to_vec().iter().all(|&b| b == 123),
+                "{t}: background lost pages"
+            );
+            assert_eq!(snap.digest(), now.digest(), "{t}");
+            region.as_mut_slice()[5] = 1;
+            assert!(
+                region.snapshot().unwrap().to_vec() == region.as_slice(),
+                "{t}"
+            );
+        }
+    }
+}
