@@ -11,6 +11,7 @@
 //! Medians over `--rounds`; `full.snap` and `delta.snap` are left in `--dir` for
 //! `pagesnap inspect` / `pagesnap verify`.
 
+use crate::bench::units::{ByteSize, Percent};
 use crate::CmdResult;
 use pagesnap::{PageStore, Region, Snapshot};
 use std::collections::BTreeMap;
@@ -24,11 +25,11 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct FileArgs {
     /// Region size (B, KiB, MiB, GiB).
-    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
-    size: usize,
+    #[arg(long, default_value = "1GiB")]
+    size: ByteSize,
     /// Share of the pages written between the two snapshots (for the delta).
-    #[arg(long, default_value = "1%", value_parser = parse_percent)]
-    dirty: f64,
+    #[arg(long, default_value = "1%")]
+    dirty: Percent,
     /// Page contents: `random` (incompressible) or `mixed` (half random, half zeros).
     #[arg(long, default_value = "random", value_parser = ["random", "mixed"])]
     content: String,
@@ -42,38 +43,6 @@ pub struct FileArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-/// `1GiB`, `256MiB`, `64K`, `4096` (powers of 1024).
-fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let shift = match unit.trim() {
-        "" | "B" => 0,
-        "K" | "KiB" => 10,
-        "M" | "MiB" => 20,
-        "G" | "GiB" => 30,
-        u => return Err(format!("unknown unit {u:?} (use B, KiB, MiB, GiB)")),
-    };
-    let n: usize = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
-    n.checked_mul(1 << shift)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| format!("size out of range: {s:?}"))
-}
-
-/// `1%`, `0.5%` or a bare number of percent, in (0, 100].
-fn parse_percent(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| format!("not a percentage: {s:?}"))?;
-    if v > 0.0 && v <= 100.0 {
-        Ok(v)
-    } else {
-        Err(format!("percentage out of range (0, 100]: {s:?}"))
-    }
 }
 
 struct Rng(u64);
@@ -146,7 +115,7 @@ pub fn run(args: FileArgs) -> CmdResult {
     let mixed = args.content == "mixed";
     let rounds = args.rounds.max(1);
 
-    let mut region = Region::builder(args.size).build()?;
+    let mut region = Region::builder(args.size.0).build()?;
     let len = region.len();
     let pages = len / ps;
     let mut rng = Rng(0x243f_6a88_85a3_08d3);
@@ -155,7 +124,7 @@ pub fn run(args: FileArgs) -> CmdResult {
     }
     let a = region.snapshot()?;
     let full_bytes = region.as_slice().to_vec();
-    let dirty_pages = ((pages as f64 * args.dirty / 100.0) as usize).clamp(1, pages);
+    let dirty_pages = args.dirty.of(pages);
     let mut chosen = vec![false; pages];
     let mut dirty_bytes = Vec::with_capacity(dirty_pages * ps);
     let mut n = 0;
@@ -309,22 +278,4 @@ pub fn run(args: FileArgs) -> CmdResult {
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_and_percents() {
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("1 parsec").is_err());
-        assert_eq!(parse_percent("1%"), Ok(1.0));
-        assert_eq!(parse_percent("0.5"), Ok(0.5));
-        assert!(parse_percent("0%").is_err());
-        assert!(parse_percent("101%").is_err());
-    }
 }

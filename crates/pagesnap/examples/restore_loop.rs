@@ -25,6 +25,10 @@ fn main() -> Result<(), pagesnap::Error> {
         region.restore(&base)?;
         restore_t += t.elapsed();
     }
-    println!("snapshot avg {:?}, restore avg {:?}", snap_t / rounds, restore_t / rounds);
+    println!(
+        "snapshot avg {:?}, restore avg {:?}",
+        snap_t / rounds,
+        restore_t / rounds
+    );
     Ok(())
 }

@@ -26,7 +26,7 @@ mod scale;
 mod snapshot;
 mod stats;
 mod uffd_raw;
-mod units;
+pub(crate) mod units;
 
 use crate::CmdResult;
 
