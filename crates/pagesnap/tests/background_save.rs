@@ -5,15 +5,6 @@ mod common;
 
 use pagesnap::{PageStore, Region, Snapshot, Tracking};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-fn write_u64(base: usize, at: usize, v: u64) {
-    // SAFETY: `at` is inside a live region that outlives the writer threads (they
-    // are joined before the region is dropped), aligned to 8, and each u64 has a
-    // single writer.
-    unsafe { ((base + at) as *mut u64).write_volatile(v) };
-}
 
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pagesnap-bgsave-{name}-{}", std::process::id()));
@@ -30,7 +21,7 @@ fn one_pass(region: &Region, n: usize) -> Vec<std::thread::JoinHandle<()>> {
             std::thread::spawn(move || {
                 let chunk = len / n / 8 * 8;
                 for at in (tid * chunk..(tid + 1) * chunk).step_by(8) {
-                    write_u64(base, at, 0xdead_0000 + tid as u64);
+                    common::write_u64(base, at, 0xdead_0000 + tid as u64);
                 }
             })
         })
@@ -112,27 +103,9 @@ fn round_trip_while_writers_run() {
 #[test]
 fn point_in_time_under_continuous_writers() {
     let dir = scratch_dir("pit");
-    let page = pagesnap::page_size();
     for (len, huge) in [(8 << 20, false), (12 << 20, true)] {
         let region = Region::builder(len).huge_pages(huge).build().unwrap();
-        let writers = 3usize;
-        let chunk_pages = len / page / writers;
-        let stop = Arc::new(AtomicBool::new(false));
-        let base = region.as_ptr() as usize;
-        let handles: Vec<_> = (0..writers)
-            .map(|w| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let mut round = 1u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        for p in 0..chunk_pages {
-                            write_u64(base, (w * chunk_pages + p) * page, round);
-                        }
-                        round += 1;
-                    }
-                })
-            })
-            .collect();
+        let mut stampers = common::Stampers::start(region.as_ptr() as usize, len, 3);
         let mut files = Vec::new();
         for i in 0..6 {
             std::thread::sleep(std::time::Duration::from_millis(3));
@@ -142,26 +115,11 @@ fn point_in_time_under_continuous_writers() {
         }
         // Stop the writers before any assertion: a panic must not unmap the
         // region under them.
-        stop.store(true, Ordering::Relaxed);
-        for h in handles {
-            h.join().unwrap();
-        }
+        stampers.stop();
         for (path, saved) in files {
             saved.unwrap();
             let bytes = Snapshot::load(&path, &PageStore::new()).unwrap().to_vec();
-            for w in 0..writers {
-                let rounds: Vec<u64> = (0..chunk_pages)
-                    .map(|p| {
-                        let at = (w * chunk_pages + p) * page;
-                        u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap())
-                    })
-                    .collect();
-                let steps: Vec<_> = rounds.windows(2).filter(|x| x[0] != x[1]).collect();
-                assert!(steps.len() <= 1, "writer {w}: {} boundaries", steps.len());
-                if let Some(x) = steps.first() {
-                    assert_eq!(x[0], x[1] + 1, "a boundary steps by one round");
-                }
-            }
+            stampers.assert_consistent(&bytes, &format!("{}", path.display()));
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();

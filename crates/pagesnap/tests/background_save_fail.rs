@@ -6,12 +6,6 @@ mod common;
 
 use pagesnap::{PageStore, Region, Snapshot, Tracking};
 
-fn write_u64(base: usize, at: usize, v: u64) {
-    // SAFETY: inside a live region that outlives the writers (joined first),
-    // aligned to 8, one writer per u64.
-    unsafe { ((base + at) as *mut u64).write_volatile(v) };
-}
-
 #[test]
 fn write_failure_mid_stream_releases_writers() {
     // SAFETY: plain libc calls with valid arguments; SIGXFSZ ignored so a write
@@ -47,7 +41,7 @@ fn write_failure_mid_stream_releases_writers() {
                         // From the end backwards: these batches are the copier's
                         // last, so the writers park on them when the write fails.
                         for at in (tid * chunk..(tid + 1) * chunk).step_by(4096).rev() {
-                            write_u64(base, at, 42);
+                            common::write_u64(base, at, 42);
                         }
                     })
                 })

@@ -28,3 +28,85 @@ pub fn fill(buf: &mut [u8], seed: u64) {
         *b = x as u8;
     }
 }
+
+/// Writes one u64 at `base + at` from a writer thread.
+pub fn write_u64(base: usize, at: usize, v: u64) {
+    // SAFETY: callers pass an 8-aligned offset inside a live region that outlives
+    // the writer threads (they are joined before the region is dropped), and each
+    // u64 has a single writer.
+    unsafe { ((base + at) as *mut u64).write_volatile(v) };
+}
+
+/// Writer threads that each stamp a round number into every page of their own
+/// chunk of a region, in address order, round after round, until stopped.
+pub struct Stampers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+    /// Number of writers; writer `w` owns pages `w * chunk_pages ..`.
+    pub writers: usize,
+    /// Pages per writer.
+    pub chunk_pages: usize,
+}
+
+impl Stampers {
+    /// Starts `writers` stampers over the `len` bytes at `base`.
+    pub fn start(base: usize, len: usize, writers: usize) -> Stampers {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let page = pagesnap::page_size();
+        let chunk_pages = len / page / writers;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let handles = (0..writers)
+            .map(|w| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut round = 1u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for p in 0..chunk_pages {
+                            write_u64(base, (w * chunk_pages + p) * page, round);
+                        }
+                        round += 1;
+                    }
+                })
+            })
+            .collect();
+        Stampers {
+            stop,
+            handles,
+            writers,
+            chunk_pages,
+        }
+    }
+
+    /// Stops and joins the writers (before any assertion: a panic must not unmap
+    /// the region under them).
+    pub fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in self.handles.drain(..) {
+            h.join().unwrap();
+        }
+    }
+
+    /// Asserts `bytes` is a point-in-time copy of the stamped region: for each
+    /// writer one boundary at most, pages before it one round ahead of those after.
+    pub fn assert_consistent(&self, bytes: &[u8], context: &str) {
+        let page = pagesnap::page_size();
+        for w in 0..self.writers {
+            let rounds: Vec<u64> = (0..self.chunk_pages)
+                .map(|p| {
+                    let at = (w * self.chunk_pages + p) * page;
+                    u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap())
+                })
+                .collect();
+            let steps: Vec<_> = rounds.windows(2).filter(|x| x[0] != x[1]).collect();
+            assert!(
+                steps.len() <= 1,
+                "{context}: writer {w} shows {} boundaries: {:?}",
+                steps.len(),
+                &rounds[..rounds.len().min(8)]
+            );
+            if let Some(x) = steps.first() {
+                assert_eq!(x[0], x[1] + 1, "{context}: a boundary steps by one round");
+            }
+        }
+    }
+}
