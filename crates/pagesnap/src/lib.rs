@@ -53,7 +53,7 @@ mod tracking;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use file::{FileError, FileInfo, FileKind, SaveReport};
+pub use file::{FileError, FileInfo, FileKind, LoadOptions, SaveReport};
 pub use live::{Background, BackgroundReport, Progress};
 pub use live_save::{BackgroundSave, BackgroundSaveReport};
 pub use probe::{probe, BackendStatus, Capabilities, UffdAccess};

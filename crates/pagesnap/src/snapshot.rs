@@ -17,6 +17,10 @@ use std::sync::{Arc, OnceLock};
 #[derive(Clone)]
 pub struct Snapshot {
     inner: Arc<Inner>,
+    /// The [`Heap`](crate::Heap) that handed out this handle (its token), or 0.
+    /// Set only by the heap, never from the contents: a heap restores only its
+    /// own snapshots, and bytes cannot claim to be one.
+    heap: u64,
 }
 
 struct Inner {
@@ -39,7 +43,19 @@ impl Snapshot {
                 len,
                 image: OnceLock::new(),
             }),
+            heap: 0,
         }
+    }
+
+    /// This handle, marked as handed out by the heap with `token` (non-zero).
+    pub(crate) fn of_heap(mut self, token: u64) -> Snapshot {
+        self.heap = token;
+        self
+    }
+
+    /// The token of the heap that handed out this handle, or 0.
+    pub(crate) fn heap_token(&self) -> u64 {
+        self.heap
     }
 
     pub(crate) fn tree(&self) -> &Tree {

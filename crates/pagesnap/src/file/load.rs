@@ -5,12 +5,13 @@
 
 use super::error::FileError;
 use super::format::FileKind;
+use super::options::LoadOptions;
 use super::read::{self, Opened, RecordStats};
 use super::FileInfo;
 use crate::digest::page_hash;
 use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
-use crate::store::tree::Tree;
+use crate::store::tree::{PageRun, RunFrames, Tree};
 use crate::store::PageStore;
 use crate::Digest;
 use std::path::Path;
@@ -41,8 +42,10 @@ pub(crate) fn load(
     expected: FileKind,
     store: &PageStore,
     parent: Option<&Snapshot>,
+    options: &LoadOptions,
 ) -> Result<(Snapshot, FileInfo), FileError> {
     let opened = read::open(path)?;
+    options.check(opened.header.len)?;
     if opened.header.kind != expected {
         return Err(FileError::Kind {
             expected,
@@ -110,15 +113,29 @@ pub(crate) fn load_opened(
         Ok(())
     })?;
 
-    // Zero runs change nothing over a zero base.
-    let listed = match parent {
-        Some(_) => opened.listed(),
-        None => opened.listed() - opened.zero_listed(),
-    };
-    let mut changes: Vec<(usize, FrameId)> = Vec::new();
-    changes
-        .try_reserve_exact(listed as usize)
-        .map_err(|_| too_large("the page table's changes", listed, 16))?;
+    // The table is built from the runs themselves: a run of one frame (or of
+    // zeros) shares its subtrees, so the cost follows the file, not the region.
+    let mut runs: Vec<PageRun<'_>> = Vec::new();
+    runs.try_reserve_exact(opened.runs.len())
+        .map_err(|_| too_large("the page table's runs", opened.runs.len() as u64, 32))?;
+    for run in &opened.runs {
+        // Run::decode checked every run against the region's pages and every data
+        // index against the record count (which held.ids has, one id each).
+        let frames = match (run.data_of(0), run.repeat) {
+            (None, _) if parent.is_none() => continue, // zeros over a zero base
+            (None, _) => RunFrames::Same(FrameId::ZERO),
+            (Some(d), true) => RunFrames::Same(held.ids[d as usize]),
+            (Some(d), false) => {
+                let d = d as usize;
+                RunFrames::Each(&held.ids[d..d + run.count as usize])
+            }
+        };
+        runs.push(PageRun {
+            first: usize::try_from(run.first).map_err(|_| too_large("the region", h.len, 1))?,
+            count: run.count as usize,
+            frames,
+        });
+    }
     let zero_base = match parent {
         Some(_) => None,
         None => Some(Tree::zero(store, pages)),
@@ -128,24 +145,8 @@ pub(crate) fn load_opened(
         (None, Some(p)) => p.tree(),
         (None, None) => unreachable!("a zero base is made when there is no parent"),
     };
-    let tree = {
-        let mut st = store.lock();
-        for run in &opened.runs {
-            if run.data_of(0).is_none() && parent.is_none() {
-                continue;
-            }
-            for i in 0..run.count {
-                let id = match run.data_of(i) {
-                    // Run::decode checked every data index against the record count.
-                    Some(d) => held.ids[d as usize],
-                    None => FrameId::ZERO,
-                };
-                st.frames.retain(id);
-                changes.push(((run.first + u64::from(i)) as usize, id));
-            }
-        }
-        base.with_changes(&mut st, &changes)
-    };
+    let tree = base.with_runs(&mut store.lock(), &runs);
+    drop(runs);
     drop(zero_base);
     drop(held);
     let snap = Snapshot::from_tree(tree, len);
