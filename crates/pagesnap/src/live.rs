@@ -466,6 +466,18 @@ pub(crate) fn drive(
     result
 }
 
+/// The copier's batch buffer, or an error when memory is short.
+pub(crate) fn batch_buffer(batch: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(batch)
+        .map_err(|_| Error::OutOfMemory {
+            what: "the copier's batch buffer",
+            bytes: batch,
+        })?;
+    buf.resize(batch, 0);
+    Ok(buf)
+}
+
 /// Lifts all protection and wakes every writer.
 fn release_all(job: &Job, shared: &Shared) {
     let _ = job.map.protect(0, job.map.len(), job.unprotect_to);
@@ -480,8 +492,14 @@ fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Sna
     let (map, page) = (&*job.map, page_size());
     let pages_per_batch = batch / page;
     let store = job.base.store().clone();
-    let mut changes: Vec<(usize, FrameId)> = Vec::with_capacity(dirty.len());
-    let mut buf = vec![0u8; batch];
+    let mut changes: Vec<(usize, FrameId)> = Vec::new();
+    changes
+        .try_reserve_exact(dirty.len())
+        .map_err(|_| Error::OutOfMemory {
+            what: "the background snapshot's list of changed pages",
+            bytes: dirty.len() * std::mem::size_of::<(usize, FrameId)>(),
+        })?;
+    let mut buf = batch_buffer(batch)?;
     let result = drive(job, shared, |b| {
         if !claim(shared, b) {
             return Ok(());
@@ -496,7 +514,7 @@ fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Sna
         let lifted = lift(job, shared, b, batch, mine.len());
         let mut st = store.lock();
         for (i, &p) in mine.iter().enumerate() {
-            changes.push((p, st.frames.insert(&buf[i * page..(i + 1) * page])));
+            changes.push((p, st.frames.insert(&buf[i * page..(i + 1) * page])?));
         }
         lifted
     });
