@@ -158,7 +158,7 @@ impl Snapshot {
         }
         let kind = track::resolve(tracking)?;
         let store = store.unwrap_or_else(|| self.store().clone());
-        let base = self.in_store(&store);
+        let base = self.in_store(&store)?;
         let image = self.image()?;
         let map = Mapping::private_file(image.memfd.as_fd(), len, huge).map_err(|source| {
             Error::Clone {

@@ -50,6 +50,7 @@ mod store;
 mod sys;
 mod track;
 mod tracking;
+mod verify;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
@@ -61,6 +62,7 @@ pub use region::{Region, RegionBuilder};
 pub use snapshot::Snapshot;
 pub use store::{PageStore, StoreStats};
 pub use tracking::{ParseTrackingError, Tracking};
+pub use verify::VerifyReport;
 pub use {
     arena::Arena,
     heap::{Family, FullCopy, Heap, HeapStats},

@@ -113,16 +113,35 @@ impl Snapshot {
                 snapshot: self.len(),
             });
         }
+        // `buf` may lie in memory that faults into pagesnap (a region under a
+        // background snapshot, whose copier needs the store): never touch it with
+        // the store locked. Pages go through an owned bounce buffer instead.
+        const BOUNCE: usize = 64 << 10;
         let page = crate::sys::page_size();
-        let st = self.store().lock();
+        let mut bounce = Vec::new();
+        bounce
+            .try_reserve_exact(BOUNCE.min(buf.len()).max(1))
+            .map_err(|_| Error::OutOfMemory {
+                what: "the read buffer",
+                bytes: BOUNCE.min(buf.len()),
+            })?;
         let mut done = 0;
         while done < buf.len() {
-            let at = offset + done;
-            let in_page = at % page;
-            let n = (page - in_page).min(buf.len() - done);
-            let frame = st.frames.bytes(self.tree().get(at / page));
-            buf[done..done + n].copy_from_slice(&frame[in_page..in_page + n]);
-            done += n;
+            bounce.clear();
+            {
+                let st = self.store().lock();
+                while done + bounce.len() < buf.len() && bounce.len() < BOUNCE {
+                    let at = offset + done + bounce.len();
+                    let in_page = at % page;
+                    let n = (page - in_page)
+                        .min(buf.len() - done - bounce.len())
+                        .min(BOUNCE - bounce.len());
+                    let frame = st.frames.bytes(self.tree().get(at / page));
+                    bounce.extend_from_slice(&frame[in_page..in_page + n]);
+                }
+            }
+            buf[done..done + bounce.len()].copy_from_slice(&bounce);
+            done += bounce.len();
         }
         Ok(())
     }
@@ -145,22 +164,50 @@ impl Snapshot {
         n
     }
 
-    /// This snapshot's contents as a snapshot in `store` (itself when it already is).
-    pub(crate) fn in_store(&self, store: &PageStore) -> Snapshot {
+    /// This snapshot's contents as a snapshot in `store` (itself when it already
+    /// is). Fails, leaving `store` as it was, when the pages do not fit.
+    pub(crate) fn in_store(&self, store: &PageStore) -> Result<Snapshot> {
         if self.store().same_as(store) {
-            return self.clone();
+            return Ok(self.clone());
         }
         let page = crate::sys::page_size();
-        let mut buf = vec![0u8; page];
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(page)
+            .map_err(|_| Error::OutOfMemory {
+                what: "a page buffer",
+                bytes: page,
+            })?;
+        buf.resize(page, 0);
         let mut changes: Vec<(usize, FrameId)> = Vec::new();
+        let mut failed = None;
         let src = self.store();
         self.tree().for_each_nonzero(|p, id| {
+            if failed.is_some() {
+                return;
+            }
             buf.copy_from_slice(src.lock().frames.bytes(id));
-            changes.push((p, store.lock().frames.insert(&buf)));
+            let inserted = changes
+                .try_reserve(1)
+                .map_err(|_| Error::OutOfMemory {
+                    what: "the list of copied pages",
+                    bytes: (changes.len() + 1) * std::mem::size_of::<(usize, FrameId)>(),
+                })
+                .and_then(|()| store.lock().frames.insert(&buf).map_err(Error::from));
+            match inserted {
+                Ok(new) => changes.push((p, new)),
+                Err(e) => failed = Some(e),
+            }
         });
+        if let Some(e) = failed {
+            let mut st = store.lock();
+            for (_, id) in changes {
+                st.frames.release(id);
+            }
+            return Err(e);
+        }
         let zero = Tree::zero(store, self.tree().pages());
         let tree = zero.with_changes(&mut store.lock(), &changes);
-        Snapshot::from_tree(tree, self.len())
+        Ok(Snapshot::from_tree(tree, self.len()))
     }
 }
 

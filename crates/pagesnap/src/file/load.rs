@@ -108,7 +108,14 @@ pub(crate) fn load_opened(
         hashes.extend(batch.iter().map(|p| page_hash(p)));
         let mut st = store.lock();
         for (p, &hash) in batch.iter().zip(&hashes) {
-            held.ids.push(st.frames.insert_hashed(p, hash));
+            let id = st
+                .frames
+                .insert_hashed(p, hash)
+                .map_err(|e| FileError::TooLarge {
+                    what: e.what,
+                    bytes: e.bytes as u64,
+                })?;
+            held.ids.push(id);
         }
         Ok(())
     })?;

@@ -387,7 +387,7 @@ mod tests {
                     } else {
                         let mut b = vec![0u8; page];
                         b[..8].copy_from_slice(&(p as u64 % 300 + 1).to_le_bytes());
-                        st.frames.insert(&b)
+                        st.frames.insert(&b).unwrap()
                     };
                     m.push(st.frames.hash(id));
                     if id != FrameId::ZERO {

@@ -11,6 +11,7 @@
 //! leaf slot that names it; when the last holder releases it, its id (and slot) is
 //! reused by the next new page.
 
+use super::NoMemory;
 use crate::digest::page_hash;
 use crate::sys::mmap::{Mapping, Protection};
 use std::collections::HashMap;
@@ -89,36 +90,57 @@ impl Frames {
     }
 
     /// The frame holding `page`'s contents, with one more holder. Zero pages give
-    /// `FrameId::ZERO`; a hash hit is confirmed byte for byte.
-    pub(crate) fn insert(&mut self, page: &[u8]) -> FrameId {
+    /// `FrameId::ZERO`; a hash hit is confirmed byte for byte. Fails, changing
+    /// nothing, when memory for a new frame cannot be had.
+    pub(crate) fn insert(&mut self, page: &[u8]) -> Result<FrameId, NoMemory> {
         self.insert_hashed(page, page_hash(page))
     }
 
     /// As [`insert`](Self::insert), with the page's hash already known.
-    pub(crate) fn insert_hashed(&mut self, page: &[u8], hash: u128) -> FrameId {
+    pub(crate) fn insert_hashed(&mut self, page: &[u8], hash: u128) -> Result<FrameId, NoMemory> {
         debug_assert_eq!(page.len(), self.page_size);
         if hash == self.zero_hash && is_zero(page) {
-            return FrameId::ZERO;
+            return Ok(FrameId::ZERO);
         }
         let mut collision = false;
         if let Some(&id) = self.index.get(&hash) {
             if self.bytes(id) == page {
                 self.refs[id.0 as usize] += 1;
-                return id;
+                return Ok(id);
             }
             // Two contents with one hash: keep both, index only the first.
             collision = true;
+        }
+        // Everything a new frame needs is had before anything changes.
+        if !collision {
+            self.index.try_reserve(1).map_err(|_| NoMemory {
+                what: "the page store's index",
+                bytes: (self.index.len() + 1) * (16 + 4 + 1),
+            })?;
         }
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
                 let n = self.hashes.len();
+                let id = u32::try_from(n).map_err(|_| NoMemory {
+                    what: "a frame id (2^32 frames)",
+                    bytes: self.page_size,
+                })?;
+                let grow = |v: usize, each: usize| NoMemory {
+                    what: "the page store's frame table",
+                    bytes: (v + 1) * each,
+                };
+                self.hashes.try_reserve(1).map_err(|_| grow(n, 16))?;
+                self.refs.try_reserve(1).map_err(|_| grow(n, 4))?;
                 if n / SLAB_FRAMES == self.slabs.len() {
-                    self.slabs.push(new_slab(self.page_size));
+                    self.slabs
+                        .try_reserve(1)
+                        .map_err(|_| grow(self.slabs.len(), 16))?;
+                    self.slabs.push(new_slab(self.page_size)?);
                 }
                 self.hashes.push(0);
                 self.refs.push(0);
-                FrameId(u32::try_from(n).expect("fewer than 2^32 frames"))
+                FrameId(id)
             }
         };
         let slot = id.0 as usize;
@@ -130,7 +152,7 @@ impl Frames {
             self.index.insert(hash, id);
         }
         self.unique += 1;
-        id
+        Ok(id)
     }
 
     /// Slab index and byte offset of a frame.
@@ -192,14 +214,18 @@ impl Frames {
 const SLAB_FRAMES: usize = 512;
 
 /// A new slab, pre-faulted so storing a page into it takes no page fault.
-fn new_slab(page_size: usize) -> Mapping {
+fn new_slab(page_size: usize) -> Result<Mapping, NoMemory> {
     let len = SLAB_FRAMES * page_size;
     let huge = len % crate::sys::mmap::HUGE_PAGE == 0;
-    let slab = Mapping::anonymous(len, Protection::ReadWrite, huge)
-        .unwrap_or_else(|e| panic!("out of memory for the page store ({len} bytes): {e}"));
-    // Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages fault on first use.
+    let slab = Mapping::anonymous(len, Protection::ReadWrite, huge).map_err(|_| NoMemory {
+        what: "a page-store slab",
+        bytes: len,
+    })?;
+    // Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages fault on first
+    // use. It fails with ENOMEM when memory is short; the slab is still usable
+    // (MAP_NORESERVE: a page short then is the kernel's OOM, as for any write).
     let _ = slab.advise(0, len, libc::MADV_POPULATE_WRITE);
-    slab
+    Ok(slab)
 }
 
 /// Whether every byte of `page` is zero.

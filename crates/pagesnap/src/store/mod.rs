@@ -49,6 +49,22 @@ pub struct StoreStats {
     pub table_nodes: u64,
 }
 
+/// Memory for the store could not be had: which part, and how many bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NoMemory {
+    pub(crate) what: &'static str,
+    pub(crate) bytes: usize,
+}
+
+impl From<NoMemory> for crate::Error {
+    fn from(e: NoMemory) -> crate::Error {
+        crate::Error::OutOfMemory {
+            what: e.what,
+            bytes: e.bytes,
+        }
+    }
+}
+
 /// The store's mutable state, behind one mutex.
 pub(crate) struct State {
     pub(crate) frames: Frames,
