@@ -156,6 +156,13 @@ fn c_background_snapshot_beside_pthread_writers() {
     run_program(&build_c("background", Link::Shared));
 }
 
+/// fork(): a child's calls on an inherited region are refused (once, ps_restore
+/// in a child crashed it with SIGSEGV); the parent stays exact.
+#[test]
+fn c_fork_child_is_refused_and_parent_exact() {
+    run_program(&build_c("fork", Link::Shared));
+}
+
 #[test]
 fn c_save_load_and_file_errors() {
     let dir = out_dir().join("files");

@@ -79,6 +79,7 @@ impl RegionBuilder {
             origin: None,
             dirty: Vec::new(),
             changes: Vec::new(),
+            owner: crate::fork::Owner::here(),
         })
     }
 }
@@ -90,6 +91,32 @@ impl RegionBuilder {
 /// threads, through [`as_ptr`](Self::as_ptr). Writers must be quiescent while
 /// [`snapshot`](Self::snapshot) or [`restore`](Self::restore) runs; every write
 /// between those calls is tracked.
+///
+/// # fork()
+///
+/// A region belongs to the process that built it. A child forked from that
+/// process gets a copy-on-write copy of the memory, which it may read and write
+/// freely — also while the parent's background snapshot is still copying — and
+/// it may read snapshots and build regions of its own. But the tracking does
+/// not come along (the kernel drops userfaultfd registrations in a child, and
+/// descriptors opened before the fork still name the parent), so in the child
+/// [`snapshot`](Self::snapshot), [`restore`](Self::restore),
+/// [`reset`](Self::reset), [`background_snapshot`](Self::background_snapshot)
+/// and [`background_save`](Self::background_save) of an inherited region fail
+/// with [`Error::ForkedChild`], and `wait` on an inherited background snapshot
+/// returns that error at once. Nothing the child does changes the parent's
+/// tracking: its next snapshot is exact.
+///
+/// # Signal handlers
+///
+/// The mprotect backend and background snapshots receive write faults through a
+/// SIGSEGV handler; faults pagesnap did not cause go to the handler installed
+/// before it (or kill the process, as they would have). A handler installed
+/// *after* pagesnap's that does not pass faults on would make writes go
+/// unrecorded: pagesnap checks that its handler is still installed at each
+/// snapshot, restore and background start and finish, and fails with
+/// [`Error::HandlerReplaced`] instead of returning a wrong snapshot. Install
+/// other SIGSEGV handlers before creating regions, or chain to the one found.
 ///
 /// ```
 /// use pagesnap::{Region, Tracking};
@@ -132,6 +159,8 @@ pub struct Region {
     /// Reused buffers of the hot paths.
     dirty: Vec<usize>,
     changes: Vec<(usize, FrameId)>,
+    /// The process that built the region: in a forked child, calls are refused.
+    owner: crate::fork::Owner,
 }
 
 impl Region {
@@ -197,6 +226,7 @@ impl Region {
     /// Takes a snapshot of the contents. Costs what was written since the last
     /// snapshot or restore, not the region size. Writers must be quiescent.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.preflight()?;
         let page = page_size();
         self.dirty.clear();
         while self.peek_pending.load(std::sync::atomic::Ordering::Acquire) {
@@ -277,6 +307,7 @@ impl Region {
     }
 
     fn live_job(&self) -> Result<crate::live::Job> {
+        self.preflight()?;
         let unprotect_to = if self.tracking() == Tracking::Mprotect {
             Protection::Read
         } else {
@@ -334,6 +365,7 @@ impl Region {
                 region: self.len(),
             });
         }
+        self.preflight()?;
         let snap = snap.in_store(&self.store);
         self.wait_for_background();
         // 1. Pages where the sync point and `snap` differ: known from the tables
@@ -381,6 +413,17 @@ fn write_frames(map: &Mapping, store: &PageStore, changes: &[(usize, FrameId)]) 
 }
 
 impl Region {
+    /// Refuses to work in a process forked from the one that built the region —
+    /// checked first, before any lock, since a thread that held one at the fork
+    /// does not exist in the child — or when the tracker cannot work now.
+    pub(crate) fn preflight(&self) -> Result<()> {
+        self.owner.check()?;
+        self.tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ready()
+    }
+
     /// Blocks while a background snapshot of this region is copying: restore
     /// writes pages the copier may still need (and holds the store lock while it
     /// does, which the copier needs too).
@@ -423,6 +466,7 @@ impl Region {
             huge_pages,
             dirty: Vec::new(),
             changes: Vec::new(),
+            owner: crate::fork::Owner::here(),
         }
     }
 
