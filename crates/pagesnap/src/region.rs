@@ -96,16 +96,20 @@ impl RegionBuilder {
 ///
 /// A region belongs to the process that built it. A child forked from that
 /// process gets a copy-on-write copy of the memory, which it may read and write
-/// freely — also while the parent's background snapshot is still copying — and
-/// it may read snapshots and build regions of its own. But the tracking does
-/// not come along (the kernel drops userfaultfd registrations in a child, and
-/// descriptors opened before the fork still name the parent), so in the child
-/// [`snapshot`](Self::snapshot), [`restore`](Self::restore),
+/// freely — also while the parent's background snapshot is still copying. The
+/// tracking does not come along (the kernel drops userfaultfd registrations in a
+/// child, and descriptors opened before the fork still name the parent), so in
+/// the child [`snapshot`](Self::snapshot), [`restore`](Self::restore),
 /// [`reset`](Self::reset), [`background_snapshot`](Self::background_snapshot)
 /// and [`background_save`](Self::background_save) of an inherited region fail
-/// with [`Error::ForkedChild`], and `wait` on an inherited background snapshot
-/// returns that error at once. Nothing the child does changes the parent's
-/// tracking: its next snapshot is exact.
+/// with [`Error::ForkedChild`] before taking any lock, and `wait` on an
+/// inherited background snapshot returns that error at once. Nothing the child
+/// does changes the parent's tracking: its next snapshot is exact.
+///
+/// The child may also read snapshots and build regions of its own — unless
+/// another thread of the parent was inside pagesnap at the fork (a background
+/// copier, say): as with any library that takes locks, a lock held by a thread
+/// that does not exist in the child stays held there.
 ///
 /// # Signal handlers
 ///

@@ -150,9 +150,19 @@ pub(crate) fn register_background(
 
 impl Drop for BackgroundSlot {
     fn drop(&mut self) {
-        let _guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-        BACKGROUND[self.index].start.store(0, Ordering::Release);
+        let e = &BACKGROUND[self.index];
+        let _guard = registry_unless_inherited(&e.pid);
+        e.start.store(0, Ordering::Release);
     }
+}
+
+/// The registry lock, except in a child forked from the process that made the
+/// entry: a thread of the parent may have held the lock at the fork, and would
+/// never release it there. (Clearing `start` is atomic; the lock only keeps two
+/// registrations from taking one free slot.)
+fn registry_unless_inherited(pid: &AtomicU32) -> Option<std::sync::MutexGuard<'static, ()>> {
+    (pid.load(Ordering::Relaxed) == process::id())
+        .then(|| REGISTRY.lock().unwrap_or_else(|e| e.into_inner()))
 }
 /// Serialises registration (never taken by the handler).
 static REGISTRY: Mutex<()> = Mutex::new(());
@@ -210,8 +220,9 @@ pub(crate) fn register(
 
 impl Drop for FaultSlot {
     fn drop(&mut self) {
-        let _guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-        SLOTS[self.index].start.store(0, Ordering::Release);
+        let slot = &SLOTS[self.index];
+        let _guard = registry_unless_inherited(&slot.pid);
+        slot.start.store(0, Ordering::Release);
     }
 }
 
