@@ -119,8 +119,11 @@ impl RegionBuilder {
 /// *after* pagesnap's that does not pass faults on would make writes go
 /// unrecorded: pagesnap checks that its handler is still installed at each
 /// snapshot, restore and background start and finish, and fails with
-/// [`Error::HandlerReplaced`] instead of returning a wrong snapshot. Install
-/// other SIGSEGV handlers before creating regions, or chain to the one found.
+/// [`Error::HandlerReplaced`] instead of returning a wrong snapshot; once its
+/// handler is back, the next snapshot of an mprotect-tracked region takes every
+/// page anew (costing the region's size once), so it is exact again. (A handler replaced and put back between
+/// two pagesnap calls goes unseen.) Install other SIGSEGV handlers before
+/// creating regions, or chain to the one found.
 ///
 /// ```
 /// use pagesnap::{Region, Tracking};

@@ -228,3 +228,50 @@ fn child_writing_beside_parent_background_work() {
         assert_exact(&mut r, &s0, &t.to_string());
     }
 }
+
+/// A child forked during a background snapshot drops the inherited region and
+/// background snapshot (no hang: nothing joins a copier that is not there), then
+/// builds a region of its own, which works fully — tracked by the child's own
+/// kernel state and signal-table entries.
+#[test]
+fn child_drops_inherited_region_and_builds_its_own() {
+    let _serial = child::serial();
+    for t in backends() {
+        let mut r = region(t, (8 << 20) / page());
+        fill(r.as_mut_slice(), 21);
+        r.snapshot().unwrap();
+        fill(r.as_mut_slice(), 22);
+        let instant = r.as_slice().to_vec();
+        let bg = r.background_snapshot().unwrap();
+        let mut inherited = Some((r, bg));
+        let outcome = child::run(DEADLINE, || {
+            let (r, bg) = inherited.take().unwrap();
+            drop(bg);
+            drop(r);
+            let mut own = region(t, 32);
+            fill(own.as_mut_slice(), 23);
+            let s0 = own.snapshot().unwrap();
+            write_page(&mut own, 7, 24);
+            let s1 = own.snapshot().unwrap();
+            if s1.to_vec() != own.as_slice() {
+                return 10;
+            }
+            own.restore(&s0).unwrap();
+            if s0.to_vec() != own.as_slice() {
+                return 20;
+            }
+            if own.background_snapshot().unwrap().wait().unwrap().to_vec() != own.as_slice() {
+                return 30;
+            }
+            0
+        });
+        let (mut r, bg) = inherited.take().unwrap();
+        assert_eq!(outcome, Outcome::Exited(0), "{t}: child");
+        assert!(
+            bg.wait().unwrap().to_vec() == instant,
+            "{t}: background snapshot"
+        );
+        let s = r.snapshot().unwrap();
+        assert_exact(&mut r, &s, &t.to_string());
+    }
+}
