@@ -170,6 +170,13 @@ fn c_out_of_memory_is_an_error_and_the_next_snapshot_exact() {
     run_program(&build_c("oom", Link::Shared));
 }
 
+/// fork(): a child's calls on an inherited region are refused (once, ps_restore
+/// in a child crashed it with SIGSEGV); the parent stays exact.
+#[test]
+fn c_fork_child_is_refused_and_parent_exact() {
+    run_program(&build_c("fork", Link::Shared));
+}
+
 #[test]
 fn c_save_load_and_file_errors() {
     let dir = out_dir().join("files");

@@ -218,6 +218,7 @@ impl Region {
     /// A region built empty has no origin: [`Error::NotAClone`] (restore a
     /// snapshot instead, which costs the same).
     pub fn reset(&mut self) -> Result<()> {
+        self.preflight()?;
         let page = page_size();
         let mut parts = self.parts();
         let origin = parts.origin.ok_or(Error::NotAClone)?.clone();

@@ -158,6 +158,29 @@ pub enum Error {
     #[error("this snapshot was not taken from this heap: a heap restores only its own snapshots (they hold pointers into its region)")]
     ForeignSnapshot,
 
+    /// A region, or a background snapshot, used in a process forked from the one
+    /// that created it. Tracking state belongs to the creating process (the
+    /// kernel does not carry userfaultfd registrations into a child, and
+    /// descriptors such as `/proc/self/pagemap` opened before the fork still name
+    /// the parent), so the child may read and write the memory and read
+    /// snapshots, but not snapshot, restore or reset the region.
+    #[error("this region belongs to process {owner}; process {current} is a child forked from it: a child cannot snapshot, restore, reset or start a background snapshot of an inherited region (it may still read and write the memory, read snapshots, and create regions of its own)")]
+    ForkedChild {
+        /// The process that created the region.
+        owner: u32,
+        /// This process.
+        current: u32,
+    },
+
+    /// pagesnap's SIGSEGV handler, which the mprotect backend and background
+    /// snapshots rely on, was replaced by another that does not pass faults on
+    /// to it: writes may have gone unrecorded, so no snapshot is made.
+    #[error("pagesnap's SIGSEGV handler has been replaced (the handler now installed is at {current:#x}): writes to regions tracked by mprotect, or under a background snapshot, may have gone unrecorded; install other SIGSEGV handlers before creating pagesnap regions (pagesnap passes them every fault it did not cause), or reinstall the handler they replaced")]
+    HandlerReplaced {
+        /// The address of the handler now installed (0: the default action, 1: ignored).
+        current: usize,
+    },
+
     /// Saving or loading a snapshot file failed.
     #[error("snapshot file {}", path.display())]
     File {

@@ -40,6 +40,7 @@ mod clone;
 mod digest;
 pub mod error;
 pub mod file;
+mod fork;
 mod heap;
 mod live;
 mod live_save;

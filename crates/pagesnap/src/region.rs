@@ -80,6 +80,7 @@ impl RegionBuilder {
             dirty: Vec::new(),
             changes: Vec::new(),
             resync: false,
+            owner: crate::fork::Owner::here(),
         })
     }
 }
@@ -91,6 +92,39 @@ impl RegionBuilder {
 /// threads, through [`as_ptr`](Self::as_ptr). Writers must be quiescent while
 /// [`snapshot`](Self::snapshot) or [`restore`](Self::restore) runs; every write
 /// between those calls is tracked.
+///
+/// # fork()
+///
+/// A region belongs to the process that built it. A child forked from that
+/// process gets a copy-on-write copy of the memory, which it may read and write
+/// freely — also while the parent's background snapshot is still copying. The
+/// tracking does not come along (the kernel drops userfaultfd registrations in a
+/// child, and descriptors opened before the fork still name the parent), so in
+/// the child [`snapshot`](Self::snapshot), [`restore`](Self::restore),
+/// [`reset`](Self::reset), [`background_snapshot`](Self::background_snapshot)
+/// and [`background_save`](Self::background_save) of an inherited region fail
+/// with [`Error::ForkedChild`] before taking any lock, and `wait` on an
+/// inherited background snapshot returns that error at once. Nothing the child
+/// does changes the parent's tracking: its next snapshot is exact.
+///
+/// The child may also read snapshots and build regions of its own — unless
+/// another thread of the parent was inside pagesnap at the fork (a background
+/// copier, say): as with any library that takes locks, a lock held by a thread
+/// that does not exist in the child stays held there.
+///
+/// # Signal handlers
+///
+/// The mprotect backend and background snapshots receive write faults through a
+/// SIGSEGV handler; faults pagesnap did not cause go to the handler installed
+/// before it (or kill the process, as they would have). A handler installed
+/// *after* pagesnap's that does not pass faults on would make writes go
+/// unrecorded: pagesnap checks that its handler is still installed at each
+/// snapshot, restore and background start and finish, and fails with
+/// [`Error::HandlerReplaced`] instead of returning a wrong snapshot; once its
+/// handler is back, the next snapshot of an mprotect-tracked region takes every
+/// page anew (costing the region's size once), so it is exact again. (A handler replaced and put back between
+/// two pagesnap calls goes unseen.) Install other SIGSEGV handlers before
+/// creating regions, or chain to the one found.
 ///
 /// ```
 /// use pagesnap::{Region, Tracking};
@@ -138,6 +172,8 @@ pub struct Region {
     /// them back): the next snapshot or restore runs [`verify`](Self::verify)
     /// first, and a background copier compares every page.
     resync: bool,
+    /// The process that built the region: in a forked child, calls are refused.
+    owner: crate::fork::Owner,
 }
 
 impl Region {
@@ -213,6 +249,7 @@ impl Region {
     /// call collected are marked written again, so the next successful snapshot
     /// equals the region's bytes.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.preflight()?;
         self.resync_if_needed()?;
         self.dirty.clear();
         while self.peek_pending.load(Ordering::Acquire) > 0 {
@@ -322,6 +359,7 @@ impl Region {
     }
 
     fn live_job(&self) -> Result<crate::live::Job> {
+        self.preflight()?;
         let unprotect_to = if self.tracking() == Tracking::Mprotect {
             Protection::Read
         } else {
@@ -396,6 +434,7 @@ impl Region {
                 region: self.len(),
             });
         }
+        self.preflight()?;
         let snap = snap.in_store(&self.store)?;
         self.wait_for_background();
         self.resync_if_needed()?;
@@ -501,6 +540,17 @@ impl Region {
         Ok(())
     }
 
+    /// Refuses to work in a process forked from the one that built the region —
+    /// checked first, before any lock, since a thread that held one at the fork
+    /// does not exist in the child — or when the tracker cannot work now.
+    pub(crate) fn preflight(&self) -> Result<()> {
+        self.owner.check()?;
+        self.tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ready()
+    }
+
     /// Blocks while a background snapshot of this region is copying: restore
     /// writes pages the copier may still need (and holds the store lock while it
     /// does, which the copier needs too).
@@ -544,6 +594,7 @@ impl Region {
             dirty: Vec::new(),
             changes: Vec::new(),
             resync: false,
+            owner: crate::fork::Owner::here(),
         }
     }
 

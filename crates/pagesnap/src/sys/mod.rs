@@ -10,6 +10,7 @@ pub(crate) mod futex;
 pub(crate) mod memfd;
 pub(crate) mod mmap;
 pub(crate) mod pagemap;
+pub(crate) mod process;
 pub(crate) mod signal;
 pub(crate) mod userfaultfd;
 

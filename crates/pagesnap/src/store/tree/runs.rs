@@ -219,7 +219,7 @@ mod tests {
         let mut b = vec![0u8; crate::sys::page_size()];
         b[0] = tag;
         b[100] = tag;
-        store.lock().frames.insert(&b)
+        store.lock().frames.insert(&b).expect("a test page fits")
     }
 
     /// `with_runs` makes the very table `with_changes` makes from the same pages,
