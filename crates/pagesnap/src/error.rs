@@ -152,9 +152,12 @@ pub enum Error {
         needed: usize,
     },
 
-    /// A snapshot (or full copy) that another heap took was given to
-    /// [`Heap::restore`](crate::Heap::restore): its bytes hold pointers into that
-    /// heap's region, so it can only be restored there.
+    /// A snapshot (or full copy) this heap did not hand out was given to
+    /// [`Heap::restore`](crate::Heap::restore) (or `restore_copy`): another
+    /// heap's, one loaded from a file, or one of another region holding the same
+    /// bytes. A heap's bytes hold pointers into its own region and allocator
+    /// state only it produced, so it restores only snapshots it took itself —
+    /// known from the handle, never from the bytes.
     #[error("this snapshot was not taken from this heap: a heap restores only its own snapshots (they hold pointers into its region)")]
     ForeignSnapshot,
 
