@@ -225,8 +225,13 @@ impl Region {
             std::thread::sleep(std::time::Duration::from_micros(20));
         }
         let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        tracker.collect(&self.map, &mut self.dirty)?;
+        let collected = tracker.collect(&self.map, &mut self.dirty);
         drop(tracker);
+        if let Err(e) = collected {
+            // It may have re-armed pages it could not report.
+            self.resync = true;
+            return Err(e);
+        }
         self.dirty.sort_unstable();
         self.dirty.dedup();
         match self.store_dirty() {
