@@ -232,7 +232,7 @@ impl Region {
         for (first, n) in runs(parts.dirty) {
             parts
                 .map
-                .discard(first * page, n * page)
+                .discard(parts.key, first * page, n * page)
                 .map_err(|source| Error::Clone {
                     step: "madvise(MADV_DONTNEED) of written pages",
                     len: parts.map.len(),

@@ -5,7 +5,7 @@ use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
 use crate::store::tree::Tree;
 use crate::store::PageStore;
-use crate::sys::mmap::{Mapping, Protection};
+use crate::sys::mmap::{Mapping, Protection, WriteKey};
 use crate::sys::page_size;
 use crate::track::{self, Tracker};
 use crate::Tracking;
@@ -65,6 +65,7 @@ impl RegionBuilder {
         let map = Mapping::anonymous(len, Protection::ReadWrite, self.huge_pages)
             .map_err(|source| Error::Map { len, source })?;
         let tracker = Arc::new(Mutex::new(track::arm(kind, &map)?));
+        let key = map.write_key().expect("a new mapping has its key");
         let store = self.store.unwrap_or_default();
         let base = Snapshot::from_tree(Tree::zero(&store, len / page), len);
         Ok(Region {
@@ -72,6 +73,7 @@ impl RegionBuilder {
             peek_pending: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(None),
             map: Arc::new(map),
+            key,
             background: Arc::new(AtomicBool::new(false)),
             store,
             base,
@@ -152,8 +154,12 @@ pub struct Region {
     /// The region's entry in the background-snapshot fault table, made at the
     /// first background snapshot and kept until the region goes.
     live: Mutex<Option<crate::live::LiveSlot>>,
-    /// Shared with a running background copier, which keeps it mapped.
+    /// Shared with a running background copier, which keeps it mapped (and
+    /// reads it only by copying bytes out).
     map: Arc<Mapping>,
+    /// The mapping's one write key: Rust references into the memory are formed
+    /// through it, borrowed from `self`, so `&mut self` makes them exclusive.
+    key: WriteKey,
     /// Whether a background snapshot is running.
     background: Arc<AtomicBool>,
     store: PageStore,
@@ -205,12 +211,12 @@ impl Region {
 
     /// The contents.
     pub fn as_slice(&self) -> &[u8] {
-        self.map.as_slice()
+        self.map.as_slice_keyed(&self.key)
     }
 
     /// The contents, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        self.map.as_mut_slice()
+        self.map.as_mut_slice_keyed(&mut self.key)
     }
 
     /// The backend in use (never `Auto`).
@@ -256,8 +262,13 @@ impl Region {
             std::thread::sleep(std::time::Duration::from_micros(20));
         }
         let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        tracker.collect(&self.map, &mut self.dirty)?;
+        let collected = tracker.collect(&self.map, &mut self.dirty);
         drop(tracker);
+        if let Err(e) = collected {
+            // It may have re-armed pages it could not report.
+            self.resync = true;
+            return Err(e);
+        }
         self.dirty.sort_unstable();
         self.dirty.dedup();
         match self.store_dirty() {
@@ -288,7 +299,7 @@ impl Region {
                 what: "the snapshot's list of changed pages",
                 bytes: self.dirty.len() * std::mem::size_of::<(usize, FrameId)>(),
             })?;
-        let bytes = self.map.as_slice();
+        let bytes = self.map.as_slice_keyed(&self.key);
         let mut st = self.store.lock();
         for &p in &self.dirty {
             match st.frames.insert(&bytes[p * page..(p + 1) * page]) {
@@ -445,7 +456,12 @@ impl Region {
         self.changes.clear();
         let target = snap.tree();
         self.base.tree().diff(target, &mut self.changes);
-        write_frames(&self.map, &self.store, self.changes.iter().copied());
+        write_frames(
+            &self.map,
+            &mut self.key,
+            &self.store,
+            self.changes.iter().copied(),
+        );
         // 2. One collect makes the new sync point: it re-protects what step 1
         //    wrote and reports, besides those, the pages written since the last
         //    sync point, which must go back to `snap` too.
@@ -462,7 +478,7 @@ impl Region {
             //    the common case when backtracking, there are none.) Nothing is
             //    allocated here: the frames are looked up page by page.
             let pages = self.dirty.iter().map(|&p| (p, target.get(p)));
-            write_frames(&self.map, &self.store, pages);
+            write_frames(&self.map, &mut self.key, &self.store, pages);
             tracker.rearm(&self.map, &self.dirty)?;
         }
         drop(tracker);
@@ -473,14 +489,19 @@ impl Region {
 }
 
 /// Copies each `(page, frame)` of `changes` into the region.
-fn write_frames(map: &Mapping, store: &PageStore, changes: impl Iterator<Item = (usize, FrameId)>) {
+fn write_frames(
+    map: &Mapping,
+    key: &mut WriteKey,
+    store: &PageStore,
+    changes: impl Iterator<Item = (usize, FrameId)>,
+) {
     let page = page_size();
     let mut changes = changes.peekable();
     if changes.peek().is_none() {
         return;
     }
     let st = store.lock();
-    let bytes = map.as_mut_slice();
+    let bytes = map.as_mut_slice_keyed(key);
     for (p, id) in changes {
         bytes[p * page..(p + 1) * page].copy_from_slice(st.frames.bytes(id));
     }
@@ -500,11 +521,12 @@ impl Region {
     /// let mut region = pagesnap::Region::builder(1 << 20).build()?;
     /// region.as_mut_slice()[0] = 1;
     /// let snap = region.snapshot()?;
-    /// region.as_mut_slice()[4096] = 2;
+    /// let second_page = pagesnap::page_size();
+    /// region.as_mut_slice()[second_page] = 2;
     /// let report = region.verify()?;
     /// assert_eq!((report.changed, report.untracked), (1, 0)); // seen by the tracker
     /// region.restore(&snap)?;
-    /// assert_eq!(region.as_slice()[4096], 0);
+    /// assert_eq!(region.as_slice()[second_page], 0);
     /// # Ok::<(), pagesnap::Error>(())
     /// ```
     pub fn verify(&mut self) -> Result<crate::VerifyReport> {
@@ -564,6 +586,7 @@ impl Region {
 /// A clone's pieces, borrowed for `Region::reset` (clone.rs).
 pub(crate) struct Parts<'a> {
     pub(crate) map: &'a Mapping,
+    pub(crate) key: &'a mut WriteKey,
     pub(crate) tracker: std::sync::MutexGuard<'a, Box<dyn Tracker>>,
     pub(crate) base: &'a mut Snapshot,
     pub(crate) origin: Option<&'a Snapshot>,
@@ -581,8 +604,10 @@ impl Region {
         base: Snapshot,
         huge_pages: bool,
     ) -> Region {
+        let key = map.write_key().expect("a new mapping has its key");
         Region {
             tracker: Arc::new(Mutex::new(tracker)),
+            key,
             peek_pending: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(None),
             map: Arc::new(map),
@@ -603,6 +628,7 @@ impl Region {
         self.wait_for_background();
         Parts {
             map: &self.map,
+            key: &mut self.key,
             tracker: self.tracker.lock().unwrap_or_else(|e| e.into_inner()),
             base: &mut self.base,
             origin: self.origin.as_ref(),

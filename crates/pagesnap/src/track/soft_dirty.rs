@@ -170,7 +170,7 @@ impl Tracker for SoftDirty {
 /// check bit 55.
 pub(crate) fn works() -> std::result::Result<(), String> {
     let page = page_size();
-    let map = Mapping::anonymous(page, Protection::ReadWrite, false)
+    let mut map = Mapping::anonymous(page, Protection::ReadWrite, false)
         .map_err(|e| format!("mmap of a probe page: {e}"))?;
     let pagemap = Pagemap::open().map_err(|e| format!("/proc/self/pagemap: {e}"))?;
     map.as_mut_slice()[0] = 1;
