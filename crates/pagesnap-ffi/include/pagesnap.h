@@ -78,6 +78,34 @@ typedef struct ps_snapshot ps_snapshot;
 typedef struct ps_store ps_store;
 
 /*
+ What a heap holds, filled in by ps_heap_stats(). The figures live in the
+ region, so a restore rolls them back with the heap.
+ */
+typedef struct {
+  /*
+   Bytes in live blocks (usable sizes: requests rounded up to 16).
+   */
+  uint64_t in_use_bytes;
+  /*
+   The most `in_use_bytes` has been since ps_heap_init().
+   */
+  uint64_t peak_bytes;
+  /*
+   Live blocks.
+   */
+  uint64_t allocations;
+  /*
+   Bytes still free for blocks (possibly fragmented; each block also costs a
+   16-byte header).
+   */
+  uint64_t free_bytes;
+  /*
+   Bytes the allocator manages: the region less the heap's own state.
+   */
+  uint64_t heap_bytes;
+} ps_heap_usage;
+
+/*
  What a store holds, filled in by ps_store_stats().
  */
 typedef struct {
@@ -156,6 +184,91 @@ ps_background *ps_background_snapshot(ps_region *region);
  ps_snapshot_free().
  */
 ps_snapshot *ps_background_wait(ps_background *bg);
+
+/*
+ A block of at least `size` bytes (0 counts as 1), 16-byte aligned, inside the
+ region; its contents are unspecified. NULL when no free block is large enough
+ (ps_last_error() says so) or the region holds no heap. Never writes outside
+ the region.
+
+ Thread safety: any thread may call any ps_heap_* function on a region at any
+ time; calls on one region take turns on its heap lock. ps_snapshot_take(),
+ ps_restore(), ps_region_reset() and the start of a background snapshot or
+ save take that lock too, so they never see half an allocation.
+
+ Ownership: the block belongs to the caller until ps_heap_free(); it lives in
+ the region, so ps_restore() to a snapshot taken before the allocation frees
+ it (and one taken after brings it back).
+ */
+void *ps_heap_alloc(ps_region *region, size_t size);
+
+/*
+ As ps_heap_alloc() for `n * size` bytes, all zero. NULL when the product
+ overflows size_t or the heap is full.
+ */
+void *ps_heap_calloc(ps_region *region, size_t n, size_t size);
+
+/*
+ Frees a block from ps_heap_alloc(), ps_heap_calloc() or ps_heap_realloc() on
+ this region. NULL is a no-op. A pointer that is not a live block of this heap
+ (freed already, from another heap or from malloc) is refused and reported in
+ ps_last_error(), the heap left unchanged.
+ */
+void ps_heap_free(ps_region *region, void *ptr);
+
+/*
+ Formats the region as an empty heap, discarding whatever the region held there
+ (any earlier heap and its blocks included). The allocator's state, statistics
+ and root slots are kept at the region's start, so ps_restore() and
+ ps_region_reset() roll them back with the data. Returns 0, or -1 (dead handle,
+ a region too small for the heap's state: a few KiB).
+
+ Address rule: every pointer the heap hands out (and its own state) names the
+ region's address. A snapshot of the heap is only usable at that address:
+ ps_restore() into the same region, or ps_snapshot_instantiate_at() /
+ ps_region_new_at() at ps_snapshot_origin(). Heap calls on a copy mapped
+ elsewhere fail rather than follow pointers into another mapping.
+ */
+int ps_heap_init(ps_region *region);
+
+/*
+ Resizes the block at `ptr` to at least `size` bytes, keeping its contents up to
+ the smaller size; the block may move (the old pointer is then invalid). As
+ realloc(3): `ptr` NULL allocates; `size` 0 frees `ptr` and returns NULL. NULL
+ on failure, leaving the block untouched (heap full, or `ptr` not a live block
+ of this region's heap).
+ */
+void *ps_heap_realloc(ps_region *region, void *ptr, size_t size);
+
+/*
+ The pointer in root slot `slot` (0..15), NULL if none was set (or on error:
+ dead handle, no heap, slot out of range; ps_last_error() tells them apart).
+ */
+void *ps_heap_root(const ps_region *region, unsigned int slot);
+
+/*
+ Stores `ptr` in root slot `slot` (0..15) of the heap: the way back to your data
+ after a restore, or in another process that instantiated a snapshot at its
+ origin. The slots live in the region and roll back with it. `ptr` must be NULL
+ or point into the region. Returns 0, or -1 (dead handle, no heap, slot out of
+ range, pointer outside the region).
+ */
+int ps_heap_set_root(ps_region *region, unsigned int slot, void *ptr);
+
+/*
+ Fills `*out` with the heap's statistics (in the region: they roll back with
+ the heap). Returns 0, or -1 (dead handle, no heap, NULL out).
+
+ # Safety
+ `out` is NULL or points to a writable ps_heap_usage.
+ */
+int ps_heap_stats(const ps_region *region, ps_heap_usage *out);
+
+/*
+ The bytes usable at `ptr` (at least what was asked, a multiple of 16), as
+ malloc_usable_size(3). 0 if `ptr` is NULL or not a live block of this heap.
+ */
+size_t ps_heap_usable_size(ps_region *region, const void *ptr);
 
 /*
  The message of the last failed `ps_*` call on this thread, or "" when the last

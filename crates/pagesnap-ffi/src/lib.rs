@@ -26,6 +26,8 @@
 mod background;
 mod file;
 mod handle;
+mod heap;
+mod heap_layout;
 mod region;
 mod snapshot;
 mod status;
@@ -38,6 +40,10 @@ pub use background::{
 };
 pub use file::{
     ps_snapshot_load, ps_snapshot_load_delta, ps_snapshot_save, ps_snapshot_save_delta,
+};
+pub use heap::{
+    ps_heap_alloc, ps_heap_calloc, ps_heap_free, ps_heap_init, ps_heap_realloc, ps_heap_root,
+    ps_heap_set_root, ps_heap_stats, ps_heap_usable_size, ps_heap_usage,
 };
 pub use region::{
     ps_region, ps_region_free, ps_region_len, ps_region_new, ps_region_ptr, ps_region_reset,

@@ -1,6 +1,7 @@
 //! `ps_region`: tracked memory, snapshot and restore.
 
 use crate::handle::{self, Handled, Object};
+use crate::heap_layout::LockedHeap;
 use crate::snapshot::ps_snapshot;
 use crate::status::call;
 use crate::store::ps_store;
@@ -21,6 +22,11 @@ pub struct ps_region {
 /// so ps_region_ptr() never waits.
 pub(crate) struct RegionCell {
     region: Mutex<Region>,
+    /// The heap lock (ps_heap_*): held by every heap call, and around calls that
+    /// read or replace the whole region (snapshot, restore, reset, the instant of
+    /// a background snapshot or save), so they never see half an allocation.
+    /// Taken before `region`, never after.
+    heap: Mutex<()>,
     /// `Region::as_ptr` as an address (a raw pointer is not `Send`).
     addr: usize,
     len: usize,
@@ -28,6 +34,33 @@ pub(crate) struct RegionCell {
 }
 
 impl RegionCell {
+    /// Wraps a new region.
+    pub(crate) fn new(region: Region) -> RegionCell {
+        RegionCell {
+            addr: region.as_ptr() as usize,
+            len: region.len(),
+            tracking: region.tracking(),
+            region: Mutex::new(region),
+            heap: Mutex::new(()),
+        }
+    }
+
+    /// The heap lock; see the field.
+    pub(crate) fn heap_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Heap calls never panic between writes that must go together (talc does
+        // not panic); a poisoned lock protects a consistent heap.
+        self.heap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The heap in this region, locked.
+    pub(crate) fn heap(&self) -> LockedHeap<'_> {
+        let lock = self.heap_lock();
+        let base = std::ptr::NonNull::new(self.addr as *mut u8).expect("a mapping is never at 0");
+        // SAFETY: `self` owns the region, mapped read-write at `addr` for `len`
+        // bytes as long as `self` lives; `lock` is its heap lock.
+        unsafe { LockedHeap::new(base, self.len, lock) }
+    }
+
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Region> {
         // A panic inside snapshot/restore leaves the region's memory mapped and its
         // tracker armed; the worst outcome is a conservative (larger) next snapshot.
@@ -71,13 +104,7 @@ pub extern "C" fn ps_region_new(
             .tracking(tracking)
             .store(&store)
             .build()?;
-        let cell = RegionCell {
-            addr: region.as_ptr() as usize,
-            len: region.len(),
-            tracking: region.tracking(),
-            region: Mutex::new(region),
-        };
-        Ok(handle::insert(Arc::new(cell)))
+        Ok(handle::insert(Arc::new(RegionCell::new(region))))
     })
 }
 
@@ -138,6 +165,7 @@ pub extern "C" fn ps_region_free(region: *mut ps_region) -> c_int {
 pub extern "C" fn ps_snapshot_take(region: *mut ps_region) -> *mut ps_snapshot {
     call(std::ptr::null_mut(), || {
         let r: Arc<RegionCell> = handle::get(region, REGION)?;
+        let _heap = r.heap_lock();
         let snap = r.lock().snapshot()?;
         Ok(handle::insert(snap))
     })
@@ -153,6 +181,7 @@ pub extern "C" fn ps_restore(region: *mut ps_region, snap: *const ps_snapshot) -
     call(-1, || {
         let r: Arc<RegionCell> = handle::get(region, REGION)?;
         let s: Snapshot = handle::get(snap, "snap (ps_snapshot *)")?;
+        let _heap = r.heap_lock();
         r.lock().restore(&s)?;
         Ok(0)
     })
@@ -180,13 +209,7 @@ pub extern "C" fn ps_snapshot_instantiate(
         let s: Snapshot = handle::get(snap, "snap (ps_snapshot *)")?;
         let tracking = tracking::from_c(tracking)?;
         let region = s.instantiate_with(Region::builder(s.len()).tracking(tracking))?;
-        let cell = RegionCell {
-            addr: region.as_ptr() as usize,
-            len: region.len(),
-            tracking: region.tracking(),
-            region: Mutex::new(region),
-        };
-        Ok(handle::insert(Arc::new(cell)))
+        Ok(handle::insert(Arc::new(RegionCell::new(region))))
     })
 }
 
@@ -200,6 +223,7 @@ pub extern "C" fn ps_snapshot_instantiate(
 pub extern "C" fn ps_region_reset(region: *mut ps_region) -> c_int {
     call(-1, || {
         let r: Arc<RegionCell> = handle::get(region, REGION)?;
+        let _heap = r.heap_lock();
         r.lock().reset()?;
         Ok(0)
     })

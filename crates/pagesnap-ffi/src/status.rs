@@ -37,6 +37,9 @@ pub(crate) enum CallError {
     /// A tracking constant outside `PS_TRACKING_*`.
     #[error("tracking {0} is not one of PS_TRACKING_AUTO (0), PS_TRACKING_UFFD_WP (1), PS_TRACKING_SOFT_DIRTY (2), PS_TRACKING_MPROTECT (3), PS_TRACKING_COMPARE (4)")]
     BadTracking(i32),
+    /// A heap call was refused (ps_heap_*).
+    #[error(transparent)]
+    Heap(#[from] crate::heap_layout::HeapError),
     /// The library returned an error.
     #[error("{}", pagesnap_lib::error::chain(.0))]
     Library(#[from] pagesnap_lib::Error),

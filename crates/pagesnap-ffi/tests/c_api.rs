@@ -134,6 +134,11 @@ fn c_round_trips_on_every_backend() {
 }
 
 #[test]
+fn c_heap_allocates_rolls_back_and_is_thread_safe() {
+    run_program(&build_c("heap", Link::Shared));
+}
+
+#[test]
 fn c_clones_instantiate_and_reset() {
     run_program(&build_c("clones", Link::Shared));
 }
