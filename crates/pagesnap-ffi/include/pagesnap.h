@@ -30,6 +30,75 @@
 #include <stdint.h>
 
 /*
+ The last call succeeded.
+ */
+#define PS_OK 0
+
+/*
+ A pointer argument (handle, path, output buffer) was NULL.
+ */
+#define PS_ERR_NULL 1
+
+/*
+ A handle that is not live: freed already, never issued, or of another type.
+ */
+#define PS_ERR_HANDLE 2
+
+/*
+ An argument out of range: a length of 0 or one that overflows, a length that
+ does not match, an unknown PS_TRACKING_* constant, an unaligned or NULL
+ address, a read past a snapshot's end, a root slot past 15.
+ */
+#define PS_ERR_ARGUMENT 3
+
+/*
+ An explicit tracking backend this kernel or process cannot provide.
+ */
+#define PS_ERR_UNAVAILABLE 4
+
+/*
+ ps_region_new_at() / ps_snapshot_instantiate_at(): the range is already mapped.
+ */
+#define PS_ERR_ADDRESS_TAKEN 5
+
+/*
+ A background snapshot or save of the region is already running, or too many
+ run at once.
+ */
+#define PS_ERR_BUSY 6
+
+/*
+ A snapshot file could not be written or read (I/O, corrupt, wrong version).
+ */
+#define PS_ERR_FILE 7
+
+/*
+ ps_heap_*: the region holds no heap, holds one formatted at another address,
+ or a pointer is not a live block of it.
+ */
+#define PS_ERR_HEAP 8
+
+/*
+ ps_heap_*: no free block is large enough.
+ */
+#define PS_ERR_HEAP_FULL 9
+
+/*
+ ps_region_reset() on a region that is not a clone.
+ */
+#define PS_ERR_NOT_A_CLONE 10
+
+/*
+ A kernel call failed (mmap, userfaultfd, memfd, ...); the message names it.
+ */
+#define PS_ERR_SYSTEM 11
+
+/*
+ pagesnap itself failed (a caught panic): please report it.
+ */
+#define PS_ERR_INTERNAL 12
+
+/*
  Pick the best backend this machine offers (or the one `PAGESNAP_TRACKING` names).
  */
 #define PS_TRACKING_AUTO 0
@@ -282,6 +351,14 @@ size_t ps_heap_usable_size(ps_region *region, const void *ptr);
 const char *ps_last_error(void);
 
 /*
+ The `PS_ERR_*` code of the last `ps_*` call on this thread: PS_OK (0) when it
+ succeeded, else the kind of failure (ps_last_error() has the details). Each
+ thread has its own code. Use it to branch (e.g. PS_ERR_ADDRESS_TAKEN: try
+ another address; PS_ERR_HEAP_FULL: grow or evict); the message is for people.
+ */
+int ps_last_error_code(void);
+
+/*
  The base page size in bytes; region and snapshot lengths are multiples of it.
  */
 size_t ps_page_size(void);
@@ -310,6 +387,24 @@ size_t ps_region_len(const ps_region *region);
  unmaps the memory. The region keeps `store` alive.
  */
 ps_region *ps_region_new(const ps_store *store, size_t len, int tracking);
+
+/*
+ As ps_region_new(), mapped at exactly `addr` (page-aligned), so that pointers
+ into the region stay valid in its snapshots wherever they are instantiated at
+ the same address (ps_snapshot_instantiate_at()), in this process or another.
+ Never replaces a mapping: if any part of [addr, addr + len) is in use, NULL,
+ with ps_last_error() saying the range is not free and PS_ERR_ADDRESS_TAKEN
+ from ps_last_error_code(); nothing is mapped or changed. NULL too for a NULL
+ or unaligned `addr`.
+
+ Address rule: choose addresses away from what the process maps itself (the
+ heap, libraries, thread stacks): e.g. ps_snapshot_origin() of a snapshot
+ taken in a process built the same way, or a fixed high address agreed by all
+ processes that share snapshots.
+
+ Ownership: as ps_region_new().
+ */
+ps_region *ps_region_new_at(const ps_store *store, void *addr, size_t len, int tracking);
 
 /*
  The region's first byte. Any thread may read and write
@@ -381,6 +476,20 @@ int ps_snapshot_free(ps_snapshot *snap);
 ps_region *ps_snapshot_instantiate(const ps_snapshot *snap, int tracking);
 
 /*
+ As ps_snapshot_instantiate(), with the clone mapped at exactly `addr`
+ (page-aligned). At ps_snapshot_origin(snap), every pointer the snapshot holds
+ into its own region is valid in the clone: a heap (ps_heap_*), an
+ interpreter's state. This is how a fresh process continues state another
+ process saved: ps_snapshot_load(), then ps_snapshot_instantiate_at(snap,
+ ps_snapshot_origin(snap), ...), then ps_heap_root(). Never replaces a
+ mapping: a range in use is an error (PS_ERR_ADDRESS_TAKEN) and changes
+ nothing. NULL on failure.
+
+ Ownership: as ps_snapshot_instantiate().
+ */
+ps_region *ps_snapshot_instantiate_at(const ps_snapshot *snap, void *addr, int tracking);
+
+/*
  The snapshot's length in bytes (its region's length). 0 if `snap` is not a live
  handle (a snapshot is never empty).
  */
@@ -411,6 +520,18 @@ ps_snapshot *ps_snapshot_load(const ps_store *store, const char *path);
  `path` is NULL or a NUL-terminated string.
  */
 ps_snapshot *ps_snapshot_load_delta(const ps_snapshot *parent, const char *path);
+
+/*
+ The address of the region the snapshot was taken from: where the pointers it
+ holds into itself are valid (give it to ps_snapshot_instantiate_at()). Kept in
+ snapshot files. NULL for a snapshot loaded from a file written before the
+ format recorded it, or if `snap` is not a live handle (ps_last_error() tells
+ them apart).
+
+ Ownership: an address, not memory: nothing is mapped there on pagesnap's
+ account, and the caller must not dereference it unless a region is mapped there.
+ */
+void *ps_snapshot_origin(const ps_snapshot *snap);
 
 /*
  Copies `len` bytes of the snapshot, starting at byte `offset`, into `buf`.

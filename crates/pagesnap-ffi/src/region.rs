@@ -108,6 +108,39 @@ pub extern "C" fn ps_region_new(
     })
 }
 
+/// As ps_region_new(), mapped at exactly `addr` (page-aligned), so that pointers
+/// into the region stay valid in its snapshots wherever they are instantiated at
+/// the same address (ps_snapshot_instantiate_at()), in this process or another.
+/// Never replaces a mapping: if any part of [addr, addr + len) is in use, NULL,
+/// with ps_last_error() saying the range is not free and PS_ERR_ADDRESS_TAKEN
+/// from ps_last_error_code(); nothing is mapped or changed. NULL too for a NULL
+/// or unaligned `addr`.
+///
+/// Address rule: choose addresses away from what the process maps itself (the
+/// heap, libraries, thread stacks): e.g. ps_snapshot_origin() of a snapshot
+/// taken in a process built the same way, or a fixed high address agreed by all
+/// processes that share snapshots.
+///
+/// Ownership: as ps_region_new().
+#[no_mangle]
+pub extern "C" fn ps_region_new_at(
+    store: *const ps_store,
+    addr: *mut c_void,
+    len: usize,
+    tracking: c_int,
+) -> *mut ps_region {
+    call(std::ptr::null_mut(), || {
+        let store: PageStore = handle::get(store, "store (ps_store *)")?;
+        let tracking = tracking::from_c(tracking)?;
+        let region = Region::builder(len)
+            .tracking(tracking)
+            .store(&store)
+            .at(addr as usize)
+            .build()?;
+        Ok(handle::insert(Arc::new(RegionCell::new(region))))
+    })
+}
+
 /// The region's first byte. Any thread may read and write
 /// [ptr, ptr + ps_region_len()) between snapshot/restore calls; writers must be
 /// quiescent while ps_snapshot_take() or ps_restore() runs on the region.
@@ -209,6 +242,34 @@ pub extern "C" fn ps_snapshot_instantiate(
         let s: Snapshot = handle::get(snap, "snap (ps_snapshot *)")?;
         let tracking = tracking::from_c(tracking)?;
         let region = s.instantiate_with(Region::builder(s.len()).tracking(tracking))?;
+        Ok(handle::insert(Arc::new(RegionCell::new(region))))
+    })
+}
+
+/// As ps_snapshot_instantiate(), with the clone mapped at exactly `addr`
+/// (page-aligned). At ps_snapshot_origin(snap), every pointer the snapshot holds
+/// into its own region is valid in the clone: a heap (ps_heap_*), an
+/// interpreter's state. This is how a fresh process continues state another
+/// process saved: ps_snapshot_load(), then ps_snapshot_instantiate_at(snap,
+/// ps_snapshot_origin(snap), ...), then ps_heap_root(). Never replaces a
+/// mapping: a range in use is an error (PS_ERR_ADDRESS_TAKEN) and changes
+/// nothing. NULL on failure.
+///
+/// Ownership: as ps_snapshot_instantiate().
+#[no_mangle]
+pub extern "C" fn ps_snapshot_instantiate_at(
+    snap: *const ps_snapshot,
+    addr: *mut c_void,
+    tracking: c_int,
+) -> *mut ps_region {
+    call(std::ptr::null_mut(), || {
+        let s: Snapshot = handle::get(snap, "snap (ps_snapshot *)")?;
+        let tracking = tracking::from_c(tracking)?;
+        let region = s.instantiate_with(
+            Region::builder(s.len())
+                .tracking(tracking)
+                .at(addr as usize),
+        )?;
         Ok(handle::insert(Arc::new(RegionCell::new(region))))
     })
 }

@@ -138,6 +138,16 @@ fn c_heap_allocates_rolls_back_and_is_thread_safe() {
     run_program(&build_c("heap", Link::Shared));
 }
 
+/// Regions and clones at chosen addresses, and a heap continued by a fresh
+/// process (the program re-executes itself) from a snapshot file.
+#[test]
+fn c_addresses_and_a_fresh_process_at_the_origin() {
+    let dir = out_dir().join("addresses");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    run_program_with(&build_c("addresses", Link::Shared), &[dir.as_os_str()]);
+}
+
 #[test]
 fn c_clones_instantiate_and_reset() {
     run_program(&build_c("clones", Link::Shared));

@@ -43,6 +43,7 @@ pub mod file;
 mod heap;
 mod live;
 mod live_save;
+mod placement;
 mod probe;
 mod region;
 mod snapshot;

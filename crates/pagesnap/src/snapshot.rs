@@ -23,6 +23,9 @@ struct Inner {
     tree: Tree,
     digest: Digest,
     len: usize,
+    /// The address of the region it was taken from; 0 when unknown (a file of
+    /// a format version before 3).
+    origin: usize,
     /// The contents written out once to a memory file, made by the first
     /// [`instantiate`](Snapshot::instantiate) and mapped privately by every clone
     /// (see `clone.rs`). Empty until then; kept while the snapshot lives.
@@ -30,16 +33,35 @@ struct Inner {
 }
 
 impl Snapshot {
-    pub(crate) fn from_tree(tree: Tree, len: usize) -> Snapshot {
+    /// A snapshot of a region that was at `origin` (null: unknown).
+    pub(crate) fn from_tree_at(tree: Tree, len: usize, origin: *const u8) -> Snapshot {
         let digest = Digest(tree.digest());
         Snapshot {
             inner: Arc::new(Inner {
                 tree,
                 digest,
                 len,
+                origin: origin as usize,
                 image: OnceLock::new(),
             }),
         }
+    }
+
+    /// The address of the region this snapshot was taken from: where the
+    /// pointers it may hold (into itself) are valid, and so where
+    /// [`instantiate_at`](Self::instantiate_at) or
+    /// [`RegionBuilder::at`](crate::RegionBuilder::at) should map it. Kept in
+    /// snapshot files; `None` for a snapshot loaded from a file written before
+    /// the format recorded it (versions 1 and 2).
+    ///
+    /// ```
+    /// let mut region = pagesnap::Region::builder(1 << 20).build()?;
+    /// let snap = region.snapshot()?;
+    /// assert_eq!(snap.origin(), Some(region.as_ptr() as usize));
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn origin(&self) -> Option<usize> {
+        (self.inner.origin != 0).then_some(self.inner.origin)
     }
 
     pub(crate) fn tree(&self) -> &Tree {
@@ -144,7 +166,7 @@ impl Snapshot {
         });
         let zero = Tree::zero(store, self.tree().pages());
         let tree = zero.with_changes(&mut store.lock(), &changes);
-        Snapshot::from_tree(tree, self.len())
+        Snapshot::from_tree_at(tree, self.len(), self.inner.origin as *const u8)
     }
 }
 
@@ -153,6 +175,7 @@ impl fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("len", &self.len())
             .field("digest", &self.digest())
+            .field("origin", &self.origin())
             .finish()
     }
 }
