@@ -134,6 +134,11 @@ typedef struct ps_background ps_background;
 typedef struct ps_region ps_region;
 
 /*
+ A background save in progress. Opaque: only pointers to it exist.
+ */
+typedef struct ps_save_job ps_save_job;
+
+/*
  The contents of a region at one instant; shares its pages with every other
  snapshot holding the same contents. Opaque: only pointers to it exist.
  Immutable, so any number of threads may use one snapshot at once.
@@ -145,6 +150,31 @@ typedef struct ps_snapshot ps_snapshot;
  however many snapshots or regions hold it. Opaque: only pointers to it exist.
  */
 typedef struct ps_store ps_store;
+
+/*
+ How far a background snapshot or save has come, from ps_save_job_progress()
+ or ps_background_progress().
+ */
+typedef struct {
+  /*
+   Pages copied out of the region so far: those written since its last sync
+   point (the others come from that snapshot, already stored).
+   */
+  uint64_t copied_pages;
+  /*
+   Pages to copy in all.
+   */
+  uint64_t total_pages;
+  /*
+   2 MiB batches that writers touched before the copier reached them, and
+   so waited for (served ahead of order).
+   */
+  uint64_t writer_waits;
+  /*
+   1 once the copy (and for a save, the file) is complete; 0 before.
+   */
+  uint64_t done;
+} ps_progress;
 
 /*
  What a heap holds, filled in by ps_heap_stats(). The figures live in the
@@ -173,6 +203,36 @@ typedef struct {
    */
   uint64_t heap_bytes;
 } ps_heap_usage;
+
+/*
+ What a finished background save wrote, from ps_save_job_wait().
+ */
+typedef struct {
+  /*
+   Pages in the saved snapshot (the region's).
+   */
+  uint64_t pages;
+  /*
+   Pages copied out of the region (written since its last sync point).
+   */
+  uint64_t copied_pages;
+  /*
+   Page records in the file (distinct non-zero pages).
+   */
+  uint64_t stored_pages;
+  /*
+   The file's size in bytes.
+   */
+  uint64_t file_bytes;
+  /*
+   Nanoseconds from the instant until the file was complete and durable.
+   */
+  uint64_t duration_ns;
+  /*
+   Batches writers waited for.
+   */
+  uint64_t writer_waits;
+} ps_save_report;
 
 /*
  What a store holds, filled in by ps_store_stats().
@@ -218,6 +278,15 @@ int ps_background_done(const ps_background *bg);
 int ps_background_free(ps_background *bg);
 
 /*
+ Fills `*out` with how far the background snapshot has come. Never blocks.
+ Returns 0, or -1 (dead handle, NULL out).
+
+ # Safety
+ `out` is NULL or points to a writable ps_progress.
+ */
+int ps_background_progress(const ps_background *bg, ps_progress *out);
+
+/*
  Saves a consistent snapshot of the region as it is now straight to a snapshot
  file at `path` (atomically replacing any file there), and returns when the file
  is complete and durable. Other threads may keep writing meanwhile: only the
@@ -231,6 +300,35 @@ int ps_background_free(ps_background *bg);
  `path` is NULL or a NUL-terminated string.
  */
 int ps_background_save(ps_region *region, const char *path);
+
+/*
+ Starts saving the region as it is at this instant to a snapshot file at
+ `path`, and returns as soon as the instant has passed (the region is
+ write-protected): from then on, writes by any thread go to the live region,
+ not to the file. The copy and the file are finished by a pagesnap thread;
+ ps_save_job_wait() waits for the file to be complete and durable (it
+ atomically replaces any file at `path`). A writer touching a part not yet
+ copied waits until it is. NULL on failure (dead handle, NULL path, a
+ background snapshot or save of this region running, the file cannot be
+ created); the writers are never left blocked.
+
+ What writers must hold at the instant: the file holds the region exactly as
+ it is when this call takes its instant, mid-operation states included. A lock
+ that lives in the region and is held at the instant is held in the file, and
+ stays held forever in whatever is restored from it; a half-done update is half
+ done there. So make the instant a quiet point: call this while holding the
+ lock(s) that writers take around their updates (e.g. your own mutex around
+ each SQLite transaction), and release them once this returns; writers then go
+ on at once. The heap lock (ps_heap_*) is taken for the instant, so allocator
+ state is always whole in the file.
+
+ Ownership: the caller owns the job and must pass it to ps_save_job_wait()
+ (which frees it) or ps_save_job_free().
+
+ # Safety
+ `path` is NULL or a NUL-terminated string.
+ */
+ps_save_job *ps_background_save_start(ps_region *region, const char *path);
 
 /*
  Starts a consistent snapshot of the region as it is now and returns as soon as
@@ -441,6 +539,38 @@ int ps_region_tracking(const ps_region *region);
  after a length mismatch the region is unchanged.
  */
 int ps_restore(ps_region *region, const ps_snapshot *snap);
+
+/*
+ Whether the save has finished (file complete, or failed: ps_save_job_wait()
+ says which): 1 yes, 0 not yet, -1 if `job` is not a live handle. Never blocks.
+ */
+int ps_save_job_done(const ps_save_job *job);
+
+/*
+ Abandons waiting: lets the save finish (so no writer stays blocked; the file
+ is still written) and frees `job`. NULL is a no-op (returns 0); -1 for a
+ handle that is not live.
+ */
+int ps_save_job_free(ps_save_job *job);
+
+/*
+ Fills `*out` with how far the save has come. Never blocks. Returns 0, or -1
+ (dead handle, NULL out).
+
+ # Safety
+ `out` is NULL or points to a writable ps_progress.
+ */
+int ps_save_job_progress(const ps_save_job *job, ps_progress *out);
+
+/*
+ Waits until the file is complete and durable, fills `*report` (if not NULL)
+ and frees `job` in every case (success or failure). Returns 0, or -1 (dead
+ handle, I/O error: the file is then not there, any older file is untouched).
+
+ # Safety
+ `report` is NULL or points to a writable ps_save_report.
+ */
+int ps_save_job_wait(ps_save_job *job, ps_save_report *report);
 
 /*
  Writes the snapshot's 128-bit content digest to out[0..16] (big-endian): equal

@@ -30,14 +30,15 @@ mod handle;
 mod heap;
 mod heap_layout;
 mod region;
+mod save_job;
 mod snapshot;
 mod status;
 mod store;
 mod tracking;
 
 pub use background::{
-    ps_background, ps_background_done, ps_background_free, ps_background_save,
-    ps_background_snapshot, ps_background_wait,
+    ps_background, ps_background_done, ps_background_free, ps_background_progress,
+    ps_background_save, ps_background_snapshot, ps_background_wait,
 };
 pub use codes::{
     PS_ERR_ADDRESS_TAKEN, PS_ERR_ARGUMENT, PS_ERR_BUSY, PS_ERR_FILE, PS_ERR_HANDLE, PS_ERR_HEAP,
@@ -55,6 +56,10 @@ pub use region::{
     ps_region, ps_region_free, ps_region_len, ps_region_new, ps_region_new_at, ps_region_ptr,
     ps_region_reset, ps_region_tracking, ps_restore, ps_snapshot_instantiate,
     ps_snapshot_instantiate_at, ps_snapshot_take,
+};
+pub use save_job::{
+    ps_background_save_start, ps_progress, ps_save_job, ps_save_job_done, ps_save_job_free,
+    ps_save_job_progress, ps_save_job_wait, ps_save_report,
 };
 pub use snapshot::{
     ps_snapshot, ps_snapshot_digest, ps_snapshot_free, ps_snapshot_len, ps_snapshot_origin,

@@ -148,6 +148,16 @@ fn c_addresses_and_a_fresh_process_at_the_origin() {
     run_program_with(&build_c("addresses", Link::Shared), &[dir.as_os_str()]);
 }
 
+/// A background save started under the caller's mutex returns at the instant;
+/// the file holds that instant while a writer thread goes on.
+#[test]
+fn c_background_save_start_returns_at_the_instant() {
+    let dir = out_dir().join("save_start");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    run_program_with(&build_c("save_start", Link::Shared), &[dir.as_os_str()]);
+}
+
 #[test]
 fn c_clones_instantiate_and_reset() {
     run_program(&build_c("clones", Link::Shared));
