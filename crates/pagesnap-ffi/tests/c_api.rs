@@ -209,6 +209,21 @@ fn install_script_and_pkg_config() {
         .arg(manifest_dir().join("install.sh"))
         .arg(&prefix)
         .arg(lib_dir()));
+    // Installed stripped, the debug info kept beside them for profilers.
+    let size = |p: PathBuf| std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+    if Command::new("strip").arg("--version").output().is_ok() {
+        for lib in ["libpagesnap.so", "libpagesnap.a"] {
+            let (built, installed) = (
+                size(lib_dir().join(lib)),
+                size(prefix.join("lib").join(lib)),
+            );
+            assert!(
+                installed > 0 && installed < built,
+                "{lib}: installed {installed} bytes, built {built}"
+            );
+        }
+        assert!(size(prefix.join("lib/debug/libpagesnap.so.debug")) > 0);
+    }
     let pc = std::fs::read_to_string(prefix.join("lib/pkgconfig/pagesnap.pc")).expect("pc");
     assert!(pc.contains(&format!("Version: {}", env!("CARGO_PKG_VERSION"))));
     assert!(!pc.contains('@'), "unfilled placeholder in:\n{pc}");
