@@ -205,6 +205,34 @@ typedef struct {
 } ps_heap_usage;
 
 /*
+ What the region's last ps_snapshot_take(), ps_restore() or ps_region_reset()
+ did, filled in by ps_region_last_op(). All zeros before the first.
+ */
+typedef struct {
+  /*
+   1 snapshot, 2 restore, 3 reset (0: none yet).
+   */
+  uint32_t op;
+  /*
+   Snapshot: pages whose contents changed since the previous sync point.
+   Restore and reset: pages whose contents differ between the previous sync
+   point and the snapshot gone back to (written from the page tables; pages
+   written since the sync point are put back too and are not counted here).
+   */
+  uint64_t changed_pages;
+  /*
+   Snapshot: pages newly held by the store (the others were held already by
+   some snapshot: deduplicated). Counted on the whole store, so another
+   region snapshotting into it at the same moment adds to it.
+   */
+  uint64_t new_stored_pages;
+  /*
+   Wall-clock nanoseconds the call took.
+   */
+  uint64_t duration_ns;
+} ps_op_stats;
+
+/*
  What a finished background save wrote, from ps_save_job_wait().
  */
 typedef struct {
@@ -468,6 +496,15 @@ size_t ps_page_size(void);
  that call returns.
  */
 int ps_region_free(ps_region *region);
+
+/*
+ Fills `*out` with what the region's last ps_snapshot_take(), ps_restore() or
+ ps_region_reset() did (on any thread). Returns 0, or -1 (dead handle, NULL out).
+
+ # Safety
+ `out` is NULL or points to a writable ps_op_stats.
+ */
+int ps_region_last_op(const ps_region *region, ps_op_stats *out);
 
 /*
  The region's length in bytes (a whole number of pages). 0 if `region` is not a

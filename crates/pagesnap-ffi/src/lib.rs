@@ -29,6 +29,7 @@ mod file;
 mod handle;
 mod heap;
 mod heap_layout;
+mod op_stats;
 mod region;
 mod save_job;
 mod snapshot;
@@ -52,6 +53,7 @@ pub use heap::{
     ps_heap_alloc, ps_heap_calloc, ps_heap_free, ps_heap_init, ps_heap_realloc, ps_heap_root,
     ps_heap_set_root, ps_heap_stats, ps_heap_usable_size, ps_heap_usage,
 };
+pub use op_stats::{ps_op_stats, ps_region_last_op};
 pub use region::{
     ps_region, ps_region_free, ps_region_len, ps_region_new, ps_region_new_at, ps_region_ptr,
     ps_region_reset, ps_region_tracking, ps_restore, ps_snapshot_instantiate,

@@ -2,6 +2,7 @@
 
 use crate::handle::{self, Handled, Object};
 use crate::heap_layout::LockedHeap;
+use crate::op_stats::{measure, OP_RESET, OP_RESTORE, OP_SNAPSHOT};
 use crate::snapshot::ps_snapshot;
 use crate::status::call;
 use crate::store::ps_store;
@@ -27,6 +28,8 @@ pub(crate) struct RegionCell {
     /// a background snapshot or save), so they never see half an allocation.
     /// Taken before `region`, never after.
     heap: Mutex<()>,
+    /// Figures of the last snapshot, restore or reset (ps_region_last_op).
+    last_op: Mutex<crate::op_stats::ps_op_stats>,
     /// `Region::as_ptr` as an address (a raw pointer is not `Send`).
     addr: usize,
     len: usize,
@@ -42,7 +45,16 @@ impl RegionCell {
             tracking: region.tracking(),
             region: Mutex::new(region),
             heap: Mutex::new(()),
+            last_op: Mutex::new(Default::default()),
         }
+    }
+
+    pub(crate) fn set_last_op(&self, stats: crate::op_stats::ps_op_stats) {
+        *self.last_op.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+    }
+
+    pub(crate) fn last_op(&self) -> crate::op_stats::ps_op_stats {
+        *self.last_op.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The heap lock; see the field.
@@ -199,7 +211,7 @@ pub extern "C" fn ps_snapshot_take(region: *mut ps_region) -> *mut ps_snapshot {
     call(std::ptr::null_mut(), || {
         let r: Arc<RegionCell> = handle::get(region, REGION)?;
         let _heap = r.heap_lock();
-        let snap = r.lock().snapshot()?;
+        let snap = measure(&r, OP_SNAPSHOT, |region| region.snapshot())?;
         Ok(handle::insert(snap))
     })
 }
@@ -215,7 +227,7 @@ pub extern "C" fn ps_restore(region: *mut ps_region, snap: *const ps_snapshot) -
         let r: Arc<RegionCell> = handle::get(region, REGION)?;
         let s: Snapshot = handle::get(snap, "snap (ps_snapshot *)")?;
         let _heap = r.heap_lock();
-        r.lock().restore(&s)?;
+        measure(&r, OP_RESTORE, |region| region.restore(&s))?;
         Ok(0)
     })
 }
@@ -285,7 +297,7 @@ pub extern "C" fn ps_region_reset(region: *mut ps_region) -> c_int {
     call(-1, || {
         let r: Arc<RegionCell> = handle::get(region, REGION)?;
         let _heap = r.heap_lock();
-        r.lock().reset()?;
+        measure(&r, OP_RESET, |region| region.reset())?;
         Ok(0)
     })
 }

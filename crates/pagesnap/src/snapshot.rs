@@ -144,6 +144,29 @@ impl Snapshot {
         out
     }
 
+    /// Number of pages whose contents differ between `self` and `other`, found
+    /// from their page tables in time proportional to the difference (shared
+    /// subtrees are skipped). `None` when the two are not comparable that way:
+    /// different lengths, or different stores.
+    ///
+    /// ```
+    /// let mut region = pagesnap::Region::builder(1 << 20).build()?;
+    /// let a = region.snapshot()?;
+    /// region.as_mut_slice()[0] = 1;
+    /// region.as_mut_slice()[8192] = 1;
+    /// let b = region.snapshot()?;
+    /// assert_eq!(a.changed_pages(&b), Some(2));
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn changed_pages(&self, other: &Snapshot) -> Option<usize> {
+        if self.len() != other.len() || !self.store().same_as(other.store()) {
+            return None;
+        }
+        let mut out = Vec::new();
+        self.tree().diff(other.tree(), &mut out);
+        Some(out.len())
+    }
+
     /// Number of pages that are not all zeros.
     pub fn nonzero_pages(&self) -> usize {
         let mut n = 0;

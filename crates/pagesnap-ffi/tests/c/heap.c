@@ -113,7 +113,18 @@ static void basics(ps_store *store, int tracking) {
     CHECK(ps_heap_set_root(r, 3, NULL) == 0);
     for (int i = 0; i < 200; i++) CHECK(ps_heap_alloc(r, 1000) != NULL);
     CHECK(usage(r).peak_bytes > before.peak_bytes);
+    ps_op_stats op;
+    ps_snapshot *changed = ps_snapshot_take(r);
+    CHECK(ps_region_last_op(r, &op) == 0);
+    CHECK(op.op == 1 && op.changed_pages > 0 && op.new_stored_pages > 0);
+    ps_snapshot *same = ps_snapshot_take(r); /* nothing written since */
+    CHECK(ps_region_last_op(r, &op) == 0);
+    CHECK(op.op == 1 && op.changed_pages == 0 && op.new_stored_pages == 0);
     CHECK(ps_restore(r, snap) == 0);
+    CHECK(ps_region_last_op(r, &op) == 0);
+    CHECK(op.op == 2 && op.changed_pages > 0);
+    CHECK(ps_region_last_op(r, NULL) == -1);
+    CHECK(ps_snapshot_free(changed) == 0 && ps_snapshot_free(same) == 0);
     ps_heap_usage after = usage(r);
     CHECK(after.in_use_bytes == before.in_use_bytes);
     CHECK(after.peak_bytes == before.peak_bytes);
