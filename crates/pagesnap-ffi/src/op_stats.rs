@@ -54,7 +54,7 @@ pub(crate) fn measure<T>(
         op,
         changed_pages: before.changed_pages(&after).unwrap_or(0) as u64,
         new_stored_pages: if op == OP_SNAPSHOT {
-            (store.stats().unique_pages).saturating_sub(before_pages) as u64
+            store.stats().unique_pages.saturating_sub(before_pages)
         } else {
             0
         },
