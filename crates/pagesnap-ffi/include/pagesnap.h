@@ -7,17 +7,32 @@
  *  - Every function is thread-safe. Fallible functions return an int status
  *    (0 success, -1 failure), a pointer (NULL on failure) or a value whose
  *    failure value is documented; ps_last_error() then says why.
- *  - Handles (ps_store *, ps_region *, ps_snapshot *, ps_background *) are
+ *  - Handles (ps_store *, ps_region *, ps_snapshot *, ps_background *,
+ *    ps_save_job *) are
  *    opaque tokens. A NULL, freed or never-issued handle, or a handle of the
  *    wrong type, is a reported error, never undefined behaviour. ps_*_free(NULL) is a no-op returning 0.
  *  - Ownership: a handle returned by ps_*_new(), ps_snapshot_take(),
- *    ps_snapshot_load*(), ps_background_snapshot() or ps_background_wait()
- *    belongs to the caller, who frees it with the matching ps_*_free()
- *    (ps_background_wait() frees its ps_background). Strings returned
+ *    ps_snapshot_load*(), ps_background_snapshot(), ps_background_wait(),
+ *    ps_snapshot_instantiate*() or ps_background_save_start() belongs to the
+ *    caller, who frees it with the matching ps_*_free() (ps_background_wait()
+ *    frees its ps_background, ps_save_job_wait() its ps_save_job). Strings returned
  *    by pagesnap belong to pagesnap; never free them. Memory at ps_region_ptr()
  *    belongs to the region.
  *  - Writers must be quiescent while ps_snapshot_take() or ps_restore() runs on
  *    their region; at any other time any thread may write the region's memory.
+ *    A background snapshot or save (ps_background_snapshot(),
+ *    ps_background_save_start()) runs beside writers: it captures the instant
+ *    it starts, locks held and updates half done included.
+ *  - Errors: ps_last_error() says why in words, ps_last_error_code() gives a
+ *    PS_ERR_* code to branch on; both are per thread.
+ *  - Heap (ps_heap_*): the allocator's state lives in the region, so restores
+ *    roll it back with the data. Blocks belong to the caller until freed;
+ *    every pointer into a region names its address, so a snapshot holding
+ *    pointers is usable only at ps_snapshot_origin() (ps_restore() into the
+ *    same region, ps_snapshot_instantiate_at(), ps_region_new_at()).
+ *  - Addresses: ps_region_new_at() and ps_snapshot_instantiate_at() map at
+ *    exactly the address given and never replace a mapping
+ *    (PS_ERR_ADDRESS_TAKEN).
  */
 
 #ifndef PAGESNAP_H
