@@ -29,6 +29,26 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A region or clone asked for at an address ([`RegionBuilder::at`](crate::RegionBuilder::at),
+    /// [`Snapshot::instantiate_at`](crate::Snapshot::instantiate_at)) overlaps
+    /// memory that is mapped already. Nothing was mapped or replaced.
+    #[error("the range [{addr:#x}, {end:#x}) is not free: something is mapped there already (nothing was replaced)", end = addr.saturating_add(*len))]
+    AddressTaken {
+        /// The address asked for.
+        addr: usize,
+        /// The length in bytes.
+        len: usize,
+    },
+
+    /// An address asked for that cannot start a region.
+    #[error("cannot map a region at {addr:#x}: {reason}")]
+    BadAddress {
+        /// The address asked for.
+        addr: usize,
+        /// Why, in words.
+        reason: &'static str,
+    },
+
     /// A tracking backend was asked for explicitly, and this kernel or process cannot
     /// provide it. pagesnap never falls back silently from an explicit choice.
     #[error("tracking backend {backend:?} is unavailable: {reason}")]

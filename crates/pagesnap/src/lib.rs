@@ -44,6 +44,7 @@ mod fork;
 mod heap;
 mod live;
 mod live_save;
+mod placement;
 mod probe;
 mod region;
 mod snapshot;

@@ -557,5 +557,9 @@ fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Sna
     }
     changes.sort_unstable_by_key(|c| c.0);
     let tree = job.base.tree().with_changes(&mut store.lock(), &changes);
-    Ok(Snapshot::from_tree(tree, job.base.len()))
+    Ok(Snapshot::from_tree_at(
+        tree,
+        job.base.len(),
+        job.map.as_ptr(),
+    ))
 }

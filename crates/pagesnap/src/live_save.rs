@@ -1,5 +1,5 @@
 //! Background save: a background snapshot streamed straight to a snapshot file
-//! (format version 2, see [`crate::file`]) instead of into the store.
+//! (format version 4, see [`crate::file`]) instead of into the store.
 //!
 //! ```text
 //!  background_save(path):  create the temporary file (fails here, before any
@@ -119,7 +119,8 @@ pub(crate) fn start(
     peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
 ) -> Result<BackgroundSave> {
     let path: PathBuf = path.to_path_buf();
-    let writer = StreamWriter::create(&path, job.map.len()).map_err(at(&path))?;
+    let writer =
+        StreamWriter::create(&path, job.map.len(), job.map.as_ptr() as usize).map_err(at(&path))?;
     let (thread, shared) = live::start_with(job, peek, move |job, shared, dirty, batch| {
         save(job, shared, dirty, batch, writer, &path)
     })?;

@@ -21,9 +21,31 @@ pub struct RegionBuilder {
     tracking: Tracking,
     huge_pages: bool,
     store: Option<PageStore>,
+    at: Option<usize>,
 }
 
 impl RegionBuilder {
+    /// Map the region at exactly `addr` (page-aligned), so that pointers into it
+    /// stay valid in a snapshot restored, cloned or loaded there later. Never
+    /// replaces a mapping: a range already in use is
+    /// [`Error::AddressTaken`]. Default: an address the kernel chooses.
+    ///
+    /// ```
+    /// let a = pagesnap::Region::builder(1 << 20).build()?;
+    /// let addr = a.as_ptr() as usize;
+    /// // The range is taken by `a`: refused, and `a` is untouched.
+    /// let taken = pagesnap::Region::builder(1 << 20).at(addr).build();
+    /// assert!(matches!(taken, Err(pagesnap::Error::AddressTaken { .. })));
+    /// drop(a);
+    /// let b = pagesnap::Region::builder(1 << 20).at(addr).build()?;
+    /// assert_eq!(b.as_ptr() as usize, addr);
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn at(mut self, addr: usize) -> Self {
+        self.at = Some(addr);
+        self
+    }
+
     /// The tracking backend (default `Tracking::Auto`). An explicit backend this
     /// machine lacks makes `build` fail with [`Error::Unavailable`].
     pub fn tracking(mut self, tracking: Tracking) -> Self {
@@ -45,9 +67,16 @@ impl RegionBuilder {
     }
 
     /// The builder's settings, for `Snapshot::instantiate_with` (clone.rs): length
-    /// as asked (not rounded), tracking, huge pages, store.
-    pub(crate) fn into_parts(self) -> (usize, Tracking, bool, Option<PageStore>) {
-        (self.len, self.tracking, self.huge_pages, self.store)
+    /// as asked (not rounded), tracking, huge pages, store, address.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_parts(self) -> (usize, Tracking, bool, Option<PageStore>, Option<usize>) {
+        (
+            self.len,
+            self.tracking,
+            self.huge_pages,
+            self.store,
+            self.at,
+        )
     }
 
     /// Maps the region (all zeros) and arms tracking.
@@ -62,12 +91,11 @@ impl RegionBuilder {
             .filter(|l| *l <= isize::MAX as usize)
             .ok_or(Error::LengthOverflow { len: self.len })?;
         let kind = track::resolve(self.tracking)?;
-        let map = Mapping::anonymous(len, Protection::ReadWrite, self.huge_pages)
-            .map_err(|source| Error::Map { len, source })?;
+        let map = crate::placement::anonymous(len, self.huge_pages, self.at)?;
         let tracker = Arc::new(Mutex::new(track::arm(kind, &map)?));
         let key = map.write_key().expect("a new mapping has its key");
         let store = self.store.unwrap_or_default();
-        let base = Snapshot::from_tree(Tree::zero(&store, len / page), len);
+        let base = Snapshot::from_tree_at(Tree::zero(&store, len / page), len, map.as_ptr());
         Ok(Region {
             tracker,
             peek_pending: Arc::new(AtomicUsize::new(0)),
@@ -190,6 +218,7 @@ impl Region {
             tracking: Tracking::Auto,
             huge_pages: false,
             store: None,
+            at: None,
         }
     }
 
@@ -314,7 +343,7 @@ impl Region {
         }
         let tree = self.base.tree().with_changes(&mut st, &self.changes);
         drop(st);
-        Ok(Snapshot::from_tree(tree, self.len()))
+        Ok(Snapshot::from_tree_at(tree, self.len(), self.map.as_ptr()))
     }
 
     /// Starts a consistent snapshot of the region as it is now, and returns as soon
@@ -639,7 +668,9 @@ impl Region {
 
     /// The snapshot this region was cloned from ([`Snapshot::instantiate`]), which
     /// [`reset`](Self::reset) goes back to; `None` for a region built empty.
-    pub fn origin(&self) -> Option<&Snapshot> {
+    /// (Not to be confused with [`Snapshot::origin`], the address a snapshot
+    /// was taken at.)
+    pub fn cloned_from(&self) -> Option<&Snapshot> {
         self.origin.as_ref()
     }
 }

@@ -192,6 +192,67 @@ impl Mapping {
         Ok(mapping)
     }
 
+    /// `mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED_NOREPLACE |
+    /// MAP_NORESERVE | (fd ? 0 : MAP_ANONYMOUS), fd, 0)`: a mapping at exactly
+    /// `addr`, anonymous (`fd` None) or a private view of `fd` as in
+    /// [`private_file`](Self::private_file). Never replaces a mapping: if any page
+    /// of `[addr, addr + len)` is mapped already, the error is `EEXIST` and nothing
+    /// changes. (A kernel older than 4.17 takes the flag as a mere hint; a mapping
+    /// placed elsewhere is undone and reported as `EEXIST` too.)
+    ///
+    /// `addr` must be page-aligned and non-zero and `len` a non-zero multiple of
+    /// the page size (checked by the caller, `RegionBuilder::build`). With `huge`,
+    /// the range is marked `MADV_HUGEPAGE` (huge pages come only where `addr` is
+    /// 2 MiB-aligned).
+    pub(crate) fn fixed(
+        addr: usize,
+        len: usize,
+        fd: Option<BorrowedFd<'_>>,
+        huge: bool,
+    ) -> io::Result<Mapping> {
+        debug_assert!(addr != 0 && addr % super::page_size() == 0);
+        debug_assert!(len > 0 && len % super::page_size() == 0);
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE;
+        let raw_fd = match fd {
+            Some(fd) => fd.as_raw_fd(),
+            None => {
+                flags |= libc::MAP_ANONYMOUS;
+                -1
+            }
+        };
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping (EEXIST
+        // instead), so the new pages alias no Rust object; the kernel checks the
+        // range lies in the user address space.
+        let raw = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                Protection::ReadWrite.bits(),
+                flags,
+                raw_fd,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        if raw as usize != addr {
+            // SAFETY: the kernel just made this mapping elsewhere (an old kernel
+            // that took the address as a hint); nothing references it.
+            unsafe { libc::munmap(raw, len) };
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        let mapping = Mapping {
+            ptr: NonNull::new(raw.cast()).expect("mmap never returns NULL on success"),
+            len,
+            keyed: AtomicBool::new(false),
+        };
+        if huge {
+            mapping.advise(0, len, libc::MADV_HUGEPAGE)?;
+        }
+        Ok(mapping)
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
