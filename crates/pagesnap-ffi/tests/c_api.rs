@@ -156,6 +156,13 @@ fn c_background_snapshot_beside_pthread_writers() {
     run_program(&build_c("background", Link::Shared));
 }
 
+/// A refused second background start leaves the first exact; reading a snapshot
+/// into memory under a background snapshot does not deadlock.
+#[test]
+fn c_background_refusals_and_reads_into_protected_memory() {
+    run_program(&build_c("reliability", Link::Shared));
+}
+
 #[test]
 fn c_save_load_and_file_errors() {
     let dir = out_dir().join("files");

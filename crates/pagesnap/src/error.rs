@@ -78,6 +78,17 @@ pub enum Error {
         region: usize,
     },
 
+    /// Memory for the operation could not be had (an `mmap` or allocation was
+    /// refused, e.g. under `RLIMIT_AS`). Nothing was lost: the region's tracking
+    /// is as before the call, so a later call, once memory is free, is exact.
+    #[error("out of memory: {what} ({bytes} bytes) could not be allocated")]
+    OutOfMemory {
+        /// What was being allocated, e.g. "a page-store slab".
+        what: &'static str,
+        /// Bytes asked for.
+        bytes: usize,
+    },
+
     /// A background snapshot of this region is still running.
     #[error("a background snapshot of this region is already running")]
     BackgroundBusy,

@@ -80,6 +80,9 @@ pub(crate) struct Shared {
     pub(crate) copied: AtomicU64,
     pub(crate) total: AtomicU64,
     pub(crate) batches: Arc<BatchStates>,
+    /// `batches.requests` before this run protected anything: the counter lives
+    /// as long as the region, a run's faults are what it added.
+    requests_before: usize,
     started: Instant,
     finished_ns: AtomicU64,
 }
@@ -89,7 +92,11 @@ impl Shared {
         Progress {
             copied: self.copied.load(Ordering::Relaxed),
             total: self.total.load(Ordering::Relaxed),
-            faults: self.batches.requests.load(Ordering::Relaxed) as u64,
+            faults: self
+                .batches
+                .requests
+                .load(Ordering::Relaxed)
+                .wrapping_sub(self.requests_before) as u64,
         }
     }
 
@@ -271,6 +278,7 @@ where
         }
         r
     };
+    let requests_before = batches.requests.load(Ordering::Acquire);
     let started = Instant::now();
     map.protect(0, len, Protection::Read).map_err(|source| {
         let _ = release_all(&batches);
@@ -288,6 +296,7 @@ where
         copied: AtomicU64::new(0),
         total: AtomicU64::new(0),
         batches,
+        requests_before,
         started,
         finished_ns: AtomicU64::new(0),
     });

@@ -10,7 +10,7 @@ use crate::sys::page_size;
 use crate::track::{self, Tracker};
 use crate::Tracking;
 use std::fmt;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Builds a [`Region`]: `Region::builder(len).tracking(..).huge_pages(..).store(..).build()`.
@@ -69,7 +69,7 @@ impl RegionBuilder {
         let base = Snapshot::from_tree(Tree::zero(&store, len / page), len);
         Ok(Region {
             tracker,
-            peek_pending: Arc::new(AtomicBool::new(false)),
+            peek_pending: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(None),
             map: Arc::new(map),
             background: Arc::new(AtomicBool::new(false)),
@@ -110,9 +110,10 @@ pub struct Region {
     /// Shared (by `Arc`) with a background copier, which peeks it off the
     /// caller's thread.
     tracker: Arc<Mutex<Box<dyn Tracker>>>,
-    /// Set while a background copier has yet to peek the tracker: a snapshot
-    /// must not collect (and so clear) what the copier is about to read.
-    peek_pending: Arc<AtomicBool>,
+    /// How many background copiers have yet to peek the tracker: while non-zero,
+    /// a snapshot must not collect (and so clear) what a copier is about to read.
+    /// A count, not a flag: a refused second start must not clear the first's.
+    peek_pending: Arc<AtomicUsize>,
     /// The region's entry in the background-snapshot fault table, made at the
     /// first background snapshot and kept until the region goes.
     live: Mutex<Option<crate::live::LiveSlot>>,
@@ -199,7 +200,7 @@ impl Region {
     pub fn snapshot(&mut self) -> Result<Snapshot> {
         let page = page_size();
         self.dirty.clear();
-        while self.peek_pending.load(std::sync::atomic::Ordering::Acquire) {
+        while self.peek_pending.load(Ordering::Acquire) > 0 {
             std::thread::sleep(std::time::Duration::from_micros(20));
         }
         let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
@@ -301,16 +302,16 @@ impl Region {
     }
 
     /// What the copier calls to learn the pages written since the sync point.
-    /// Marks a peek pending until it has run (or been dropped unrun).
+    /// Counts a peek pending until it has run (or been dropped unrun, as when
+    /// the start is refused: that drop must leave a running copier's count).
     fn peeker(&self) -> impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static {
-        struct Pending(Arc<AtomicBool>);
+        struct Pending(Arc<AtomicUsize>);
         impl Drop for Pending {
             fn drop(&mut self) {
-                self.0.store(false, std::sync::atomic::Ordering::Release);
+                self.0.fetch_sub(1, Ordering::Release);
             }
         }
-        self.peek_pending
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.peek_pending.fetch_add(1, Ordering::AcqRel);
         let pending = Pending(self.peek_pending.clone());
         let (tracker, map) = (self.tracker.clone(), self.map.clone());
         move |dirty| {
@@ -385,7 +386,7 @@ impl Region {
     /// writes pages the copier may still need (and holds the store lock while it
     /// does, which the copier needs too).
     fn wait_for_background(&self) {
-        while self.background.load(std::sync::atomic::Ordering::Acquire) {
+        while self.background.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_micros(50));
         }
     }
@@ -413,7 +414,7 @@ impl Region {
     ) -> Region {
         Region {
             tracker: Arc::new(Mutex::new(tracker)),
-            peek_pending: Arc::new(AtomicBool::new(false)),
+            peek_pending: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(None),
             map: Arc::new(map),
             background: Arc::new(AtomicBool::new(false)),

@@ -113,16 +113,35 @@ impl Snapshot {
                 snapshot: self.len(),
             });
         }
+        // `buf` may lie in memory that faults into pagesnap (a region under a
+        // background snapshot, whose copier needs the store): never touch it with
+        // the store locked. Pages go through an owned bounce buffer instead.
+        const BOUNCE: usize = 64 << 10;
         let page = crate::sys::page_size();
-        let st = self.store().lock();
+        let mut bounce = Vec::new();
+        bounce
+            .try_reserve_exact(BOUNCE.min(buf.len()).max(1))
+            .map_err(|_| Error::OutOfMemory {
+                what: "the read buffer",
+                bytes: BOUNCE.min(buf.len()),
+            })?;
         let mut done = 0;
         while done < buf.len() {
-            let at = offset + done;
-            let in_page = at % page;
-            let n = (page - in_page).min(buf.len() - done);
-            let frame = st.frames.bytes(self.tree().get(at / page));
-            buf[done..done + n].copy_from_slice(&frame[in_page..in_page + n]);
-            done += n;
+            bounce.clear();
+            {
+                let st = self.store().lock();
+                while done + bounce.len() < buf.len() && bounce.len() < BOUNCE {
+                    let at = offset + done + bounce.len();
+                    let in_page = at % page;
+                    let n = (page - in_page)
+                        .min(buf.len() - done - bounce.len())
+                        .min(BOUNCE - bounce.len());
+                    let frame = st.frames.bytes(self.tree().get(at / page));
+                    bounce.extend_from_slice(&frame[in_page..in_page + n]);
+                }
+            }
+            buf[done..done + bounce.len()].copy_from_slice(&bounce);
+            done += bounce.len();
         }
         Ok(())
     }
