@@ -13,6 +13,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub(crate) mod converge;
+pub(crate) mod converge_save;
+
 /// Builds a [`Region`]: `Region::builder(len).tracking(..).huge_pages(..).store(..).build()`.
 #[derive(Clone, Debug)]
 #[must_use]
@@ -79,6 +82,7 @@ impl RegionBuilder {
             origin: None,
             dirty: Vec::new(),
             changes: Vec::new(),
+            carried: Vec::new(),
         })
     }
 }
@@ -133,6 +137,10 @@ pub struct Region {
     /// Reused buffers of the hot paths.
     dirty: Vec<usize>,
     changes: Vec<(usize, FrameId)>,
+    /// Pages written since the sync point that the tracker no longer reports
+    /// (a converging snapshot collected them and did not make them the sync
+    /// point): the next collect adds them.
+    carried: Vec<usize>,
 }
 
 impl Region {
@@ -206,6 +214,7 @@ impl Region {
         let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
         tracker.collect(&self.map, &mut self.dirty)?;
         drop(tracker);
+        self.dirty.append(&mut self.carried);
         self.dirty.sort_unstable();
         self.dirty.dedup();
         let bytes = self.map.as_slice();
@@ -349,6 +358,7 @@ impl Region {
         self.dirty.clear();
         let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
         tracker.collect(&self.map, &mut self.dirty)?;
+        self.dirty.append(&mut self.carried);
         self.dirty.sort_unstable();
         self.dirty.dedup();
         let restored = &self.changes;
@@ -399,6 +409,8 @@ pub(crate) struct Parts<'a> {
     pub(crate) base: &'a mut Snapshot,
     pub(crate) origin: Option<&'a Snapshot>,
     pub(crate) dirty: &'a mut Vec<usize>,
+    /// Pages dirty against `base` that the tracker no longer reports.
+    pub(crate) carried: &'a mut Vec<usize>,
     pub(crate) changes: &'a mut Vec<(usize, FrameId)>,
 }
 
@@ -424,6 +436,7 @@ impl Region {
             huge_pages,
             dirty: Vec::new(),
             changes: Vec::new(),
+            carried: Vec::new(),
         }
     }
 
@@ -436,6 +449,7 @@ impl Region {
             base: &mut self.base,
             origin: self.origin.as_ref(),
             dirty: &mut self.dirty,
+            carried: &mut self.carried,
             changes: &mut self.changes,
         }
     }

@@ -275,10 +275,11 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         }
         let index = (addr - start) / page;
         let bits = slot.bits.load(Ordering::Relaxed);
-        // SAFETY: bits points at a live bitmap of len/page bits (kept alive by the
-        // FaultSlot that published it) and index < len/page.
-        unsafe { (*bits.add(index / 64)).fetch_or(1 << (index % 64), Ordering::Relaxed) };
         let page_addr = start + index * page;
+        // Unprotect first, then set the bit: a collect running meanwhile (a
+        // converging snapshot's round) either sees the bit and re-protects the
+        // page after this, or misses it and sees it next time — never clears
+        // the bit of a page left writable.
         // SAFETY: the page belongs to a live pagesnap region; making it writable is
         // exactly what the faulting store needs. mprotect is async-signal-safe.
         let rc = unsafe {
@@ -289,6 +290,9 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             )
         };
         if rc == 0 {
+            // SAFETY: bits points at a live bitmap of len/page bits (kept alive by
+            // the FaultSlot that published it) and index < len/page.
+            unsafe { (*bits.add(index / 64)).fetch_or(1 << (index % 64), Ordering::Release) };
             return;
         }
         break;
