@@ -323,12 +323,15 @@ impl Region {
         self.peek_pending.fetch_add(1, Ordering::AcqRel);
         let pending = Pending(self.peek_pending.clone());
         let (tracker, map) = (self.tracker.clone(), self.map.clone());
+        // Dirty against the sync point too, though the tracker forgot them.
+        let carried = self.carried.clone();
         move |dirty| {
             let r = tracker
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .peek(&map, dirty);
             drop(pending);
+            dirty.extend_from_slice(&carried);
             r
         }
     }

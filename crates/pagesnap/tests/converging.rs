@@ -91,7 +91,18 @@ fn abandoned_rounds_lose_no_write() {
         stampers.stop();
         let snap = region.snapshot().unwrap();
         assert!(snap.to_vec() == region.as_slice(), "{t}: a write was lost");
-        // And restore back works from there.
+        // A point-in-time snapshot after abandoned rounds sees their pages too.
+        common::fill(region.as_mut_slice(), 12);
+        let conv = region.converging_snapshot().unwrap();
+        conv.wait_converged();
+        drop(conv);
+        let bg = region.background_snapshot().unwrap().wait().unwrap();
+        assert!(
+            bg.to_vec() == region.as_slice(),
+            "{t}: background missed carried pages"
+        );
+        let snap = region.snapshot().unwrap();
+        // And a converging snapshot from there.
         let again = region.converging_snapshot().unwrap().finish().unwrap();
         assert_eq!(again.digest(), snap.digest());
     }

@@ -20,7 +20,8 @@ const PAGE_AT: usize = 40 << 20;
 /// A source of `n` bytes of `byte` readable by `read(2)` or `recv(2)`.
 enum Source {
     Pipe([libc::c_int; 2]),
-    Socket(UnixStream, UnixStream),
+    /// The writing end (kept open) and the reading end.
+    Socket(#[allow(dead_code)] UnixStream, UnixStream),
 }
 
 impl Source {

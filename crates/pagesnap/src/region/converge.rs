@@ -318,8 +318,7 @@ impl Converging<'_> {
             cv: Condvar::new(),
         };
         copy_pages(&region.map, &region.store, &mut current, &dirty, &ctl);
-        collected.sort_unstable();
-        collected.dedup();
+        // Unsorted, maybe repeated: the next collect sorts (kept out of the pause).
         Ok((current, collected))
     }
 
