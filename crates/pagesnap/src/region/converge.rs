@@ -143,6 +143,8 @@ impl Region {
     /// Use it when the program has such a moment; it is the mode that never
     /// makes a write wait or fail. [`background_snapshot`](Self::background_snapshot)
     /// needs no quiescent moment but protects the region meanwhile.
+    /// Fails with [`Error::BackgroundBusy`] while a background snapshot or save
+    /// of this region is still copying.
     ///
     /// ```
     /// let mut region = pagesnap::Region::builder(8 << 20).build()?;
