@@ -49,6 +49,10 @@ pub fn run(args: Args) -> CmdResult {
             "pagesnap_tracking_env": env,
             "in_use": chosen.as_ref().ok().map(|t| t.name()),
             "in_use_error": chosen.as_ref().err().map(|e| pagesnap::error::chain(e)),
+            "kernel_writes": chosen.as_ref().ok().map(|&t| json!({
+                "converging_snapshot": kernel_writes(t, true).0,
+                "background_snapshot": kernel_writes(t, false).0,
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
@@ -98,5 +102,32 @@ pub fn run(args: Args) -> CmdResult {
     if caps.auto != Tracking::UffdWp {
         println!("(uffd-wp is the fastest backend; see the reason above for why it is out)");
     }
+    if let Ok(t) = chosen {
+        println!();
+        println!("kernel-mode writes (read(2), recv(2) into a region) with {t}:");
+        for (name, converging) in [
+            ("converging_snapshot", true),
+            ("background_snapshot", false),
+        ] {
+            println!("  during {name:<20} {}", kernel_writes(t, converging).1);
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether kernel-mode writes into a region succeed during a background
+/// snapshot of each mode under backend `t` (as the tests assert): a short
+/// word and the sentence that explains it.
+fn kernel_writes(t: Tracking, converging: bool) -> (&'static str, &'static str) {
+    match (t, converging) {
+        (Tracking::Mprotect, _) => (
+            "fail",
+            "fail with EFAULT (mprotect tracking keeps pages read-only; read into a buffer outside the region)",
+        ),
+        (_, true) => ("succeed", "succeed (nothing is protected; the safe default for such programs)"),
+        (_, false) => (
+            "may-fail",
+            "may fail with EFAULT into a part not yet copied (the data stays unread; retry, or use converging_snapshot)",
+        ),
+    }
 }

@@ -239,6 +239,7 @@ impl Region {
         let origin = parts.origin.ok_or(Error::NotAClone)?.clone();
         parts.dirty.clear();
         parts.tracker.peek(parts.map, parts.dirty)?;
+        parts.dirty.append(parts.carried);
         parts.changes.clear();
         parts.base.tree().diff(origin.tree(), parts.changes);
         parts.dirty.extend(parts.changes.iter().map(|c| c.0));

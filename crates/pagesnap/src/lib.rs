@@ -60,6 +60,8 @@ pub use file::{FileError, FileInfo, FileKind, LoadOptions, SaveReport};
 pub use live::{Background, BackgroundReport, Progress};
 pub use live_save::{BackgroundSave, BackgroundSaveReport};
 pub use probe::{probe, BackendStatus, Capabilities, UffdAccess};
+pub use region::converge::{ConvergeProgress, Converging};
+pub use region::converge_save::{ConvergedSave, ConvergingSave};
 pub use region::{Region, RegionBuilder};
 pub use snapshot::Snapshot;
 pub use store::{PageStore, StoreStats};

@@ -13,6 +13,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub(crate) mod converge;
+pub(crate) mod converge_save;
+
 /// Builds a [`Region`]: `Region::builder(len).tracking(..).huge_pages(..).store(..).build()`.
 #[derive(Clone, Debug)]
 #[must_use]
@@ -111,6 +114,7 @@ impl RegionBuilder {
             changes: Vec::new(),
             resync: false,
             owner: crate::fork::Owner::here(),
+            carried: Vec::new(),
         })
     }
 }
@@ -208,6 +212,10 @@ pub struct Region {
     resync: bool,
     /// The process that built the region: in a forked child, calls are refused.
     owner: crate::fork::Owner,
+    /// Pages written since the sync point that the tracker no longer reports
+    /// (a converging snapshot collected them and did not make them the sync
+    /// point): the next collect adds them.
+    carried: Vec<usize>,
 }
 
 impl Region {
@@ -298,6 +306,7 @@ impl Region {
             self.resync = true;
             return Err(e);
         }
+        self.dirty.append(&mut self.carried);
         self.dirty.sort_unstable();
         self.dirty.dedup();
         match self.store_dirty() {
@@ -439,6 +448,8 @@ impl Region {
         // Tracking is in doubt (a failed call could not put its pages back):
         // the copier compares every page with the sync point as well.
         let resync = self.resync.then(|| self.base.clone());
+        // Dirty against the sync point too, though the tracker forgot them.
+        let carried = self.carried.clone();
         move |dirty| {
             let r = tracker
                 .lock()
@@ -449,6 +460,7 @@ impl Region {
                 (r, _) => r,
             };
             drop(pending);
+            dirty.extend_from_slice(&carried);
             r
         }
     }
@@ -497,6 +509,7 @@ impl Region {
         self.dirty.clear();
         let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
         tracker.collect(&self.map, &mut self.dirty)?;
+        self.dirty.append(&mut self.carried);
         self.dirty.sort_unstable();
         self.dirty.dedup();
         let restored = &self.changes;
@@ -620,6 +633,8 @@ pub(crate) struct Parts<'a> {
     pub(crate) base: &'a mut Snapshot,
     pub(crate) origin: Option<&'a Snapshot>,
     pub(crate) dirty: &'a mut Vec<usize>,
+    /// Pages dirty against `base` that the tracker no longer reports.
+    pub(crate) carried: &'a mut Vec<usize>,
     pub(crate) changes: &'a mut Vec<(usize, FrameId)>,
 }
 
@@ -649,6 +664,7 @@ impl Region {
             changes: Vec::new(),
             resync: false,
             owner: crate::fork::Owner::here(),
+            carried: Vec::new(),
         }
     }
 
@@ -662,6 +678,7 @@ impl Region {
             base: &mut self.base,
             origin: self.origin.as_ref(),
             dirty: &mut self.dirty,
+            carried: &mut self.carried,
             changes: &mut self.changes,
         }
     }

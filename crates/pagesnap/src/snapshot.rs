@@ -252,7 +252,11 @@ impl Snapshot {
         }
         let zero = Tree::zero(store, self.tree().pages());
         let tree = zero.with_changes(&mut store.lock(), &changes);
-        Ok(Snapshot::from_tree_at(tree, self.len(), self.inner.origin as *const u8))
+        Ok(Snapshot::from_tree_at(
+            tree,
+            self.len(),
+            self.inner.origin as *const u8,
+        ))
     }
 }
 

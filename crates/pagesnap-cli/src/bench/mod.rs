@@ -7,7 +7,7 @@
 //!  pagesnap bench scale [--reserve 16GiB --use 1GiB …]    scale.rs: reserved vs used
 //!  pagesnap bench file …                                  crate::bench_file
 //!  pagesnap bench clone [--size 1GiB --touch 1% --clones 10] clone.rs: eager vs lazy clones
-//!  pagesnap bench bgsave [--size 1GiB --writers 2]          bgsave.rs: the seed: fork vs background snapshot
+//!  pagesnap bench bgsave [--size 1GiB --writers 2]          bgsave/: the seed: fork vs both background modes
 //!  pagesnap bench fork-helper (hidden)                    fork_helper.rs: the fork baseline's process
 //! ```
 //! Figures come from here, never from timed tests.

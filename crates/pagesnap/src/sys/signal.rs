@@ -299,10 +299,14 @@ fn on_fault(addr: usize) -> bool {
             return make_writable(page_addr, page);
         }
         let bits = slot.bits.load(Ordering::Relaxed);
-        // SAFETY: bits points at a live bitmap of len/page bits (kept alive by the
-        // FaultSlot that published it) and index < len/page.
-        unsafe { (*bits.add(index / 64)).fetch_or(1 << (index % 64), Ordering::Relaxed) };
+        // Unprotect first, then set the bit: a collect running meanwhile (a
+        // converging snapshot's round) either sees the bit and re-protects the
+        // page after this, or misses it and sees it next time — never clears
+        // the bit of a page left writable.
         if make_writable(page_addr, page) {
+            // SAFETY: bits points at a live bitmap of len/page bits (kept alive by
+            // the FaultSlot that published it) and index < len/page.
+            unsafe { (*bits.add(index / 64)).fetch_or(1 << (index % 64), Ordering::Release) };
             return true;
         }
     }
