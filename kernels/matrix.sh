@@ -90,7 +90,8 @@ mkdir -p "$fs"/{bin,tests,proc,sys,dev,tmp}
 install_binary() { # SOURCE DEST: the binary without debug info, and its libraries
   cp "$1" "$2"
   if command -v strip >/dev/null; then strip --strip-debug "$2"; fi
-  ldd "$1" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
+  # A static binary has no libraries: ldd fails, and so does grep.
+  { ldd "$1" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do
     [ -e "$fs$lib" ] || cp -L --parents "$lib" "$fs"
   done
 }

@@ -12,6 +12,15 @@ use proptest::prelude::*;
 
 const PAGES: usize = 24;
 
+/// soft-dirty's contract is process-wide: while one soft-dirty region snapshots,
+/// the writers of every soft-dirty region of the process are quiescent. The test
+/// harness runs tests on parallel threads, so the tests here take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn page() -> usize {
     pagesnap::page_size()
 }
@@ -34,6 +43,7 @@ fn assert_snapshot_whole(region: &mut Region, what: &str) {
 
 #[test]
 fn soft_dirty_keeps_every_regions_dirty_pages() {
+    let _turn = one_at_a_time();
     let b = probe().backend(Tracking::SoftDirty).unwrap();
     if !b.available {
         eprintln!("skipping soft-dirty: {}", b.reason);
@@ -156,6 +166,7 @@ fn run(t: Tracking, ops: &[Op]) {
 
 #[test]
 fn several_regions_oracle_every_backend() {
+    let _turn = one_at_a_time();
     for t in common::backends() {
         eprintln!("several regions: {t}");
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
