@@ -99,7 +99,7 @@ install_binary /bin/busybox "$fs/bin/busybox"
 cli=$(executables <"$dir/cli.json" | awk '$1 == "pagesnap" { print $2 }' | tail -n 1)
 [ -n "$cli" ] || give_up "no pagesnap executable in cargo's output"
 install_binary "$cli" "$fs/bin/pagesnap"
-grep -v '^[[:space:]]*#' "$suites" | awk 'NF && $2 != "pagesnap" { print $2 }' | sort -u |
+grep -v '^[[:space:]]*#' "$suites" | awk 'NF && $3 != "pagesnap" { print $3 }' | sort -u |
   while read -r target; do
     exe=$(executables <"$dir/tests.json" | awk -v t="$target" '$1 == t { print $2 }' | tail -n 1)
     [ -n "$exe" ] || { echo "no test binary named $target" >"$dir/missing"; exit 1; }
@@ -115,12 +115,15 @@ for vmlinuz in "${kernels[@]}"; do
   release=${vmlinuz##*/vmlinuz-}
   log=$dir/$release.log
   echo "kernel matrix: booting $release (software emulation; log in $log)" >&2
-  start=$(date +%s)
-  timeout "$boot_timeout" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 -m 4096 \
-    -nographic -no-reboot -kernel "$vmlinuz" -initrd "$dir/initramfs.cpio" \
-    -append "console=ttyS0 quiet panic=-1" </dev/null >"$log" 2>&1 || true
-  echo "kernel matrix: $release took $(($(date +%s) - start)) s" >&2
-  "$here/results.sh" "$log" "$release" "$suites" >>"$results.part"
+  # CPU seconds as well as wall seconds: on a shared machine the wall time says
+  # more about the neighbours than about the matrix.
+  TIMEFORMAT='%0R %0U %0S'
+  { time timeout "$boot_timeout" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 2 \
+    -m 4096 -nographic -no-reboot -kernel "$vmlinuz" -initrd "$dir/initramfs.cpio" \
+    -append "console=ttyS0 quiet panic=-1" </dev/null >"$log" 2>&1 || true; } 2>"$dir/time"
+  read -r wall user sys <"$dir/time"
+  echo "kernel matrix: $release took $wall s ($((user + sys)) s of CPU)" >&2
+  "$here/results.sh" "$log" "$release" "$suites" "$wall" "$((user + sys))" >>"$results.part"
 done
 mv "$results.part" "$results"
 column -t -s $'\t' "$results" 2>/dev/null || cat "$results"

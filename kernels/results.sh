@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Turns one guest's serial log into rows of the matrix's results file:
 #   KERNEL <tab> SUITE <tab> pass|fail|missing <tab> SECONDS <tab> DETAIL
-# Usage: kernels/results.sh LOG KERNEL SUITES_FILE
+# The first row, suite `guest`, says whether the guest booted, ran its suites and
+# powered off, and how long that took on the host (WALL seconds, CPU seconds).
+# Usage: kernels/results.sh LOG KERNEL SUITES_FILE WALL CPU
 set -euo pipefail
-log=$1 kernel=$2 suites=$3
+log=$1 kernel=$2 suites=$3 wall=$4 cpu=$5
 
 # The lines between a suite's begin and end markers (or to the end of the log).
 section() {
@@ -13,11 +15,26 @@ section() {
 
 row() { printf '%s\t%s\t%s\t%s\t%s\n' "$kernel" "$@"; }
 
-if ! grep -q '^@@matrix kernel' "$log"; then
-  row boot fail 0 "the guest never ran /init: $(tail -n 3 "$log" | tr -d '\r' | tr '\n\t' '  ')"
+if grep -aq '^@@matrix done' "$log"; then
+  row guest pass "$wall" "booted, ran its suites, powered off; cpu=${cpu}s"
+elif grep -aq '@@matrix kernel' "$log"; then
+  row guest fail "$wall" "stopped before the end (crash or timeout): $(tail -n 2 "$log" | tr -d '\r' | tr '\n\t' '  ')"
+else
+  row guest fail "$wall" "never ran /init: $(tail -n 3 "$log" | tr -d '\r' | tr '\n\t' '  ')"
 fi
-grep -v '^[[:space:]]*#' "$suites" | while read -r name _; do
+# Whether KERNEL runs a suite: KERNELS is `all` or comma-separated prefixes.
+runs_here() {
+  [ "$1" = all ] && return 0
+  local prefix
+  for prefix in ${1//,/ }; do
+    [[ $kernel == "$prefix"* ]] && return 0
+  done
+  return 1
+}
+
+grep -v '^[[:space:]]*#' "$suites" | while read -r name kernels _; do
   [ -n "$name" ] || continue
+  runs_here "$kernels" || continue
   end=$(grep -a "^@@suite $name end " "$log" | tr -d '\r' | head -n 1 || true)
   if [ -z "$end" ]; then
     if grep -aq "^@@suite $name begin" "$log"; then
