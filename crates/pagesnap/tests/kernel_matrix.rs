@@ -1,7 +1,8 @@
 //! The kernel matrix's results: `kernels/matrix.sh` (run by `.ci/run` before
 //! `cargo test`) boots Debian's stock kernels under qemu and runs the test
 //! suites there; this test turns its results file into pass or fail here.
-//! Without the file (a local `cargo test`) it says how to make one and skips.
+//! Without the file (a local `cargo test`) it says how to make one and skips;
+//! under CI (`CI` set) a missing file fails.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,6 +53,12 @@ fn field<'a>(row: &'a Row, key: &str) -> &'a str {
 fn every_kernel_of_the_matrix_passes() {
     let path = results_path();
     let Ok(text) = std::fs::read_to_string(&path) else {
+        // .ci/run always runs the matrix first: a missing file there is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but {} is missing: did kernels/matrix.sh run?",
+            path.display()
+        );
         eprintln!(
             "skipping: no kernel matrix results at {} (run kernels/matrix.sh first; \
              .ci/run does)",
