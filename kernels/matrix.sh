@@ -56,7 +56,8 @@ fi
 kernels=()
 for pkg in $packages; do
   # A meta-package depends on the current image; an image package is itself.
-  image=$(apt-cache depends "$pkg" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
+  image=$({ apt-cache depends "$pkg" 2>/dev/null || true; } |
+    sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -n 1)
   image=${image:-$pkg}
   deb=$(ls "$dir/debs/${image}_"*.deb 2>/dev/null | head -n 1 || true)
   if [ -z "$deb" ]; then
@@ -67,7 +68,8 @@ for pkg in $packages; do
   kdir=$dir/${image#linux-image-}
   if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
     mkdir -p "$kdir"
-    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$kdir" --wildcards './boot/vmlinuz-*'
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$kdir" --wildcards './boot/vmlinuz-*' ||
+      give_up "no vmlinuz could be taken out of $deb"
   fi
   kernels+=("$(ls "$kdir"/boot/vmlinuz-* | head -n 1)")
 done
