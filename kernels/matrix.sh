@@ -6,7 +6,7 @@
 # `cargo test` reports the matrix; without the file it skips.
 #
 #   host:  apt packages ─► vmlinuz (dpkg-deb, .debs cached in target/kernel-matrix/debs)
-#          cargo test --no-run ─► test binaries + their shared libraries ─┐
+#          cargo test --workspace --no-run ─► test binaries + their shared libraries ─┐
 #          busybox + kernels/init ─────────────────────────────────────────┴► initramfs
 #   guest: qemu -accel tcg (nested KVM hangs on CI machines): /init runs each
 #          suite between @@suite markers on the serial console, then powers off
@@ -80,7 +80,8 @@ executables() {
   sed -n 's/.*"target":{[^}]*"name":"\([^"]*\)".*"executable":"\([^"]*\)".*/\1 \2/p'
 }
 cd "$repo"
-cargo test -p pagesnap --no-run --message-format=json-render-diagnostics >"$dir/tests.json" ||
+# --workspace, as the test command builds them: the same artifacts, built once.
+cargo test --workspace --no-run --message-format=json-render-diagnostics >"$dir/tests.json" ||
   give_up "cargo test --no-run failed"
 cargo build --release -p pagesnap-cli --message-format=json-render-diagnostics >"$dir/cli.json" ||
   give_up "cargo build of the pagesnap CLI failed"
