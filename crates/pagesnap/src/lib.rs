@@ -45,6 +45,8 @@ mod live;
 mod live_save;
 mod probe;
 mod region;
+#[cfg(feature = "remote")]
+pub mod remote;
 mod snapshot;
 mod store;
 mod sys;

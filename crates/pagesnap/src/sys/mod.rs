@@ -11,6 +11,8 @@ pub(crate) mod memfd;
 pub(crate) mod mmap;
 pub(crate) mod pagemap;
 pub(crate) mod signal;
+#[cfg(feature = "remote")]
+pub(crate) mod uffd_missing;
 pub(crate) mod userfaultfd;
 
 use std::sync::OnceLock;
