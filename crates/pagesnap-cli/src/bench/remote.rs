@@ -229,7 +229,7 @@ pub fn run(args: RemoteArgs) -> CmdResult {
     println!("{t}");
     let targets = [
         Target {
-            goal: format!("2nd push ≤ 1.1× changed bytes (+manifest)"),
+            goal: "2nd push ≤ 1.1× changed bytes (+manifest)".into(),
             ratio: Some(upload_ratio),
             limit: 1.1,
             at_most: true,

@@ -206,8 +206,9 @@ impl Server {
                 present[p] = true;
                 p += 1;
             }
-            uffd_missing::copy(&self.uffd, self.base + first * page, &buf, page)?;
+            // Counted first: the copy wakes the faulting thread, which may read them.
             counters.pages.fetch_add((p - first) as u64, Relaxed);
+            uffd_missing::copy(&self.uffd, self.base + first * page, &buf, page)?;
         }
         for (h, b) in got {
             if self.repeated.contains(&h) {
