@@ -81,13 +81,10 @@ pub fn push(args: PushArgs) -> CmdResult {
     let remote = Remote::open(&target.url)?;
     let r = remote.push_with_progress(&snap, &target.name, bar(args.json, "push"))?;
     if args.json {
+        // Exactly this shape, keys in this order.
         println!(
-            "{}",
-            serde_json::json!({
-                "pages": r.pages,
-                "pages_uploaded": r.pages_uploaded,
-                "bytes_uploaded": r.bytes_uploaded,
-            })
+            r#"{{"pages":{},"pages_uploaded":{},"bytes_uploaded":{}}}"#,
+            r.pages, r.pages_uploaded, r.bytes_uploaded
         );
     } else {
         println!(
