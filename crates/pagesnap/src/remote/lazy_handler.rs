@@ -161,8 +161,8 @@ impl Server {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let page = self.page;
         let mut wanted: BTreeMap<u32, Vec<(u32, u128)>> = BTreeMap::new();
-        for p in start..end {
-            if let (false, Some(h)) = (present[p], self.hashes[p]) {
+        for (&here, &hash) in present[start..end].iter().zip(&self.hashes[start..end]) {
+            if let (false, Some(h)) = (here, hash) {
                 if !cache.contains_key(&h) {
                     let loc = self.at[&h];
                     let slots = wanted.entry(loc.pack).or_default();

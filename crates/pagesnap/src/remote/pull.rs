@@ -105,6 +105,9 @@ impl Remote {
     }
 }
 
+/// Slots wanted per pack number: (slot, hash), sorted by slot.
+pub(super) type Wanted = BTreeMap<u32, Vec<(u32, u128)>>;
+
 impl Shared {
     /// Reads and checks the manifest of `name`.
     pub(super) fn manifest(&self, name: &str) -> Result<Manifest, RemoteError> {
@@ -140,10 +143,10 @@ impl Shared {
         &self,
         name: &str,
         manifest: &Manifest,
-    ) -> Result<(BTreeMap<u32, Vec<(u32, u128)>>, Vec<String>), RemoteError> {
+    ) -> Result<(Wanted, Vec<String>), RemoteError> {
         let mut known = self.known();
         known.refresh(self)?;
-        let mut wanted: BTreeMap<u32, Vec<(u32, u128)>> = BTreeMap::new();
+        let mut wanted = Wanted::new();
         let mut seen = std::collections::HashSet::new();
         for &(p, h) in &manifest.pages {
             let Some(&Location { pack, slot }) = known.at.get(&h) else {
