@@ -48,6 +48,8 @@ mod live_save;
 mod placement;
 mod probe;
 mod region;
+#[cfg(feature = "remote")]
+pub mod remote;
 mod snapshot;
 mod store;
 mod sys;

@@ -12,6 +12,8 @@ pub(crate) mod mmap;
 pub(crate) mod pagemap;
 pub(crate) mod process;
 pub(crate) mod signal;
+#[cfg(feature = "remote")]
+pub(crate) mod uffd_missing;
 pub(crate) mod userfaultfd;
 
 use std::sync::OnceLock;
