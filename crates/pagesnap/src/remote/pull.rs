@@ -69,7 +69,12 @@ impl Remote {
                 let got = got?;
                 let mut st = store.lock();
                 for (hash, bytes) in &got {
-                    let id = st.frames.insert_hashed(bytes, *hash);
+                    let id = st.frames.insert_hashed(bytes, *hash).map_err(|_| {
+                        RemoteError::TooLarge {
+                            what: "the page store",
+                            bytes: page as u64,
+                        }
+                    })?;
                     if let Some(old) = held.ids.insert(*hash, id) {
                         st.frames.release(old);
                     }
@@ -93,7 +98,7 @@ impl Remote {
             Tree::zero(store, pages).with_changes(&mut st, &changes)
         };
         drop(held);
-        let snap = Snapshot::from_tree(tree, pages * page);
+        let snap = Snapshot::from_tree_at(tree, pages * page, std::ptr::null());
         if snap.digest() != manifest.digest {
             return Err(RemoteError::Digest {
                 name: name.to_string(),
