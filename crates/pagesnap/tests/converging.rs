@@ -61,7 +61,7 @@ fn finish_before_rounds_end_is_exact() {
         let before = region.snapshot().unwrap();
         let base = region.as_ptr() as usize;
         let mut stampers = common::Stampers::start(base, len, 2);
-        std::thread::sleep(Duration::from_millis(5));
+        stampers.wait_started(base);
         let conv = region.converging_snapshot().unwrap();
         std::thread::sleep(Duration::from_millis(2));
         stampers.stop();

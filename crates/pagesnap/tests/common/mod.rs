@@ -39,6 +39,27 @@ pub fn write_u64(base: usize, at: usize, v: u64) {
     unsafe { ((base + at) as *mut u64).write_volatile(v) };
 }
 
+/// Reads one u64 at `base + at` while writer threads may be writing it.
+pub fn read_u64(base: usize, at: usize) -> u64 {
+    // SAFETY: callers pass an 8-aligned offset inside a live region; a volatile
+    // aligned u64 read never tears on x86-64 and only observes a writer's store.
+    unsafe { ((base + at) as *const u64).read_volatile() }
+}
+
+impl Stampers {
+    /// Blocks until every writer has stamped its first page at least once, so
+    /// a test's window surely holds writes however loaded the machine is.
+    pub fn wait_started(&self, base: usize) {
+        let page = pagesnap::page_size();
+        for w in 0..self.writers {
+            let at = w * self.chunk_pages * page;
+            while !(1..1 << 32).contains(&read_u64(base, at)) {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
 /// Writer threads that each stamp a round number into every page of their own
 /// chunk of a region, in address order, round after round, until stopped.
 pub struct Stampers {
