@@ -48,7 +48,6 @@
 use crate::error::{Error, Result};
 use crate::region::{Region, RegionBuilder};
 use crate::snapshot::Snapshot;
-use crate::store::frames::FrameId;
 use crate::sys::memfd::Memfd;
 use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
@@ -71,7 +70,7 @@ impl Image {
         const BATCH: usize = 1024;
         let memfd = Memfd::create(c"pagesnap-clone-image", snap.len())?;
         let page = page_size();
-        let st = snap.store().lock();
+        let store = snap.store();
         let mut bufs: Vec<&[u8]> = Vec::with_capacity(BATCH);
         let (mut first, mut next) = (0, 0);
         let mut result = Ok(());
@@ -86,14 +85,13 @@ impl Image {
             if bufs.is_empty() {
                 first = p;
             }
-            bufs.push(st.frames.bytes(id));
+            bufs.push(store.frame(id));
             next = p + 1;
         });
         if result.is_ok() && !bufs.is_empty() {
             result = memfd.write_at(first * page, &bufs);
         }
         drop(bufs);
-        drop(st);
         result.map(|()| Image { memfd })
     }
 
@@ -158,7 +156,7 @@ impl Snapshot {
         }
         let kind = track::resolve(tracking)?;
         let store = store.unwrap_or_else(|| self.store().clone());
-        let base = self.in_store(&store);
+        let base = self.in_store(&store)?;
         let image = self.image()?;
         let map = Mapping::private_file(image.memfd.as_fd(), len, huge).map_err(|source| {
             Error::Clone {
@@ -198,10 +196,10 @@ impl Snapshot {
 
 /// The content hash of every page of `snap`, from its frames' hashes.
 fn page_hashes(snap: &Snapshot) -> Vec<u128> {
-    let st = snap.store().lock();
-    let mut hashes = vec![st.frames.hash(FrameId::ZERO); snap.tree().pages()];
+    let store = snap.store();
+    let mut hashes = vec![store.zero_hash(); snap.tree().pages()];
     snap.tree()
-        .for_each_nonzero(|p, id| hashes[p] = st.frames.hash(id));
+        .for_each_nonzero(|p, id| hashes[p] = store.frame_hash(id));
     hashes
 }
 

@@ -147,6 +147,11 @@ pub enum Error {
     #[error("this snapshot was not taken from this heap: a heap restores only its own snapshots (they hold pointers into its region)")]
     ForeignSnapshot,
 
+    /// The page store could not take the pages (out of memory). Nothing was
+    /// taken, and the region's tracking is exact: the next snapshot sees every
+    /// page written since the last successful one.
+    #[error("page store")]
+    Store(#[from] crate::store::StoreError),
     /// Saving or loading a snapshot file failed.
     #[error("snapshot file {}", path.display())]
     File {

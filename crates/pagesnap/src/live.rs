@@ -31,7 +31,7 @@
 
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
-use crate::store::frames::FrameId;
+use crate::store::Staged;
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
 use crate::sys::signal::{self, BatchStates, COPIED, COPYING, PENDING, REQUESTED};
@@ -471,7 +471,8 @@ fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Sna
     let (map, page) = (&*job.map, page_size());
     let pages_per_batch = batch / page;
     let store = job.base.store().clone();
-    let mut changes: Vec<(usize, FrameId)> = Vec::with_capacity(dirty.len());
+    // Dropped on an error, which hands the frames back.
+    let mut changes = Staged::with_capacity(&store, dirty.len());
     let mut buf = vec![0u8; batch];
     let result = drive(job, shared, |b| {
         if !claim(shared, b) {
@@ -485,21 +486,12 @@ fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Sna
         }
         // Writers go on as soon as the bytes are out; hashing and dedup follow.
         let lifted = lift(job, shared, b, batch, mine.len());
-        let mut st = store.lock();
         for (i, &p) in mine.iter().enumerate() {
-            changes.push((p, st.frames.insert(&buf[i * page..(i + 1) * page])));
+            changes.add(p, &buf[i * page..(i + 1) * page])?;
         }
         lifted
     });
-    if let Err(e) = result {
-        // Hand the frames back before reporting the failure.
-        let mut st = store.lock();
-        for (_, id) in changes {
-            st.frames.release(id);
-        }
-        return Err(e);
-    }
-    changes.sort_unstable_by_key(|c| c.0);
-    let tree = job.base.tree().with_changes(&mut store.lock(), &changes);
+    result?;
+    let tree = store.commit(job.base.tree(), changes);
     Ok(Snapshot::from_tree(tree, job.base.len()))
 }

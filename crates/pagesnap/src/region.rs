@@ -3,8 +3,7 @@
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
-use crate::store::tree::Tree;
-use crate::store::PageStore;
+use crate::store::{PageStore, Threads, Tree};
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
 use crate::track::{self, Tracker};
@@ -21,6 +20,7 @@ pub struct RegionBuilder {
     tracking: Tracking,
     huge_pages: bool,
     store: Option<PageStore>,
+    threads: usize,
 }
 
 impl RegionBuilder {
@@ -41,6 +41,15 @@ impl RegionBuilder {
     /// Keep snapshot pages in `store` (shared with other regions); default: a new store.
     pub fn store(mut self, store: &PageStore) -> Self {
         self.store = Some(store.clone());
+        self
+    }
+
+    /// Use at most `n` threads for a snapshot or restore (0, the default: every
+    /// core this process may run on). Only work large enough to pay for a thread
+    /// is split (some hundred pages per thread), so small snapshots stay on the
+    /// caller's thread whatever `n` is.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
         self
     }
 
@@ -76,6 +85,7 @@ impl RegionBuilder {
             store,
             base,
             huge_pages: self.huge_pages,
+            threads: Threads::at_most(self.threads),
             origin: None,
             dirty: Vec::new(),
             changes: Vec::new(),
@@ -125,6 +135,7 @@ pub struct Region {
     /// tracker reports.
     base: Snapshot,
     huge_pages: bool,
+    threads: Threads,
     /// For a clone (`Snapshot::instantiate`, clone.rs): the snapshot it started
     /// from, which its mapping shows wherever it has not written, and which
     /// `reset` goes back to. `None` for a region built empty.
@@ -142,6 +153,7 @@ impl Region {
             tracking: Tracking::Auto,
             huge_pages: false,
             store: None,
+            threads: 0,
         }
     }
 
@@ -197,7 +209,6 @@ impl Region {
     /// Takes a snapshot of the contents. Costs what was written since the last
     /// snapshot or restore, not the region size. Writers must be quiescent.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
-        let page = page_size();
         self.dirty.clear();
         while self.peek_pending.load(std::sync::atomic::Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_micros(20));
@@ -207,19 +218,10 @@ impl Region {
         drop(tracker);
         self.dirty.sort_unstable();
         self.dirty.dedup();
-        let bytes = self.map.as_slice();
-        let snap = {
-            let mut st = self.store.lock();
-            self.changes.clear();
-            for &p in &self.dirty {
-                let id = st.frames.insert(&bytes[p * page..(p + 1) * page]);
-                self.changes.push((p, id));
-            }
-            let tree = self.base.tree().with_changes(&mut st, &self.changes);
-            drop(st);
-            Snapshot::from_tree(tree, self.len())
-        };
-        // The old sync point is released here, outside the store lock.
+        let tree =
+            self.store
+                .commit_pages(self.base.tree(), &self.map, &self.dirty, self.threads)?;
+        let snap = Snapshot::from_tree(tree, self.len());
         self.base = snap.clone();
         Ok(snap)
     }
@@ -334,14 +336,15 @@ impl Region {
                 region: self.len(),
             });
         }
-        let snap = snap.in_store(&self.store);
+        let snap = snap.in_store(&self.store)?;
         self.wait_for_background();
         // 1. Pages where the sync point and `snap` differ: known from the tables
         //    alone, written first.
         self.changes.clear();
         let target = snap.tree();
         self.base.tree().diff(target, &mut self.changes);
-        write_frames(&self.map, &self.store, &self.changes);
+        self.store
+            .write_pages(&self.map, &self.changes, self.threads);
         // 2. One collect makes the new sync point: it re-protects what step 1
         //    wrote and reports, besides those, the pages written since the last
         //    sync point, which must go back to `snap` too.
@@ -359,7 +362,8 @@ impl Region {
             self.changes.clear();
             self.changes
                 .extend(self.dirty.iter().map(|&p| (p, target.get(p))));
-            write_frames(&self.map, &self.store, &self.changes);
+            self.store
+                .write_pages(&self.map, &self.changes, self.threads);
             tracker.rearm(&self.map, &self.dirty)?;
         }
         self.base = snap;
@@ -367,23 +371,9 @@ impl Region {
     }
 }
 
-/// Copies each `(page, frame)` of `changes` into the region.
-fn write_frames(map: &Mapping, store: &PageStore, changes: &[(usize, FrameId)]) {
-    if changes.is_empty() {
-        return;
-    }
-    let page = page_size();
-    let st = store.lock();
-    let bytes = map.as_mut_slice();
-    for &(p, id) in changes {
-        bytes[p * page..(p + 1) * page].copy_from_slice(st.frames.bytes(id));
-    }
-}
-
 impl Region {
     /// Blocks while a background snapshot of this region is copying: restore
-    /// writes pages the copier may still need (and holds the store lock while it
-    /// does, which the copier needs too).
+    /// writes pages the copier may still need.
     fn wait_for_background(&self) {
         while self.background.load(std::sync::atomic::Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_micros(50));
@@ -421,6 +411,7 @@ impl Region {
             origin: Some(base.clone()),
             base,
             huge_pages,
+            threads: Threads::AUTO,
             dirty: Vec::new(),
             changes: Vec::new(),
         }

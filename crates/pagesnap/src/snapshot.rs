@@ -2,9 +2,7 @@
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::store::frames::FrameId;
-use crate::store::tree::Tree;
-use crate::store::PageStore;
+use crate::store::{PageStore, Staged, StoreError, Tree};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -97,17 +95,8 @@ impl Snapshot {
                 snapshot: self.len(),
             });
         }
-        let page = crate::sys::page_size();
-        let st = self.store().lock();
-        let mut done = 0;
-        while done < buf.len() {
-            let at = offset + done;
-            let in_page = at % page;
-            let n = (page - in_page).min(buf.len() - done);
-            let frame = st.frames.bytes(self.tree().get(at / page));
-            buf[done..done + n].copy_from_slice(&frame[in_page..in_page + n]);
-            done += n;
-        }
+        // No lock is held while `buf` (which may fault) is written.
+        self.store().read(self.tree(), offset, buf);
         Ok(())
     }
 
@@ -115,9 +104,9 @@ impl Snapshot {
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = vec![0u8; self.len()];
         let page = crate::sys::page_size();
-        let st = self.store().lock();
+        let store = self.store();
         self.tree().for_each_nonzero(|p, id| {
-            out[p * page..(p + 1) * page].copy_from_slice(st.frames.bytes(id));
+            out[p * page..(p + 1) * page].copy_from_slice(store.frame(id));
         });
         out
     }
@@ -130,21 +119,23 @@ impl Snapshot {
     }
 
     /// This snapshot's contents as a snapshot in `store` (itself when it already is).
-    pub(crate) fn in_store(&self, store: &PageStore) -> Snapshot {
+    pub(crate) fn in_store(&self, store: &PageStore) -> Result<Snapshot, StoreError> {
         if self.store().same_as(store) {
-            return self.clone();
+            return Ok(self.clone());
         }
-        let page = crate::sys::page_size();
-        let mut buf = vec![0u8; page];
-        let mut changes: Vec<(usize, FrameId)> = Vec::new();
+        let mut staged = Staged::new(store);
         let src = self.store();
+        let mut result = Ok(());
         self.tree().for_each_nonzero(|p, id| {
-            buf.copy_from_slice(src.lock().frames.bytes(id));
-            changes.push((p, store.lock().frames.insert(&buf)));
+            if result.is_ok() {
+                result = staged.add(p, src.frame(id)).map(drop);
+            }
         });
+        result?;
         let zero = Tree::zero(store, self.tree().pages());
-        let tree = zero.with_changes(&mut store.lock(), &changes);
-        Snapshot::from_tree(tree, self.len())
+        let tree = store.commit(&zero, staged);
+        drop(zero);
+        Ok(Snapshot::from_tree(tree, self.len()))
     }
 }
 

@@ -134,4 +134,9 @@ pub enum FileError {
         /// Bytes asked for.
         bytes: u64,
     },
+
+    /// The page store could not take the file's pages (out of memory); nothing
+    /// of the file stays in the store.
+    #[error("the page store could not take the file's pages")]
+    Store(#[from] crate::store::StoreError),
 }

@@ -1,39 +1,17 @@
-//! Loading: checked page records go into the store in batches (hashed outside the
-//! lock, one lock per batch), the page table becomes a tree over the base (zeros,
-//! or the parent), and the result's digest must equal the footer's. On any error
-//! every page taken into the store is released again.
+//! Loading: checked page records go into the store (staged: each copied into a
+//! frame slot and hashed there), the page table becomes a tree over the base
+//! (zeros, or the parent), and the result's digest must equal the footer's. On any
+//! error every page taken into the store is released again (`Staged` does it).
 
 use super::error::FileError;
 use super::format::FileKind;
 use super::read::{self, Opened, RecordStats};
 use super::FileInfo;
-use crate::digest::page_hash;
 use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
-use crate::store::tree::Tree;
-use crate::store::PageStore;
+use crate::store::{PageStore, Staged, Tree};
 use crate::Digest;
 use std::path::Path;
-
-/// Frames taken into the store for the records read so far, each with the one
-/// reference its insertion gave; released when dropped (never drop it while the
-/// store is locked).
-struct Held {
-    store: PageStore,
-    ids: Vec<FrameId>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if self.ids.is_empty() {
-            return;
-        }
-        let mut st = self.store.lock();
-        for &id in &self.ids {
-            st.frames.release(id);
-        }
-    }
-}
 
 /// Opens `path`, checks it is of kind `expected`, and loads it.
 pub(crate) fn load(
@@ -92,20 +70,14 @@ pub(crate) fn load_opened(
     }
 
     let count = opened.footer.data_count;
-    let mut held = Held {
-        store: store.clone(),
-        ids: Vec::new(),
-    };
-    held.ids
-        .try_reserve_exact(count as usize)
-        .map_err(|_| too_large("the stored pages' ids", count, 4))?;
-    let mut hashes = Vec::new();
+    // Record i is staged as "page" i: `held` only keeps the frames alive until
+    // the table below takes references of its own.
+    let mut held = Staged::new(store);
+    held.try_reserve(count)
+        .map_err(|_| too_large("the stored pages' ids", count, 16))?;
     let stats = opened.for_each_batch(|batch| {
-        hashes.clear();
-        hashes.extend(batch.iter().map(|p| page_hash(p)));
-        let mut st = store.lock();
-        for (p, &hash) in batch.iter().zip(&hashes) {
-            held.ids.push(st.frames.insert_hashed(p, hash));
+        for p in batch {
+            held.add(held.len(), p)?;
         }
         Ok(())
     })?;
@@ -115,9 +87,9 @@ pub(crate) fn load_opened(
         Some(_) => opened.listed(),
         None => opened.listed() - opened.zero_listed(),
     };
-    let mut changes: Vec<(usize, FrameId)> = Vec::new();
+    let mut changes = Staged::new(store);
     changes
-        .try_reserve_exact(listed as usize)
+        .try_reserve(listed)
         .map_err(|_| too_large("the page table's changes", listed, 16))?;
     let zero_base = match parent {
         Some(_) => None,
@@ -128,24 +100,20 @@ pub(crate) fn load_opened(
         (None, Some(p)) => p.tree(),
         (None, None) => unreachable!("a zero base is made when there is no parent"),
     };
-    let tree = {
-        let mut st = store.lock();
-        for run in &opened.runs {
-            if run.data_of(0).is_none() && parent.is_none() {
-                continue;
-            }
-            for i in 0..run.count {
-                let id = match run.data_of(i) {
-                    // Run::decode checked every data index against the record count.
-                    Some(d) => held.ids[d as usize],
-                    None => FrameId::ZERO,
-                };
-                st.frames.retain(id);
-                changes.push(((run.first + u64::from(i)) as usize, id));
-            }
+    for run in &opened.runs {
+        if run.data_of(0).is_none() && parent.is_none() {
+            continue;
         }
-        base.with_changes(&mut st, &changes)
-    };
+        for i in 0..run.count {
+            let id = match run.data_of(i) {
+                // Run::decode checked every data index against the record count.
+                Some(d) => held.frame(d as usize),
+                None => FrameId::ZERO,
+            };
+            changes.add_frame((run.first + u64::from(i)) as usize, id);
+        }
+    }
+    let tree = store.commit(base, changes);
     drop(zero_base);
     drop(held);
     let snap = Snapshot::from_tree(tree, len);

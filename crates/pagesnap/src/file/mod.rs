@@ -198,7 +198,7 @@ impl Snapshot {
                 snapshot: self.len() as u64,
             }));
         }
-        let parent_here = parent.in_store(self.store());
+        let parent_here = parent.in_store(self.store())?;
         let mut changes = Vec::new();
         parent_here.tree().diff(self.tree(), &mut changes);
         drop(parent_here);
