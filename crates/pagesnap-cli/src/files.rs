@@ -78,7 +78,7 @@ pub fn inspect(args: InspectArgs) -> CmdResult {
         i.stored_pages,
         i.compressed_pages,
         mib(i.stored_bytes),
-        mib(i.stored_pages * u64::from(i.page_size)),
+        mib(i.stored_pages.saturating_mul(u64::from(i.page_size))),
         i.compression_ratio()
     );
     println!(

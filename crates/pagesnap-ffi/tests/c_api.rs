@@ -156,6 +156,20 @@ fn c_background_snapshot_beside_pthread_writers() {
     run_program(&build_c("background", Link::Shared));
 }
 
+/// A refused second background start leaves the first exact; reading a snapshot
+/// into memory under a background snapshot does not deadlock.
+#[test]
+fn c_background_refusals_and_reads_into_protected_memory() {
+    run_program(&build_c("reliability", Link::Shared));
+}
+
+/// Out of memory is a reported error (not a caught panic), and the next
+/// snapshot is exact.
+#[test]
+fn c_out_of_memory_is_an_error_and_the_next_snapshot_exact() {
+    run_program(&build_c("oom", Link::Shared));
+}
+
 #[test]
 fn c_save_load_and_file_errors() {
     let dir = out_dir().join("files");

@@ -78,6 +78,17 @@ pub enum Error {
         region: usize,
     },
 
+    /// Memory for the operation could not be had (an `mmap` or allocation was
+    /// refused, e.g. under `RLIMIT_AS`). Nothing was lost: the region's tracking
+    /// is as before the call, so a later call, once memory is free, is exact.
+    #[error("out of memory: {what} ({bytes} bytes) could not be allocated")]
+    OutOfMemory {
+        /// What was being allocated, e.g. "a page-store slab".
+        what: &'static str,
+        /// Bytes asked for.
+        bytes: usize,
+    },
+
     /// A background snapshot of this region is still running.
     #[error("a background snapshot of this region is already running")]
     BackgroundBusy,
@@ -147,11 +158,6 @@ pub enum Error {
     #[error("this snapshot was not taken from this heap: a heap restores only its own snapshots (they hold pointers into its region)")]
     ForeignSnapshot,
 
-    /// The page store could not take the pages (out of memory). Nothing was
-    /// taken, and the region's tracking is exact: the next snapshot sees every
-    /// page written since the last successful one.
-    #[error("page store")]
-    Store(#[from] crate::store::StoreError),
     /// Saving or loading a snapshot file failed.
     #[error("snapshot file {}", path.display())]
     File {

@@ -140,8 +140,12 @@ impl<F: Family> Heap<F> {
     }
 
     /// Makes the heap what it was at `snap`, writing back only the pages that
-    /// differ. `snap` must come from this heap's [`snapshot`](Self::snapshot):
-    /// another heap's snapshot is [`Error::ForeignSnapshot`](crate::Error::ForeignSnapshot).
+    /// differ. `snap` must come from this heap's [`snapshot`](Self::snapshot) (or
+    /// be a clone of such a handle); any other snapshot is
+    /// [`Error::ForeignSnapshot`](crate::Error::ForeignSnapshot) — another heap's,
+    /// one loaded from a file, or one of a region (a clone, say) holding this
+    /// heap's bytes. Which heap took a snapshot is recorded in the handle, not
+    /// read from the bytes, which anyone could have written.
     pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
         self.raw.restore(snap)
     }
@@ -155,11 +159,13 @@ impl<F: Family> Heap<F> {
     /// Copies the whole region into `dst`: the memcpy baseline pagesnap replaces.
     pub fn copy_into(&self, dst: &mut FullCopy) {
         self.raw.copy_into(&mut dst.bytes);
+        dst.heap = self.raw.token();
     }
 
-    /// Writes a [`FullCopy`] of this heap back over the whole region.
+    /// Writes a [`FullCopy`] of this heap back over the whole region. A copy of
+    /// another heap is [`Error::ForeignSnapshot`](crate::Error::ForeignSnapshot).
     pub fn restore_copy(&mut self, src: &FullCopy) -> Result<()> {
-        self.raw.restore_bytes(&src.bytes)
+        self.raw.restore_bytes(&src.bytes, src.heap)
     }
 
     /// Allocation and store statistics.
@@ -215,6 +221,8 @@ impl<F: Family> fmt::Debug for Heap<F> {
 #[derive(Clone, Default)]
 pub struct FullCopy {
     bytes: Vec<u8>,
+    /// The token of the heap whose bytes these are (0: none yet).
+    heap: u64,
 }
 
 impl FullCopy {
@@ -237,13 +245,10 @@ impl fmt::Debug for FullCopy {
     }
 }
 
-/// A token unique to each heap of this process (and unlikely in any other): the
-/// header records it, and restore refuses snapshots carrying another.
+/// A token unique to each heap of this process, never 0 (what a snapshot handle
+/// not handed out by a heap carries): restore refuses snapshots and copies that
+/// do not carry the heap's own.
 fn next_token() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    (u64::from(std::process::id()) << 32 ^ seed).wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }

@@ -50,10 +50,11 @@ mod store;
 mod sys;
 mod track;
 mod tracking;
+mod verify;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use file::{FileError, FileInfo, FileKind, SaveReport};
+pub use file::{FileError, FileInfo, FileKind, LoadOptions, SaveReport};
 pub use live::{Background, BackgroundReport, Progress};
 pub use live_save::{BackgroundSave, BackgroundSaveReport};
 pub use probe::{probe, BackendStatus, Capabilities, UffdAccess};
@@ -61,6 +62,7 @@ pub use region::{Region, RegionBuilder};
 pub use snapshot::Snapshot;
 pub use store::{PageStore, StoreStats};
 pub use tracking::{ParseTrackingError, Tracking};
+pub use verify::VerifyReport;
 pub use {
     arena::Arena,
     heap::{Family, FullCopy, Heap, HeapStats},

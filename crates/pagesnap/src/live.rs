@@ -80,6 +80,9 @@ pub(crate) struct Shared {
     pub(crate) copied: AtomicU64,
     pub(crate) total: AtomicU64,
     pub(crate) batches: Arc<BatchStates>,
+    /// `batches.requests` before this run protected anything: the counter lives
+    /// as long as the region, a run's faults are what it added.
+    requests_before: usize,
     started: Instant,
     finished_ns: AtomicU64,
 }
@@ -89,7 +92,11 @@ impl Shared {
         Progress {
             copied: self.copied.load(Ordering::Relaxed),
             total: self.total.load(Ordering::Relaxed),
-            faults: self.batches.requests.load(Ordering::Relaxed) as u64,
+            faults: self
+                .batches
+                .requests
+                .load(Ordering::Relaxed)
+                .wrapping_sub(self.requests_before) as u64,
         }
     }
 
@@ -271,6 +278,7 @@ where
         }
         r
     };
+    let requests_before = batches.requests.load(Ordering::Acquire);
     let started = Instant::now();
     map.protect(0, len, Protection::Read).map_err(|source| {
         let _ = release_all(&batches);
@@ -288,6 +296,7 @@ where
         copied: AtomicU64::new(0),
         total: AtomicU64::new(0),
         batches,
+        requests_before,
         started,
         finished_ns: AtomicU64::new(0),
     });
@@ -457,6 +466,18 @@ pub(crate) fn drive(
     result
 }
 
+/// The copier's batch buffer, or an error when memory is short.
+pub(crate) fn batch_buffer(batch: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(batch)
+        .map_err(|_| Error::OutOfMemory {
+            what: "the copier's batch buffer",
+            bytes: batch,
+        })?;
+    buf.resize(batch, 0);
+    Ok(buf)
+}
+
 /// Lifts all protection and wakes every writer.
 fn release_all(job: &Job, shared: &Shared) {
     let _ = job.map.protect(0, job.map.len(), job.unprotect_to);
@@ -472,8 +493,14 @@ fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Sna
     let pages_per_batch = batch / page;
     let store = job.base.store().clone();
     // Dropped on an error, which hands the frames back.
-    let mut changes = Staged::with_capacity(&store, dirty.len());
-    let mut buf = vec![0u8; batch];
+    let mut changes = Staged::new(&store);
+    changes
+        .try_reserve(dirty.len() as u64)
+        .map_err(|_| Error::OutOfMemory {
+            what: "the background snapshot's list of changed pages",
+            bytes: dirty.len() * 16,
+        })?;
+    let mut buf = batch_buffer(batch)?;
     let result = drive(job, shared, |b| {
         if !claim(shared, b) {
             return Ok(());

@@ -138,7 +138,7 @@ fn save(
     let npages = map.len() / page;
     let store = job.base.store().clone();
     let tree = job.base.tree();
-    let mut buf = vec![0u8; batch];
+    let mut buf = live::batch_buffer(batch)?;
     let mut frames: Vec<FrameId> = Vec::with_capacity(pages_per_batch);
     drive(job, shared, |b| {
         let first = b * pages_per_batch;

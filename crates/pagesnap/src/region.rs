@@ -9,7 +9,7 @@ use crate::sys::page_size;
 use crate::track::{self, Tracker};
 use crate::Tracking;
 use std::fmt;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Builds a [`Region`]: `Region::builder(len).tracking(..).huge_pages(..).store(..).build()`.
@@ -78,7 +78,7 @@ impl RegionBuilder {
         let base = Snapshot::from_tree(Tree::zero(&store, len / page), len);
         Ok(Region {
             tracker,
-            peek_pending: Arc::new(AtomicBool::new(false)),
+            peek_pending: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(None),
             map: Arc::new(map),
             background: Arc::new(AtomicBool::new(false)),
@@ -89,6 +89,7 @@ impl RegionBuilder {
             origin: None,
             dirty: Vec::new(),
             changes: Vec::new(),
+            resync: false,
         })
     }
 }
@@ -120,9 +121,10 @@ pub struct Region {
     /// Shared (by `Arc`) with a background copier, which peeks it off the
     /// caller's thread.
     tracker: Arc<Mutex<Box<dyn Tracker>>>,
-    /// Set while a background copier has yet to peek the tracker: a snapshot
-    /// must not collect (and so clear) what the copier is about to read.
-    peek_pending: Arc<AtomicBool>,
+    /// How many background copiers have yet to peek the tracker: while non-zero,
+    /// a snapshot must not collect (and so clear) what a copier is about to read.
+    /// A count, not a flag: a refused second start must not clear the first's.
+    peek_pending: Arc<AtomicUsize>,
     /// The region's entry in the background-snapshot fault table, made at the
     /// first background snapshot and kept until the region goes.
     live: Mutex<Option<crate::live::LiveSlot>>,
@@ -143,6 +145,10 @@ pub struct Region {
     /// Reused buffers of the hot paths.
     dirty: Vec<usize>,
     changes: Vec<(usize, FrameId)>,
+    /// Whether the tracker may have lost pages (a failed call could not put
+    /// them back): the next snapshot or restore runs [`verify`](Self::verify)
+    /// first, and a background copier compares every page.
+    resync: bool,
 }
 
 impl Region {
@@ -207,10 +213,21 @@ impl Region {
     }
 
     /// Takes a snapshot of the contents. Costs what was written since the last
-    /// snapshot or restore, not the region size. Writers must be quiescent.
+    /// snapshot or restore, not the region size.
+    ///
+    /// Writers must be quiescent: a write racing with the call may be missing
+    /// from this snapshot *and* from the tracker, leaving the region out of step
+    /// with its sync point. After such misuse, [`verify`](Self::verify) finds
+    /// and re-marks every page that differs, and the next snapshot or restore is
+    /// exact again.
+    ///
+    /// On an error (e.g. [`Error::OutOfMemory`]) nothing is lost: the pages this
+    /// call collected are marked written again, so the next successful snapshot
+    /// equals the region's bytes.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.resync_if_needed()?;
         self.dirty.clear();
-        while self.peek_pending.load(std::sync::atomic::Ordering::Acquire) {
+        while self.peek_pending.load(Ordering::Acquire) > 0 {
             std::thread::sleep(std::time::Duration::from_micros(20));
         }
         let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
@@ -218,12 +235,29 @@ impl Region {
         drop(tracker);
         self.dirty.sort_unstable();
         self.dirty.dedup();
+        match self.store_dirty() {
+            Ok(snap) => {
+                self.base = snap.clone();
+                Ok(snap)
+            }
+            Err(e) => {
+                // Collected but not saved: put them back for the next call.
+                let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+                if tracker.remark(&self.map, &self.dirty).is_err() {
+                    self.resync = true;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The sync point with the pages of `self.dirty` (sorted, unique) saved into
+    /// the store. On failure the store holds nothing new.
+    fn store_dirty(&mut self) -> Result<Snapshot> {
         let tree =
             self.store
                 .commit_pages(self.base.tree(), &self.map, &self.dirty, self.threads)?;
-        let snap = Snapshot::from_tree(tree, self.len());
-        self.base = snap.clone();
-        Ok(snap)
+        Ok(Snapshot::from_tree(tree, self.len()))
     }
 
     /// Starts a consistent snapshot of the region as it is now, and returns as soon
@@ -303,23 +337,30 @@ impl Region {
     }
 
     /// What the copier calls to learn the pages written since the sync point.
-    /// Marks a peek pending until it has run (or been dropped unrun).
+    /// Counts a peek pending until it has run (or been dropped unrun, as when
+    /// the start is refused: that drop must leave a running copier's count).
     fn peeker(&self) -> impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static {
-        struct Pending(Arc<AtomicBool>);
+        struct Pending(Arc<AtomicUsize>);
         impl Drop for Pending {
             fn drop(&mut self) {
-                self.0.store(false, std::sync::atomic::Ordering::Release);
+                self.0.fetch_sub(1, Ordering::Release);
             }
         }
-        self.peek_pending
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.peek_pending.fetch_add(1, Ordering::AcqRel);
         let pending = Pending(self.peek_pending.clone());
         let (tracker, map) = (self.tracker.clone(), self.map.clone());
+        // Tracking is in doubt (a failed call could not put its pages back):
+        // the copier compares every page with the sync point as well.
+        let resync = self.resync.then(|| self.base.clone());
         move |dirty| {
             let r = tracker
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .peek(&map, dirty);
+            let r = match (r, resync) {
+                (Ok(()), Some(base)) => crate::verify::differing(&map, &base, dirty),
+                (r, _) => r,
+            };
             drop(pending);
             r
         }
@@ -329,6 +370,16 @@ impl Region {
     /// the last sync point and those where it differs from `snap`. `snap` becomes
     /// the sync point. Any snapshot of a region of this length works (from this
     /// region, a clone, or another store — the last costs a copy into this store).
+    ///
+    /// Writers must be quiescent. After writes that raced with a snapshot or
+    /// restore, call [`verify`](Self::verify) first: it re-marks the pages the
+    /// tracker missed, so this restore rewrites them too and the region equals
+    /// `snap` again.
+    ///
+    /// On an error the region may be partly restored, but tracking stays exact:
+    /// the next snapshot equals the region's bytes, and a retried restore
+    /// finishes the job. A snapshot from another store that does not fit in
+    /// memory ([`Error::OutOfMemory`]) changes nothing.
     pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
         if snap.len() != self.len() {
             return Err(Error::LengthMismatch {
@@ -338,6 +389,9 @@ impl Region {
         }
         let snap = snap.in_store(&self.store)?;
         self.wait_for_background();
+        self.resync_if_needed()?;
+        // Until the new sync point is made, a failure leaves tracking in doubt.
+        self.resync = true;
         // 1. Pages where the sync point and `snap` differ: known from the tables
         //    alone, written first.
         self.changes.clear();
@@ -358,24 +412,90 @@ impl Region {
             .retain(|p| restored.binary_search_by_key(p, |c| c.0).is_err());
         if !self.dirty.is_empty() {
             // 3. Those pages, and a re-arm of just them. (Right after a snapshot,
-            //    the common case when backtracking, there are none.)
-            self.changes.clear();
-            self.changes
-                .extend(self.dirty.iter().map(|&p| (p, target.get(p))));
-            self.store
-                .write_pages(&self.map, &self.changes, self.threads);
+            //    the common case when backtracking, there are none.) Nothing is
+            //    allocated here: the frames are looked up page by page.
+            let pages = self.dirty.iter().map(|&p| (p, target.get(p)));
+            write_frames(&self.map, &self.store, pages);
             tracker.rearm(&self.map, &self.dirty)?;
         }
+        drop(tracker);
+        self.resync = false;
         self.base = snap;
         Ok(())
     }
 }
 
+/// Copies each `(page, frame)` of `changes` into the region (no lock: frames
+/// are read straight from the store).
+fn write_frames(map: &Mapping, store: &PageStore, changes: impl Iterator<Item = (usize, FrameId)>) {
+    let page = page_size();
+    let mut changes = changes.peekable();
+    if changes.peek().is_none() {
+        return;
+    }
+    for (p, id) in changes {
+        map.copy_in(p * page, store.frame(id));
+    }
+}
+
 impl Region {
+    /// Compares every page with the last sync point and puts the tracker right
+    /// where it missed a write, so that the next [`snapshot`](Self::snapshot) is
+    /// exact and the next [`restore`](Self::restore) rewrites every page that
+    /// differs. Costs a read of the whole region.
+    ///
+    /// This is the way back after writers ran during a snapshot or restore (a
+    /// documented misuse whose writes the tracker may miss). Writers must be
+    /// quiescent while it runs; a running background snapshot is waited for.
+    ///
+    /// ```
+    /// let mut region = pagesnap::Region::builder(1 << 20).build()?;
+    /// region.as_mut_slice()[0] = 1;
+    /// let snap = region.snapshot()?;
+    /// region.as_mut_slice()[4096] = 2;
+    /// let report = region.verify()?;
+    /// assert_eq!((report.changed, report.untracked), (1, 0)); // seen by the tracker
+    /// region.restore(&snap)?;
+    /// assert_eq!(region.as_slice()[4096], 0);
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn verify(&mut self) -> Result<crate::VerifyReport> {
+        self.wait_for_background();
+        while self.peek_pending.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
+        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        self.dirty.clear();
+        tracker.peek(&self.map, &mut self.dirty)?;
+        self.dirty.sort_unstable();
+        self.dirty.dedup();
+        let mut differing = Vec::new();
+        crate::verify::differing(&self.map, &self.base, &mut differing)?;
+        let changed = differing.len() as u64;
+        let tracked = &self.dirty;
+        differing.retain(|p| tracked.binary_search(p).is_err());
+        tracker.remark(&self.map, &differing)?;
+        drop(tracker);
+        self.resync = false;
+        Ok(crate::VerifyReport {
+            pages: (self.len() / page_size()) as u64,
+            changed,
+            untracked: differing.len() as u64,
+        })
+    }
+
+    /// Runs [`verify`](Self::verify) when a failed call left tracking in doubt.
+    fn resync_if_needed(&mut self) -> Result<()> {
+        if self.resync {
+            self.verify()?;
+        }
+        Ok(())
+    }
+
     /// Blocks while a background snapshot of this region is copying: restore
     /// writes pages the copier may still need.
     fn wait_for_background(&self) {
-        while self.background.load(std::sync::atomic::Ordering::Acquire) {
+        while self.background.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_micros(50));
         }
     }
@@ -403,7 +523,7 @@ impl Region {
     ) -> Region {
         Region {
             tracker: Arc::new(Mutex::new(tracker)),
-            peek_pending: Arc::new(AtomicBool::new(false)),
+            peek_pending: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(None),
             map: Arc::new(map),
             background: Arc::new(AtomicBool::new(false)),
@@ -414,6 +534,7 @@ impl Region {
             threads: Threads::AUTO,
             dirty: Vec::new(),
             changes: Vec::new(),
+            resync: false,
         }
     }
 

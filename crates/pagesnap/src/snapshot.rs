@@ -2,7 +2,7 @@
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::store::{PageStore, Staged, StoreError, Tree};
+use crate::store::{PageStore, Staged, Tree};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -15,6 +15,10 @@ use std::sync::{Arc, OnceLock};
 #[derive(Clone)]
 pub struct Snapshot {
     inner: Arc<Inner>,
+    /// The [`Heap`](crate::Heap) that handed out this handle (its token), or 0.
+    /// Set only by the heap, never from the contents: a heap restores only its
+    /// own snapshots, and bytes cannot claim to be one.
+    heap: u64,
 }
 
 struct Inner {
@@ -37,7 +41,19 @@ impl Snapshot {
                 len,
                 image: OnceLock::new(),
             }),
+            heap: 0,
         }
+    }
+
+    /// This handle, marked as handed out by the heap with `token` (non-zero).
+    pub(crate) fn of_heap(mut self, token: u64) -> Snapshot {
+        self.heap = token;
+        self
+    }
+
+    /// The token of the heap that handed out this handle, or 0.
+    pub(crate) fn heap_token(&self) -> u64 {
+        self.heap
     }
 
     pub(crate) fn tree(&self) -> &Tree {
@@ -95,7 +111,9 @@ impl Snapshot {
                 snapshot: self.len(),
             });
         }
-        // No lock is held while `buf` (which may fault) is written.
+        // `buf` may lie in memory that faults into pagesnap (a region under a
+        // background snapshot, whose copier needs the store): the store reads
+        // its frames without any lock, so none is held while `buf` is written.
         self.store().read(self.tree(), offset, buf);
         Ok(())
     }
@@ -118,20 +136,26 @@ impl Snapshot {
         n
     }
 
-    /// This snapshot's contents as a snapshot in `store` (itself when it already is).
-    pub(crate) fn in_store(&self, store: &PageStore) -> Result<Snapshot, StoreError> {
+    /// This snapshot's contents as a snapshot in `store` (itself when it already
+    /// is). Fails, leaving `store` as it was, when the pages do not fit.
+    pub(crate) fn in_store(&self, store: &PageStore) -> Result<Snapshot> {
         if self.store().same_as(store) {
             return Ok(self.clone());
         }
+        // Dropped on an error, which hands the pages taken so far back.
         let mut staged = Staged::new(store);
         let src = self.store();
-        let mut result = Ok(());
+        let mut failed = None;
         self.tree().for_each_nonzero(|p, id| {
-            if result.is_ok() {
-                result = staged.add(p, src.frame(id)).map(drop);
+            if failed.is_none() {
+                if let Err(e) = staged.add(p, src.frame(id)) {
+                    failed = Some(e);
+                }
             }
         });
-        result?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
         let zero = Tree::zero(store, self.tree().pages());
         let tree = store.commit(&zero, staged);
         drop(zero);

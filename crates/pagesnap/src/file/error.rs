@@ -126,6 +126,18 @@ pub enum FileError {
         computed: Digest,
     },
 
+    /// The file's region is longer than the caller's
+    /// [`LoadOptions::max_len`](crate::file::LoadOptions::max_len).
+    #[error(
+        "the file describes a region of {len} bytes, more than the {max} bytes this load accepts"
+    )]
+    RegionLimit {
+        /// The region length the header declares.
+        len: u64,
+        /// The limit the caller set.
+        max: u64,
+    },
+
     /// The file describes more than this process can allocate.
     #[error("loading needs {bytes} bytes for {what}, more than can be allocated")]
     TooLarge {
@@ -134,9 +146,4 @@ pub enum FileError {
         /// Bytes asked for.
         bytes: u64,
     },
-
-    /// The page store could not take the file's pages (out of memory); nothing
-    /// of the file stays in the store.
-    #[error("the page store could not take the file's pages")]
-    Store(#[from] crate::store::StoreError),
 }

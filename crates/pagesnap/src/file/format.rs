@@ -202,14 +202,14 @@ impl Footer {
         if !self.table_last {
             self.data_off
         } else {
-            size - FOOTER_LEN
+            size.saturating_sub(FOOTER_LEN)
         }
     }
 
     /// Where the page records end (exclusive), in a file of `size` bytes.
     pub(crate) fn data_end(&self, size: u64) -> u64 {
         if !self.table_last {
-            size - FOOTER_LEN
+            size.saturating_sub(FOOTER_LEN)
         } else {
             self.table_off
         }
@@ -250,7 +250,14 @@ impl Footer {
                 ),
             ));
         }
-        let footer_off = size - FOOTER_LEN;
+        // Every sum below is on values read from the file: checked, never wrapped.
+        let Some(footer_off) = size.checked_sub(FOOTER_LEN) else {
+            return Err(Bad::Field(
+                24,
+                format!("a file of {size} bytes has no room for its footer"),
+            ));
+        };
+        let fits = |off: u64, len: u64, end: u64| off.checked_add(len).is_some_and(|e| e <= end);
         if version == VERSION_TABLE_FIRST {
             if f.table_off != HEADER_LEN {
                 return Err(Bad::Field(
@@ -261,7 +268,7 @@ impl Footer {
                     ),
                 ));
             }
-            if f.data_off < f.table_off + TABLE_OVERHEAD || f.data_off > footer_off {
+            if !fits(f.table_off, TABLE_OVERHEAD, f.data_off) || f.data_off > footer_off {
                 return Err(Bad::Field(
                     8,
                     format!(
@@ -280,7 +287,7 @@ impl Footer {
                     ),
                 ));
             }
-            if f.table_off < f.data_off || f.table_off + TABLE_OVERHEAD > footer_off {
+            if f.table_off < f.data_off || !fits(f.table_off, TABLE_OVERHEAD, footer_off) {
                 return Err(Bad::Field(
                     0,
                     format!(
@@ -290,15 +297,17 @@ impl Footer {
                 ));
             }
         }
-        let data_end = f.data_end(size);
-        // Each record takes a header and at least one byte.
-        if f.data_count > (data_end - f.data_off) / (RECORD_HEADER_LEN + 1) {
+        // Checked above: data_off <= data_end <= footer_off in both layouts.
+        let data_len = f.data_end(size) - f.data_off;
+        // Each record takes a header and at least one byte, and is named by a u32
+        // index below the "zero pages" marker.
+        if f.data_count > data_len / (RECORD_HEADER_LEN + 1) || f.data_count > u64::from(ZERO_DATA)
+        {
             return Err(Bad::Field(
                 16,
                 format!(
-                    "{} page records cannot fit in {} bytes",
-                    f.data_count,
-                    data_end - f.data_off
+                    "{} page records cannot fit in {data_len} bytes",
+                    f.data_count
                 ),
             ));
         }
@@ -369,11 +378,14 @@ impl Run {
             ));
         }
         if run.data != ZERO_DATA {
+            // At most (2^32 - 2) + (2^31 - 1): no overflow in u64.
             let last = if run.repeat {
                 u64::from(run.data)
             } else {
                 u64::from(run.data) + u64::from(run.count) - 1
             };
+            // Footer::decode keeps data_count below ZERO_DATA, so every index
+            // named here fits a u32 and `data_of` cannot overflow.
             if last >= data_count {
                 return Err(format!(
                     "the run at page {first} names stored page {last}; the file stores {data_count}"

@@ -5,11 +5,12 @@
 
 use super::error::FileError;
 use super::format::FileKind;
+use super::options::LoadOptions;
 use super::read::{self, Opened, RecordStats};
 use super::FileInfo;
 use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
-use crate::store::{PageStore, Staged, Tree};
+use crate::store::{PageRun, PageStore, RunFrames, Staged, Tree};
 use crate::Digest;
 use std::path::Path;
 
@@ -19,8 +20,10 @@ pub(crate) fn load(
     expected: FileKind,
     store: &PageStore,
     parent: Option<&Snapshot>,
+    options: &LoadOptions,
 ) -> Result<(Snapshot, FileInfo), FileError> {
     let opened = read::open(path)?;
+    options.check(opened.header.len)?;
     if opened.header.kind != expected {
         return Err(FileError::Kind {
             expected,
@@ -70,27 +73,51 @@ pub(crate) fn load_opened(
     }
 
     let count = opened.footer.data_count;
-    // Record i is staged as "page" i: `held` only keeps the frames alive until
-    // the table below takes references of its own.
+    // Record i is staged as "page" i: `held` keeps the frames until the table
+    // takes references of its own; `ids` lists them in record order.
     let mut held = Staged::new(store);
     held.try_reserve(count)
-        .map_err(|_| too_large("the stored pages' ids", count, 16))?;
+        .map_err(|_| too_large("the stored pages", count, 16))?;
+    let mut ids: Vec<FrameId> = Vec::new();
+    ids.try_reserve_exact(count as usize)
+        .map_err(|_| too_large("the stored pages' ids", count, 4))?;
     let stats = opened.for_each_batch(|batch| {
         for p in batch {
-            held.add(held.len(), p)?;
+            let id = held.add(ids.len(), p).map_err(|e| {
+                let (what, bytes) = e.what();
+                FileError::TooLarge {
+                    what,
+                    bytes: bytes as u64,
+                }
+            })?;
+            ids.push(id);
         }
         Ok(())
     })?;
 
-    // Zero runs change nothing over a zero base.
-    let listed = match parent {
-        Some(_) => opened.listed(),
-        None => opened.listed() - opened.zero_listed(),
-    };
-    let mut changes = Staged::new(store);
-    changes
-        .try_reserve(listed)
-        .map_err(|_| too_large("the page table's changes", listed, 16))?;
+    // The table is built from the runs themselves: a run of one frame (or of
+    // zeros) shares its subtrees, so the cost follows the file, not the region.
+    let mut runs: Vec<PageRun<'_>> = Vec::new();
+    runs.try_reserve_exact(opened.runs.len())
+        .map_err(|_| too_large("the page table's runs", opened.runs.len() as u64, 32))?;
+    for run in &opened.runs {
+        // Run::decode checked every run against the region's pages and every data
+        // index against the record count (which ids has, one id each).
+        let frames = match (run.data_of(0), run.repeat) {
+            (None, _) if parent.is_none() => continue, // zeros over a zero base
+            (None, _) => RunFrames::Same(FrameId::ZERO),
+            (Some(d), true) => RunFrames::Same(ids[d as usize]),
+            (Some(d), false) => {
+                let d = d as usize;
+                RunFrames::Each(&ids[d..d + run.count as usize])
+            }
+        };
+        runs.push(PageRun {
+            first: usize::try_from(run.first).map_err(|_| too_large("the region", h.len, 1))?,
+            count: run.count as usize,
+            frames,
+        });
+    }
     let zero_base = match parent {
         Some(_) => None,
         None => Some(Tree::zero(store, pages)),
@@ -100,20 +127,8 @@ pub(crate) fn load_opened(
         (None, Some(p)) => p.tree(),
         (None, None) => unreachable!("a zero base is made when there is no parent"),
     };
-    for run in &opened.runs {
-        if run.data_of(0).is_none() && parent.is_none() {
-            continue;
-        }
-        for i in 0..run.count {
-            let id = match run.data_of(i) {
-                // Run::decode checked every data index against the record count.
-                Some(d) => held.frame(d as usize),
-                None => FrameId::ZERO,
-            };
-            changes.add_frame((run.first + u64::from(i)) as usize, id);
-        }
-    }
-    let tree = store.commit(base, changes);
+    let tree = base.with_runs(&runs);
+    drop(runs);
     drop(zero_base);
     drop(held);
     let snap = Snapshot::from_tree(tree, len);

@@ -62,21 +62,25 @@
 //!   delta stores only the pages whose frames differ from the parent's (found by
 //!   comparing page tables, shared subtrees skipped).
 //!
-//! Memory a load takes is bounded by the distinct pages (each record decodes to at
-//! most one page) plus the page table, which grows with the region's length — at
-//! most 2⁴⁷ bytes in a file; allocations sized from the file are fallible and fail
-//! as [`FileError::TooLarge`].
+//! Time and memory a load, [`verify`] or [`inspect`] takes follow the file, not
+//! the region length it declares: the distinct pages (each record decodes to at
+//! most one page) plus a page table built from the runs, where a run of one page
+//! (or of zeros) shares its subtrees. Allocations sized from the file are fallible
+//! and fail as [`FileError::TooLarge`]; [`LoadOptions`] caps the region length a
+//! caller accepts from an untrusted file.
 
 mod atomic;
 mod error;
 mod format;
 mod load;
+mod options;
 mod read;
 pub(crate) mod stream;
 mod write;
 
 pub use error::FileError;
 pub use format::{FileKind, VERSION};
+pub use options::LoadOptions;
 
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
@@ -151,7 +155,7 @@ impl FileInfo {
         if self.stored_bytes == 0 {
             return 1.0;
         }
-        (self.stored_pages * u64::from(self.page_size)) as f64 / self.stored_bytes as f64
+        self.stored_pages as f64 * f64::from(self.page_size) / self.stored_bytes as f64
     }
 }
 
@@ -236,9 +240,23 @@ impl Snapshot {
 
     /// Loads a full snapshot file into `store`; its pages are deduplicated against
     /// what the store holds. The result's digest equals the saved snapshot's.
+    ///
+    /// Time and memory follow the file (its size and distinct pages), not the
+    /// region length it declares; to cap that length for a file from an untrusted
+    /// source, use [`load_with`](Self::load_with).
     pub fn load(path: impl AsRef<Path>, store: &PageStore) -> Result<Snapshot> {
+        Snapshot::load_with(path, store, &LoadOptions::new())
+    }
+
+    /// As [`load`](Self::load), refusing files beyond `options`' limits (see
+    /// [`LoadOptions`]).
+    pub fn load_with(
+        path: impl AsRef<Path>,
+        store: &PageStore,
+        options: &LoadOptions,
+    ) -> Result<Snapshot> {
         let path = path.as_ref();
-        load::load(path, FileKind::Full, store, None)
+        load::load(path, FileKind::Full, store, None, options)
             .map(|(s, _)| s)
             .map_err(at(path))
     }
@@ -247,9 +265,15 @@ impl Snapshot {
     /// `parent`'s digest is not the one the delta was saved against.
     pub fn load_delta(path: impl AsRef<Path>, parent: &Snapshot) -> Result<Snapshot> {
         let path = path.as_ref();
-        load::load(path, FileKind::Delta, parent.store(), Some(parent))
-            .map(|(s, _)| s)
-            .map_err(at(path))
+        load::load(
+            path,
+            FileKind::Delta,
+            parent.store(),
+            Some(parent),
+            &LoadOptions::new(),
+        )
+        .map(|(s, _)| s)
+        .map_err(at(path))
     }
 }
 
@@ -270,9 +294,15 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<FileInfo> {
 /// its parent, so it gets every check but that one (`digest_checked` is false) —
 /// use [`Snapshot::load_delta`] for the rest.
 pub fn verify(path: impl AsRef<Path>) -> Result<FileInfo> {
+    verify_with(path, &LoadOptions::new())
+}
+
+/// As [`verify`], refusing files beyond `options`' limits (see [`LoadOptions`]).
+pub fn verify_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<FileInfo> {
     let path = path.as_ref();
     let run = || {
         let opened = read::open(path)?;
+        options.check(opened.header.len)?;
         if opened.header.kind == FileKind::Delta {
             let stats = opened.for_each_batch(|_| Ok(()))?;
             return Ok(load::info(&opened, stats, false));

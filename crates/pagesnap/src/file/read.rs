@@ -107,13 +107,14 @@ pub(crate) fn open(path: &Path) -> Result<Opened, FileError> {
     // Footer::decode checked that the table and the records lie between the
     // header and the footer, in the order of the header's version.
     let table_len = footer.table_end(size) - footer.table_off;
+    let too_large = || FileError::TooLarge {
+        what: "the page table",
+        bytes: table_len,
+    };
+    let table_bytes = usize::try_from(table_len).map_err(|_| too_large())?;
     let mut tb = Vec::new();
-    tb.try_reserve_exact(table_len as usize)
-        .map_err(|_| FileError::TooLarge {
-            what: "the page table",
-            bytes: table_len,
-        })?;
-    tb.resize(table_len as usize, 0);
+    tb.try_reserve_exact(table_bytes).map_err(|_| too_large())?;
+    tb.resize(table_bytes, 0);
     read_at(&file, &mut tb, footer.table_off)?;
     let crc_at = tb.len() - 4;
     let (stored, computed) = (u32_at(&tb, crc_at), crc32c::crc32c(&tb[..crc_at]));
@@ -192,7 +193,7 @@ impl Opened {
         let mut stats = RecordStats::default();
         // Small files get small buffers; a record (≤ 8 + 65536 bytes) always fits.
         let data_len = data_end - self.footer.data_off;
-        let mut buf = vec![0u8; (data_len as usize).clamp(1, CHUNK)];
+        let mut buf = vec![0u8; usize::try_from(data_len).map_or(CHUNK, |n| n.clamp(1, CHUNK))];
         let batch_pages = (count as usize).clamp(1, BATCH);
         let mut scratch = vec![0u8; batch_pages * page];
         let mut items: Vec<Src> = Vec::with_capacity(BATCH);

@@ -32,3 +32,21 @@ pub enum StoreError {
         max: u64,
     },
 }
+
+impl StoreError {
+    /// What could not be allocated, and how many bytes were asked for.
+    pub fn what(&self) -> (&'static str, usize) {
+        match self {
+            StoreError::Slab { bytes, .. } => ("a page-store slab", *bytes),
+            StoreError::Index { entries } => ("the page store's index", (entries + 1) * 21),
+            StoreError::Full { .. } => ("a frame id (2^32 frames)", 0),
+        }
+    }
+}
+
+impl From<StoreError> for crate::Error {
+    fn from(e: StoreError) -> crate::Error {
+        let (what, bytes) = e.what();
+        crate::Error::OutOfMemory { what, bytes }
+    }
+}

@@ -29,7 +29,7 @@ use std::sync::Arc;
 pub use error::StoreError;
 pub(crate) use parallel::Threads;
 pub(crate) use staged::Staged;
-pub(crate) use tree::Tree;
+pub(crate) use tree::{PageRun, RunFrames, Tree};
 
 /// A content-addressed, reference-counted store of pages.
 ///
@@ -74,7 +74,7 @@ pub struct StoreStats {
 }
 
 /// The store's state: the frames, and what the live tables take.
-struct Shared {
+pub(crate) struct Shared {
     frames: Frames,
     nodes: AtomicU64,
     node_bytes: AtomicU64,
@@ -150,6 +150,33 @@ impl PageStore {
             buf[done..done + n].copy_from_slice(&frame[in_page..in_page + n]);
             done += n;
         }
+    }
+}
+
+#[cfg(test)]
+impl PageStore {
+    /// Takes `page` in, with one reference for the caller.
+    pub(crate) fn test_insert(&self, page: &[u8]) -> FrameId {
+        let frames = &self.shared.frames;
+        let mut slot = Vec::new();
+        frames
+            .reserve(1, &mut slot)
+            .expect("memory for a test page");
+        let id = frames
+            .insert(slot[0], page)
+            .expect("memory for a test page");
+        if id != slot[0] {
+            frames.unreserve(&mut slot);
+        }
+        id
+    }
+
+    pub(crate) fn test_retain(&self, id: FrameId) {
+        self.shared.frames.retain(id);
+    }
+
+    pub(crate) fn test_release(&self, id: FrameId) {
+        self.shared.frames.release_all([id]);
     }
 }
 

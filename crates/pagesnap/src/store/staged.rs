@@ -56,13 +56,6 @@ impl Staged {
         Ok(id)
     }
 
-    /// Stages page `page` as frame `id`, which the caller holds (or the zero
-    /// page), with a reference of its own.
-    pub(crate) fn add_frame(&mut self, page: usize, id: FrameId) {
-        self.store.shared.frames.retain(id);
-        self.pages.push((page, id));
-    }
-
     /// Room for `n` more pages, or an error where it cannot be allocated.
     pub(crate) fn try_reserve(&mut self, n: u64) -> Result<(), std::collections::TryReserveError> {
         let n = usize::try_from(n).unwrap_or(usize::MAX);
@@ -70,12 +63,9 @@ impl Staged {
     }
 
     /// The frame staged `i`-th.
+    #[cfg(test)]
     pub(crate) fn frame(&self, i: usize) -> FrameId {
         self.pages[i].1
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.pages.len()
     }
 
     /// Moves `other`'s pages (of the same store) into `self`.

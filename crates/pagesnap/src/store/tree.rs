@@ -18,6 +18,10 @@
 //! computed when the node is built. Each leaf slot holds one reference to its
 //! frame; a leaf's references are dropped when the last table holding the leaf goes.
 
+mod runs;
+
+pub(crate) use runs::{PageRun, RunFrames};
+
 use super::frames::FrameId;
 use super::{PageStore, Shared};
 use crate::digest::{combine, page_hash};

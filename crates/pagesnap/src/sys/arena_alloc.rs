@@ -4,7 +4,7 @@
 //!  region (one mmap; never moves while the Heap lives)
 //!  ┌────────────────────────────────────┬───────────────────────────────────────────┐
 //!  │ Header                             │ talc heap: its bin table first, then      │
-//!  │  magic, token, base, root pointer  │ chunks (user data) and gaps (free-list    │
+//!  │  magic, root pointer               │ chunks (user data) and gaps (free-list    │
 //!  │  Talc { avails, gap_lists, ..}     │ nodes and boundary tags)                  │
 //!  └────────────────────────────────────┴───────────────────────────────────────────┘
 //!    ▲ Arena<'a> is a pointer to this header, nothing more
@@ -25,8 +25,12 @@
 //!    `RawHeap` (the brand `'a` keeps them there), so the mapping outlives them.
 //! 2. The region's bytes are only replaced wholesale by a restore of a snapshot
 //!    (or full copy) that this very heap took at a point where no closure ran, so the
-//!    header and heap are always a state talc itself produced, at this address
-//!    (`Heap::restore` checks the header's token and base before restoring).
+//!    header and heap are always a state talc itself produced, at this address.
+//!    Which heap took a snapshot is not read from its bytes (a clone or a fresh
+//!    region can hold any bytes, a header's included): each heap has a token
+//!    unique in the process, stamps it on every [`Snapshot`] handle and
+//!    [`FullCopy`](crate::FullCopy) it hands out (fields safe code cannot set),
+//!    and restores only those carrying it.
 //! 3. `Arena` is neither `Send` nor `Sync` (it holds a `NonNull`), and talc never calls
 //!    back into user code, so at most one `&mut Talc` exists at any instant.
 //! 4. Types stored in the heap implement [`InArena`]: they own nothing outside the
@@ -55,20 +59,13 @@ const MAGIC: u64 = 0x414e_5241_6e73_6770;
 /// The first bytes of the region.
 #[repr(C)]
 struct Header {
+    /// Marks a formatted region (for anyone reading a snapshot's bytes; the heap
+    /// itself never trusts them, see fact 2).
     magic: u64,
-    /// Identifies the heap: snapshots of another heap carry another token.
-    token: u64,
-    /// The region's address when formatted; a snapshot restored elsewhere would
-    /// carry pointers into another mapping.
-    base: usize,
     /// The root object, null until `set_root`.
     root: *mut u8,
     talc: TalcState,
 }
-
-/// Bytes of header identity read back from a snapshot before a restore: magic,
-/// token and base, in this order, native-endian.
-const IDENTITY_LEN: usize = 24;
 
 fn header_len() -> usize {
     size_of::<Header>().next_multiple_of(64)
@@ -87,6 +84,9 @@ pub(crate) fn min_len() -> usize {
 pub(crate) struct RawHeap<F: Family> {
     region: Region,
     header: NonNull<Header>,
+    /// Unique in the process: stamped on every snapshot and copy this heap hands
+    /// out, and required of every one it restores (fact 2).
+    token: u64,
     _root: PhantomData<fn() -> F>,
 }
 
@@ -116,8 +116,6 @@ impl<F: Family> RawHeap<F> {
                 header,
                 Header {
                     magic: MAGIC,
-                    token,
-                    base: base as usize,
                     root: ptr::null_mut(),
                     talc: TalcState::new(Manual),
                 },
@@ -136,6 +134,7 @@ impl<F: Family> RawHeap<F> {
             region,
             // SAFETY: an mmap'd address is never null.
             header: unsafe { NonNull::new_unchecked(header) },
+            token,
             _root: PhantomData,
         };
         let value = init(heap.arena());
@@ -197,20 +196,23 @@ impl<F: Family> RawHeap<F> {
     /// Snapshot of the whole region. `&mut self`: no closure is running, so the
     /// state is one talc and the root's methods left consistent.
     pub(crate) fn snapshot(&mut self) -> Result<Snapshot> {
-        self.region.snapshot()
+        Ok(self.region.snapshot()?.of_heap(self.token))
     }
 
-    /// Restores a snapshot this heap took (checked by its header identity).
+    /// This heap's token: what its snapshots and copies carry (fact 2).
+    pub(crate) fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// Restores a snapshot this heap handed out (its handle carries the token).
     pub(crate) fn restore(&mut self, snap: &Snapshot) -> Result<()> {
-        let mut id = [0u8; IDENTITY_LEN];
         if snap.len() != self.region.len() {
             return Err(Error::LengthMismatch {
                 snapshot: snap.len(),
                 region: self.region.len(),
             });
         }
-        snap.read(0, &mut id)?;
-        if !self.is_own_identity(&id) {
+        if snap.heap_token() != self.token {
             return Err(Error::ForeignSnapshot);
         }
         self.region.restore(snap)
@@ -222,37 +224,20 @@ impl<F: Family> RawHeap<F> {
         dst.copy_from_slice(self.region.as_slice());
     }
 
-    /// Writes `src` (a `copy_into` of this heap) back over the whole region.
-    pub(crate) fn restore_bytes(&mut self, src: &[u8]) -> Result<()> {
+    /// Writes `src` back over the whole region: a `copy_into` of the heap whose
+    /// token is `from`, which must be this one.
+    pub(crate) fn restore_bytes(&mut self, src: &[u8], from: u64) -> Result<()> {
         if src.len() != self.region.len() {
             return Err(Error::LengthMismatch {
                 snapshot: src.len(),
                 region: self.region.len(),
             });
         }
-        let mut id = [0u8; IDENTITY_LEN];
-        id.copy_from_slice(&src[..IDENTITY_LEN]);
-        if !self.is_own_identity(&id) {
+        if from != self.token {
             return Err(Error::ForeignSnapshot);
         }
         self.region.as_mut_slice().copy_from_slice(src);
         Ok(())
-    }
-
-    /// Whether `identity` (the first [`IDENTITY_LEN`] bytes of a region) is this
-    /// heap's header: same magic, token and base.
-    fn is_own_identity(&self, identity: &[u8; IDENTITY_LEN]) -> bool {
-        // SAFETY: header initialised and mapped; plain reads of Copy fields.
-        let (token, base) = unsafe {
-            let h = self.header.as_ptr();
-            ((*h).token, (*h).base)
-        };
-        let word = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&identity[i * 8..i * 8 + 8]);
-            u64::from_ne_bytes(b)
-        };
-        word(0) == MAGIC && word(1) == token && word(2) == base as u64
     }
 }
 
@@ -453,5 +438,4 @@ unsafe impl InArena for hashbrown::DefaultHashBuilder {}
 // SAFETY: zero-sized.
 unsafe impl<H> InArena for std::hash::BuildHasherDefault<H> {}
 
-const _: () = assert!(IDENTITY_LEN == 3 * size_of::<u64>());
 const _: () = assert!(align_of::<Header>() <= 64);

@@ -11,21 +11,22 @@ use crate::Tracking;
 
 pub(crate) struct Compare {
     hashes: Vec<u128>,
+    /// Pages `remark`ed: reported dirty whatever their hash (one bit each).
+    forced: Vec<u64>,
 }
 
 impl Compare {
     /// Tracks a freshly mapped (all-zero) region.
     pub(crate) fn arm(map: &Mapping) -> Compare {
         let page = page_size();
-        Compare {
-            hashes: vec![page_hash(&vec![0u8; page]); map.len() / page],
-        }
+        Compare::arm_with(vec![page_hash(&vec![0u8; page]); map.len() / page])
     }
 
     /// Tracks a region whose page `i` hashes to `hashes[i]` now (a clone: the
     /// hashes of the snapshot it starts from, read off the store's frames).
     pub(crate) fn arm_with(hashes: Vec<u128>) -> Compare {
-        Compare { hashes }
+        let forced = vec![0; hashes.len().div_ceil(64)];
+        Compare { hashes, forced }
     }
 
     fn scan(&mut self, map: &Mapping, update: bool, dirty: &mut Vec<usize>) {
@@ -36,10 +37,12 @@ impl Compare {
             .enumerate()
         {
             let h = page_hash(page);
-            if h != *old {
+            let forced = self.forced[i / 64] & (1 << (i % 64)) != 0;
+            if h != *old || forced {
                 dirty.push(i);
                 if update {
                     *old = h;
+                    self.forced[i / 64] &= !(1 << (i % 64));
                 }
             }
         }
@@ -61,11 +64,19 @@ impl Tracker for Compare {
         Ok(())
     }
 
+    fn remark(&mut self, _map: &Mapping, pages: &[usize]) -> Result<()> {
+        for &p in pages {
+            self.forced[p / 64] |= 1 << (p % 64);
+        }
+        Ok(())
+    }
+
     fn rearm(&mut self, map: &Mapping, written: &[usize]) -> Result<()> {
         let page = page_size();
         let bytes = map.as_slice();
         for &p in written {
             self.hashes[p] = page_hash(&bytes[p * page..(p + 1) * page]);
+            self.forced[p / 64] &= !(1 << (p % 64));
         }
         Ok(())
     }

@@ -28,6 +28,12 @@ pub(crate) trait Tracker: Send + Sync {
     /// Makes the sync point now: pagesnap itself wrote `written` (sorted, unique,
     /// a superset of what `peek` reported), and none of it may show as dirty.
     fn rearm(&mut self, map: &Mapping, written: &[usize]) -> Result<()>;
+
+    /// Marks `pages` (sorted, unique) written since the sync point again, so the
+    /// next `collect` or `peek` reports them: a call that collected them failed
+    /// before it could save them, or they were found to differ from the sync
+    /// point behind the tracker's back (`Region::verify`). Allocates nothing.
+    fn remark(&mut self, map: &Mapping, pages: &[usize]) -> Result<()>;
 }
 
 /// A tracker for `map` of the concrete backend `kind` (not `Auto`).

@@ -94,6 +94,15 @@ impl Tracker for Mprotect {
         Ok(())
     }
 
+    fn remark(&mut self, _map: &Mapping, pages: &[usize]) -> Result<()> {
+        // A set bit is all `collect` reads; the page may stay read-only (a write
+        // faults and sets the bit again).
+        for &p in pages {
+            self.bits[p / 64].fetch_or(1 << (p % 64), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     fn rearm(&mut self, map: &Mapping, _written: &[usize]) -> Result<()> {
         // Every page pagesnap wrote faulted and set its bit: collecting re-protects
         // exactly those.

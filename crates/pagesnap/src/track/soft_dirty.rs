@@ -148,6 +148,18 @@ impl Tracker for SoftDirty {
         Ok(())
     }
 
+    fn remark(&mut self, _map: &Mapping, pages: &[usize]) -> Result<()> {
+        let mut pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for &p in pages {
+            pending[p / 64] |= 1 << (p % 64);
+        }
+        Ok(())
+    }
+
     fn rearm(&mut self, map: &Mapping, _written: &[usize]) -> Result<()> {
         let mut discard = Vec::new();
         self.collect(map, &mut discard)

@@ -178,6 +178,31 @@ impl Tracker for UffdWp {
         self.scan(false, Some(dirty)).map(drop)
     }
 
+    fn remark(&mut self, _map: &Mapping, pages: &[usize]) -> Result<()> {
+        // PAGEMAP_SCAN reports a page as written when its uffd-wp bit is clear:
+        // lifting the protection marks it. A page of an unarmed chunk needs
+        // nothing: it differs from the chunk's sync image only if populated,
+        // and populated pages there are reported anyway.
+        let page = page_size();
+        for (first, n) in runs(pages) {
+            let mut p = first;
+            while p < first + n {
+                let c = p * page / self.chunk;
+                let chunk_end = ((c + 1) * self.chunk / page).min(first + n);
+                if self.armed[c] {
+                    let (addr, len) = (self.start + p * page, (chunk_end - p) * page);
+                    userfaultfd::write_protect(&self.fd, addr, len, false).map_err(track_err(
+                        "UFFDIO_WRITEPROTECT (unprotect)",
+                        addr,
+                        len,
+                    ))?;
+                }
+                p = chunk_end;
+            }
+        }
+        Ok(())
+    }
+
     fn rearm(&mut self, _map: &Mapping, written: &[usize]) -> Result<()> {
         if written.is_empty() {
             return Ok(());
