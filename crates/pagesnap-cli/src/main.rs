@@ -5,6 +5,7 @@ mod bench_file;
 mod demo;
 mod files;
 mod probe;
+mod remote;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -32,6 +33,12 @@ enum Command {
     Inspect(files::InspectArgs),
     /// Check a snapshot file end to end: exit 0 when whole, 1 with the reason when not.
     Verify(files::VerifyArgs),
+    /// Upload a snapshot file to object storage: only pages the remote lacks.
+    Push(remote::PushArgs),
+    /// Download a snapshot from object storage into a file (every page checked).
+    Pull(remote::PullArgs),
+    /// List the snapshots in object storage.
+    Ls(remote::LsArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +49,9 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Inspect(args) => files::inspect(args),
         Command::Verify(args) => files::verify(args),
+        Command::Push(args) => remote::push(args),
+        Command::Pull(args) => remote::pull(args),
+        Command::Ls(args) => remote::ls(args),
     };
     match result {
         Ok(code) => code,

@@ -177,3 +177,49 @@ fn bad_sizes_are_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("size"));
 }
+
+/// `bench bgsave` runs every method on both kinds of data, any writer count, and
+/// every pagesnap row is verified.
+#[test]
+fn bgsave_runs_every_method_verified() {
+    for (data, writers) in [("distinct", "3"), ("seed", "1")] {
+        let json = temp(&format!("bgsave-{data}.json"));
+        pagesnap(&[
+            "bench",
+            "bgsave",
+            "--size",
+            "6MiB",
+            "--rounds",
+            "1",
+            "--writers",
+            writers,
+            "--data",
+            data,
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        let doc = read_json(&json);
+        assert_eq!(doc["data"], data);
+        let rows = doc["results"].as_array().expect("results");
+        let methods: Vec<&str> = rows.iter().filter_map(|r| r["method"].as_str()).collect();
+        assert_eq!(
+            methods,
+            [
+                "none",
+                "fork",
+                "pagesnap",
+                "pagesnap-save",
+                "pagesnap-converge",
+                "pagesnap-converge-save"
+            ]
+        );
+        for r in rows {
+            positive(&r["writers_ms"], "writers_ms");
+            positive(&r["complete_ms"], "complete_ms");
+            assert!(r["pause_ms"].as_f64().is_some() && r["extra_rss_mb"].as_f64().is_some());
+            if r["method"].as_str().unwrap().starts_with("pagesnap") {
+                assert_eq!(r["verified"], true, "{data}: {r}");
+            }
+        }
+    }
+}

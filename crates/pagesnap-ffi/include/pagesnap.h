@@ -7,17 +7,32 @@
  *  - Every function is thread-safe. Fallible functions return an int status
  *    (0 success, -1 failure), a pointer (NULL on failure) or a value whose
  *    failure value is documented; ps_last_error() then says why.
- *  - Handles (ps_store *, ps_region *, ps_snapshot *, ps_background *) are
+ *  - Handles (ps_store *, ps_region *, ps_snapshot *, ps_background *,
+ *    ps_save_job *) are
  *    opaque tokens. A NULL, freed or never-issued handle, or a handle of the
  *    wrong type, is a reported error, never undefined behaviour. ps_*_free(NULL) is a no-op returning 0.
  *  - Ownership: a handle returned by ps_*_new(), ps_snapshot_take(),
- *    ps_snapshot_load*(), ps_background_snapshot() or ps_background_wait()
- *    belongs to the caller, who frees it with the matching ps_*_free()
- *    (ps_background_wait() frees its ps_background). Strings returned
+ *    ps_snapshot_load*(), ps_background_snapshot(), ps_background_wait(),
+ *    ps_snapshot_instantiate*() or ps_background_save_start() belongs to the
+ *    caller, who frees it with the matching ps_*_free() (ps_background_wait()
+ *    frees its ps_background, ps_save_job_wait() its ps_save_job). Strings returned
  *    by pagesnap belong to pagesnap; never free them. Memory at ps_region_ptr()
  *    belongs to the region.
  *  - Writers must be quiescent while ps_snapshot_take() or ps_restore() runs on
  *    their region; at any other time any thread may write the region's memory.
+ *    A background snapshot or save (ps_background_snapshot(),
+ *    ps_background_save_start()) runs beside writers: it captures the instant
+ *    it starts, locks held and updates half done included.
+ *  - Errors: ps_last_error() says why in words, ps_last_error_code() gives a
+ *    PS_ERR_* code to branch on; both are per thread.
+ *  - Heap (ps_heap_*): the allocator's state lives in the region, so restores
+ *    roll it back with the data. Blocks belong to the caller until freed;
+ *    every pointer into a region names its address, so a snapshot holding
+ *    pointers is usable only at ps_snapshot_origin() (ps_restore() into the
+ *    same region, ps_snapshot_instantiate_at(), ps_region_new_at()).
+ *  - Addresses: ps_region_new_at() and ps_snapshot_instantiate_at() map at
+ *    exactly the address given and never replace a mapping
+ *    (PS_ERR_ADDRESS_TAKEN).
  */
 
 #ifndef PAGESNAP_H
@@ -28,6 +43,75 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/*
+ The last call succeeded.
+ */
+#define PS_OK 0
+
+/*
+ A pointer argument (handle, path, output buffer) was NULL.
+ */
+#define PS_ERR_NULL 1
+
+/*
+ A handle that is not live: freed already, never issued, or of another type.
+ */
+#define PS_ERR_HANDLE 2
+
+/*
+ An argument out of range: a length of 0 or one that overflows, a length that
+ does not match, an unknown PS_TRACKING_* constant, an unaligned or NULL
+ address, a read past a snapshot's end, a root slot past 15.
+ */
+#define PS_ERR_ARGUMENT 3
+
+/*
+ An explicit tracking backend this kernel or process cannot provide.
+ */
+#define PS_ERR_UNAVAILABLE 4
+
+/*
+ ps_region_new_at() / ps_snapshot_instantiate_at(): the range is already mapped.
+ */
+#define PS_ERR_ADDRESS_TAKEN 5
+
+/*
+ A background snapshot or save of the region is already running, or too many
+ run at once.
+ */
+#define PS_ERR_BUSY 6
+
+/*
+ A snapshot file could not be written or read (I/O, corrupt, wrong version).
+ */
+#define PS_ERR_FILE 7
+
+/*
+ ps_heap_*: the region holds no heap, holds one formatted at another address,
+ or a pointer is not a live block of it.
+ */
+#define PS_ERR_HEAP 8
+
+/*
+ ps_heap_*: no free block is large enough.
+ */
+#define PS_ERR_HEAP_FULL 9
+
+/*
+ ps_region_reset() on a region that is not a clone.
+ */
+#define PS_ERR_NOT_A_CLONE 10
+
+/*
+ A kernel call failed (mmap, userfaultfd, memfd, ...); the message names it.
+ */
+#define PS_ERR_SYSTEM 11
+
+/*
+ pagesnap itself failed (a caught panic): please report it.
+ */
+#define PS_ERR_INTERNAL 12
 
 /*
  Pick the best backend this machine offers (or the one `PAGESNAP_TRACKING` names).
@@ -65,6 +149,11 @@ typedef struct ps_background ps_background;
 typedef struct ps_region ps_region;
 
 /*
+ A background save in progress. Opaque: only pointers to it exist.
+ */
+typedef struct ps_save_job ps_save_job;
+
+/*
  The contents of a region at one instant; shares its pages with every other
  snapshot holding the same contents. Opaque: only pointers to it exist.
  Immutable, so any number of threads may use one snapshot at once.
@@ -76,6 +165,117 @@ typedef struct ps_snapshot ps_snapshot;
  however many snapshots or regions hold it. Opaque: only pointers to it exist.
  */
 typedef struct ps_store ps_store;
+
+/*
+ How far a background snapshot or save has come, from ps_save_job_progress()
+ or ps_background_progress().
+ */
+typedef struct {
+  /*
+   Pages copied out of the region so far: those written since its last sync
+   point (the others come from that snapshot, already stored).
+   */
+  uint64_t copied_pages;
+  /*
+   Pages to copy in all.
+   */
+  uint64_t total_pages;
+  /*
+   2 MiB batches that writers touched before the copier reached them, and
+   so waited for (served ahead of order).
+   */
+  uint64_t writer_waits;
+  /*
+   1 once the copy (and for a save, the file) is complete; 0 before.
+   */
+  uint64_t done;
+} ps_progress;
+
+/*
+ What a heap holds, filled in by ps_heap_stats(). The figures live in the
+ region, so a restore rolls them back with the heap.
+ */
+typedef struct {
+  /*
+   Bytes in live blocks (usable sizes: requests rounded up to 16).
+   */
+  uint64_t in_use_bytes;
+  /*
+   The most `in_use_bytes` has been since ps_heap_init().
+   */
+  uint64_t peak_bytes;
+  /*
+   Live blocks.
+   */
+  uint64_t allocations;
+  /*
+   Bytes still free for blocks (possibly fragmented; each block also costs a
+   16-byte header).
+   */
+  uint64_t free_bytes;
+  /*
+   Bytes the allocator manages: the region less the heap's own state.
+   */
+  uint64_t heap_bytes;
+} ps_heap_usage;
+
+/*
+ What the region's last ps_snapshot_take(), ps_restore() or ps_region_reset()
+ did, filled in by ps_region_last_op(). All zeros before the first.
+ */
+typedef struct {
+  /*
+   1 snapshot, 2 restore, 3 reset (0: none yet).
+   */
+  uint32_t op;
+  /*
+   Snapshot: pages whose contents changed since the previous sync point.
+   Restore and reset: pages whose contents differ between the previous sync
+   point and the snapshot gone back to (written from the page tables; pages
+   written since the sync point are put back too and are not counted here).
+   */
+  uint64_t changed_pages;
+  /*
+   Snapshot: pages newly held by the store (the others were held already by
+   some snapshot: deduplicated). Counted on the whole store, so another
+   region snapshotting into it at the same moment adds to it.
+   */
+  uint64_t new_stored_pages;
+  /*
+   Wall-clock nanoseconds the call took.
+   */
+  uint64_t duration_ns;
+} ps_op_stats;
+
+/*
+ What a finished background save wrote, from ps_save_job_wait().
+ */
+typedef struct {
+  /*
+   Pages in the saved snapshot (the region's).
+   */
+  uint64_t pages;
+  /*
+   Pages copied out of the region (written since its last sync point).
+   */
+  uint64_t copied_pages;
+  /*
+   Page records in the file (distinct non-zero pages).
+   */
+  uint64_t stored_pages;
+  /*
+   The file's size in bytes.
+   */
+  uint64_t file_bytes;
+  /*
+   Nanoseconds from the instant until the file was complete and durable.
+   */
+  uint64_t duration_ns;
+  /*
+   Batches writers waited for.
+   */
+  uint64_t writer_waits;
+} ps_save_report;
 
 /*
  What a store holds, filled in by ps_store_stats().
@@ -121,6 +321,15 @@ int ps_background_done(const ps_background *bg);
 int ps_background_free(ps_background *bg);
 
 /*
+ Fills `*out` with how far the background snapshot has come. Never blocks.
+ Returns 0, or -1 (dead handle, NULL out).
+
+ # Safety
+ `out` is NULL or points to a writable ps_progress.
+ */
+int ps_background_progress(const ps_background *bg, ps_progress *out);
+
+/*
  Saves a consistent snapshot of the region as it is now straight to a snapshot
  file at `path` (atomically replacing any file there), and returns when the file
  is complete and durable. Other threads may keep writing meanwhile: only the
@@ -134,6 +343,35 @@ int ps_background_free(ps_background *bg);
  `path` is NULL or a NUL-terminated string.
  */
 int ps_background_save(ps_region *region, const char *path);
+
+/*
+ Starts saving the region as it is at this instant to a snapshot file at
+ `path`, and returns as soon as the instant has passed (the region is
+ write-protected): from then on, writes by any thread go to the live region,
+ not to the file. The copy and the file are finished by a pagesnap thread;
+ ps_save_job_wait() waits for the file to be complete and durable (it
+ atomically replaces any file at `path`). A writer touching a part not yet
+ copied waits until it is. NULL on failure (dead handle, NULL path, a
+ background snapshot or save of this region running, the file cannot be
+ created); the writers are never left blocked.
+
+ What writers must hold at the instant: the file holds the region exactly as
+ it is when this call takes its instant, mid-operation states included. A lock
+ that lives in the region and is held at the instant is held in the file, and
+ stays held forever in whatever is restored from it; a half-done update is half
+ done there. So make the instant a quiet point: call this while holding the
+ lock(s) that writers take around their updates (e.g. your own mutex around
+ each SQLite transaction), and release them once this returns; writers then go
+ on at once. The heap lock (ps_heap_*) is taken for the instant, so allocator
+ state is always whole in the file.
+
+ Ownership: the caller owns the job and must pass it to ps_save_job_wait()
+ (which frees it) or ps_save_job_free().
+
+ # Safety
+ `path` is NULL or a NUL-terminated string.
+ */
+ps_save_job *ps_background_save_start(ps_region *region, const char *path);
 
 /*
  Starts a consistent snapshot of the region as it is now and returns as soon as
@@ -158,6 +396,91 @@ ps_background *ps_background_snapshot(ps_region *region);
 ps_snapshot *ps_background_wait(ps_background *bg);
 
 /*
+ A block of at least `size` bytes (0 counts as 1), 16-byte aligned, inside the
+ region; its contents are unspecified. NULL when no free block is large enough
+ (ps_last_error() says so) or the region holds no heap. Never writes outside
+ the region.
+
+ Thread safety: any thread may call any ps_heap_* function on a region at any
+ time; calls on one region take turns on its heap lock. ps_snapshot_take(),
+ ps_restore(), ps_region_reset() and the start of a background snapshot or
+ save take that lock too, so they never see half an allocation.
+
+ Ownership: the block belongs to the caller until ps_heap_free(); it lives in
+ the region, so ps_restore() to a snapshot taken before the allocation frees
+ it (and one taken after brings it back).
+ */
+void *ps_heap_alloc(ps_region *region, size_t size);
+
+/*
+ As ps_heap_alloc() for `n * size` bytes, all zero. NULL when the product
+ overflows size_t or the heap is full.
+ */
+void *ps_heap_calloc(ps_region *region, size_t n, size_t size);
+
+/*
+ Frees a block from ps_heap_alloc(), ps_heap_calloc() or ps_heap_realloc() on
+ this region. NULL is a no-op. A pointer that is not a live block of this heap
+ (freed already, from another heap or from malloc) is refused and reported in
+ ps_last_error(), the heap left unchanged.
+ */
+void ps_heap_free(ps_region *region, void *ptr);
+
+/*
+ Formats the region as an empty heap, discarding whatever the region held there
+ (any earlier heap and its blocks included). The allocator's state, statistics
+ and root slots are kept at the region's start, so ps_restore() and
+ ps_region_reset() roll them back with the data. Returns 0, or -1 (dead handle,
+ a region too small for the heap's state: a few KiB).
+
+ Address rule: every pointer the heap hands out (and its own state) names the
+ region's address. A snapshot of the heap is only usable at that address:
+ ps_restore() into the same region, or ps_snapshot_instantiate_at() /
+ ps_region_new_at() at ps_snapshot_origin(). Heap calls on a copy mapped
+ elsewhere fail rather than follow pointers into another mapping.
+ */
+int ps_heap_init(ps_region *region);
+
+/*
+ Resizes the block at `ptr` to at least `size` bytes, keeping its contents up to
+ the smaller size; the block may move (the old pointer is then invalid). As
+ realloc(3): `ptr` NULL allocates; `size` 0 frees `ptr` and returns NULL. NULL
+ on failure, leaving the block untouched (heap full, or `ptr` not a live block
+ of this region's heap).
+ */
+void *ps_heap_realloc(ps_region *region, void *ptr, size_t size);
+
+/*
+ The pointer in root slot `slot` (0..15), NULL if none was set (or on error:
+ dead handle, no heap, slot out of range; ps_last_error() tells them apart).
+ */
+void *ps_heap_root(const ps_region *region, unsigned int slot);
+
+/*
+ Stores `ptr` in root slot `slot` (0..15) of the heap: the way back to your data
+ after a restore, or in another process that instantiated a snapshot at its
+ origin. The slots live in the region and roll back with it. `ptr` must be NULL
+ or point into the region. Returns 0, or -1 (dead handle, no heap, slot out of
+ range, pointer outside the region).
+ */
+int ps_heap_set_root(ps_region *region, unsigned int slot, void *ptr);
+
+/*
+ Fills `*out` with the heap's statistics (in the region: they roll back with
+ the heap). Returns 0, or -1 (dead handle, no heap, NULL out).
+
+ # Safety
+ `out` is NULL or points to a writable ps_heap_usage.
+ */
+int ps_heap_stats(const ps_region *region, ps_heap_usage *out);
+
+/*
+ The bytes usable at `ptr` (at least what was asked, a multiple of 16), as
+ malloc_usable_size(3). 0 if `ptr` is NULL or not a live block of this heap.
+ */
+size_t ps_heap_usable_size(ps_region *region, const void *ptr);
+
+/*
  The message of the last failed `ps_*` call on this thread, or "" when the last
  call succeeded. Never NULL. Each thread has its own message.
 
@@ -167,6 +490,14 @@ ps_snapshot *ps_background_wait(ps_background *bg);
  message, never freed memory.)
  */
 const char *ps_last_error(void);
+
+/*
+ The `PS_ERR_*` code of the last `ps_*` call on this thread: PS_OK (0) when it
+ succeeded, else the kind of failure (ps_last_error() has the details). Each
+ thread has its own code. Use it to branch (e.g. PS_ERR_ADDRESS_TAKEN: try
+ another address; PS_ERR_HEAP_FULL: grow or evict); the message is for people.
+ */
+int ps_last_error_code(void);
 
 /*
  The base page size in bytes; region and snapshot lengths are multiples of it.
@@ -180,6 +511,15 @@ size_t ps_page_size(void);
  that call returns.
  */
 int ps_region_free(ps_region *region);
+
+/*
+ Fills `*out` with what the region's last ps_snapshot_take(), ps_restore() or
+ ps_region_reset() did (on any thread). Returns 0, or -1 (dead handle, NULL out).
+
+ # Safety
+ `out` is NULL or points to a writable ps_op_stats.
+ */
+int ps_region_last_op(const ps_region *region, ps_op_stats *out);
 
 /*
  The region's length in bytes (a whole number of pages). 0 if `region` is not a
@@ -197,6 +537,24 @@ size_t ps_region_len(const ps_region *region);
  unmaps the memory. The region keeps `store` alive.
  */
 ps_region *ps_region_new(const ps_store *store, size_t len, int tracking);
+
+/*
+ As ps_region_new(), mapped at exactly `addr` (page-aligned), so that pointers
+ into the region stay valid in its snapshots wherever they are instantiated at
+ the same address (ps_snapshot_instantiate_at()), in this process or another.
+ Never replaces a mapping: if any part of [addr, addr + len) is in use, NULL,
+ with ps_last_error() saying the range is not free and PS_ERR_ADDRESS_TAKEN
+ from ps_last_error_code(); nothing is mapped or changed. NULL too for a NULL
+ or unaligned `addr`.
+
+ Address rule: choose addresses away from what the process maps itself (the
+ heap, libraries, thread stacks): e.g. ps_snapshot_origin() of a snapshot
+ taken in a process built the same way, or a fixed high address agreed by all
+ processes that share snapshots.
+
+ Ownership: as ps_region_new().
+ */
+ps_region *ps_region_new_at(const ps_store *store, void *addr, size_t len, int tracking);
 
 /*
  The region's first byte. Any thread may read and write
@@ -235,6 +593,38 @@ int ps_region_tracking(const ps_region *region);
 int ps_restore(ps_region *region, const ps_snapshot *snap);
 
 /*
+ Whether the save has finished (file complete, or failed: ps_save_job_wait()
+ says which): 1 yes, 0 not yet, -1 if `job` is not a live handle. Never blocks.
+ */
+int ps_save_job_done(const ps_save_job *job);
+
+/*
+ Abandons waiting: lets the save finish (so no writer stays blocked; the file
+ is still written) and frees `job`. NULL is a no-op (returns 0); -1 for a
+ handle that is not live.
+ */
+int ps_save_job_free(ps_save_job *job);
+
+/*
+ Fills `*out` with how far the save has come. Never blocks. Returns 0, or -1
+ (dead handle, NULL out).
+
+ # Safety
+ `out` is NULL or points to a writable ps_progress.
+ */
+int ps_save_job_progress(const ps_save_job *job, ps_progress *out);
+
+/*
+ Waits until the file is complete and durable, fills `*report` (if not NULL)
+ and frees `job` in every case (success or failure). Returns 0, or -1 (dead
+ handle, I/O error: the file is then not there, any older file is untouched).
+
+ # Safety
+ `report` is NULL or points to a writable ps_save_report.
+ */
+int ps_save_job_wait(ps_save_job *job, ps_save_report *report);
+
+/*
  Writes the snapshot's 128-bit content digest to out[0..16] (big-endian): equal
  for snapshots with equal contents and length, different otherwise. `out` must
  point to 16 writable bytes. Returns 0, or -1 (dead handle, NULL out).
@@ -268,6 +658,20 @@ int ps_snapshot_free(ps_snapshot *snap);
 ps_region *ps_snapshot_instantiate(const ps_snapshot *snap, int tracking);
 
 /*
+ As ps_snapshot_instantiate(), with the clone mapped at exactly `addr`
+ (page-aligned). At ps_snapshot_origin(snap), every pointer the snapshot holds
+ into its own region is valid in the clone: a heap (ps_heap_*), an
+ interpreter's state. This is how a fresh process continues state another
+ process saved: ps_snapshot_load(), then ps_snapshot_instantiate_at(snap,
+ ps_snapshot_origin(snap), ...), then ps_heap_root(). Never replaces a
+ mapping: a range in use is an error (PS_ERR_ADDRESS_TAKEN) and changes
+ nothing. NULL on failure.
+
+ Ownership: as ps_snapshot_instantiate().
+ */
+ps_region *ps_snapshot_instantiate_at(const ps_snapshot *snap, void *addr, int tracking);
+
+/*
  The snapshot's length in bytes (its region's length). 0 if `snap` is not a live
  handle (a snapshot is never empty).
  */
@@ -298,6 +702,18 @@ ps_snapshot *ps_snapshot_load(const ps_store *store, const char *path);
  `path` is NULL or a NUL-terminated string.
  */
 ps_snapshot *ps_snapshot_load_delta(const ps_snapshot *parent, const char *path);
+
+/*
+ The address of the region the snapshot was taken from: where the pointers it
+ holds into itself are valid (give it to ps_snapshot_instantiate_at()). Kept in
+ snapshot files. NULL for a snapshot loaded from a file written before the
+ format recorded it, or if `snap` is not a live handle (ps_last_error() tells
+ them apart).
+
+ Ownership: an address, not memory: nothing is mapped there on pagesnap's
+ account, and the caller must not dereference it unless a region is mapped there.
+ */
+void *ps_snapshot_origin(const ps_snapshot *snap);
 
 /*
  Copies `len` bytes of the snapshot, starting at byte `offset`, into `buf`.

@@ -47,7 +47,11 @@ const BG: &str = "bg (ps_background *)";
 pub extern "C" fn ps_background_snapshot(region: *mut ps_region) -> *mut ps_background {
     call(std::ptr::null_mut(), || {
         let r: Arc<RegionCell> = handle::get(region, "region (ps_region *)")?;
-        let bg = r.lock().background_snapshot()?;
+        let bg = {
+            let _heap = r.heap_lock();
+            let region = r.lock();
+            region.background_snapshot()?
+        };
         Ok(handle::insert::<BackgroundCell>(Arc::new(Mutex::new(
             Some(bg),
         ))))
@@ -92,6 +96,36 @@ pub extern "C" fn ps_background_done(bg: *const ps_background) -> c_int {
     })
 }
 
+/// Fills `*out` with how far the background snapshot has come. Never blocks.
+/// Returns 0, or -1 (dead handle, NULL out).
+///
+/// # Safety
+/// `out` is NULL or points to a writable ps_progress.
+#[no_mangle]
+pub unsafe extern "C" fn ps_background_progress(
+    bg: *const ps_background,
+    out: *mut crate::save_job::ps_progress,
+) -> c_int {
+    call(-1, || {
+        let cell: BackgroundCell = handle::get(bg, BG)?;
+        if out.is_null() {
+            return Err(CallError::Null {
+                arg: "out (ps_progress *)",
+            });
+        }
+        let p = {
+            let g = cell.lock().unwrap_or_else(|e| e.into_inner());
+            match g.as_ref() {
+                Some(b) => crate::save_job::progress_of(b.progress(), b.is_finished()),
+                None => crate::save_job::ps_progress::default(),
+            }
+        };
+        // SAFETY: `out` is non-NULL (checked) and writable by the contract.
+        unsafe { out.write(p) };
+        Ok(0)
+    })
+}
+
 /// Abandons a background snapshot: waits for the copy to finish (so no writer stays
 /// blocked), discards the result and frees `bg`. NULL is a no-op (returns 0); -1
 /// for a handle that is not live.
@@ -119,7 +153,11 @@ pub unsafe extern "C" fn ps_background_save(region: *mut ps_region, path: *const
         let path = unsafe { crate::file::path_arg(path) }?;
         // The region's lock is held only to start: writers and other calls on
         // the region go on while the file is written.
-        let bg = r.lock().background_save(path)?;
+        let bg = {
+            let _heap = r.heap_lock();
+            let region = r.lock();
+            region.background_save(path)?
+        };
         bg.wait()?;
         Ok(0)
     })

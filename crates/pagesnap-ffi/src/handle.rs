@@ -29,6 +29,7 @@ pub(crate) enum Object {
     Region(Arc<crate::region::RegionCell>),
     Snapshot(pagesnap_lib::Snapshot),
     Background(crate::background::BackgroundCell),
+    Save(crate::save_job::SaveCell),
 }
 
 /// An object type that has C handles of type `Self::Handle`.

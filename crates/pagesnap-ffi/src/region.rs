@@ -1,6 +1,8 @@
 //! `ps_region`: tracked memory, snapshot and restore.
 
 use crate::handle::{self, Handled, Object};
+use crate::heap_layout::LockedHeap;
+use crate::op_stats::{measure, OP_RESET, OP_RESTORE, OP_SNAPSHOT};
 use crate::snapshot::ps_snapshot;
 use crate::status::call;
 use crate::store::ps_store;
@@ -21,6 +23,13 @@ pub struct ps_region {
 /// so ps_region_ptr() never waits.
 pub(crate) struct RegionCell {
     region: Mutex<Region>,
+    /// The heap lock (ps_heap_*): held by every heap call, and around calls that
+    /// read or replace the whole region (snapshot, restore, reset, the instant of
+    /// a background snapshot or save), so they never see half an allocation.
+    /// Taken before `region`, never after.
+    heap: Mutex<()>,
+    /// Figures of the last snapshot, restore or reset (ps_region_last_op).
+    last_op: Mutex<crate::op_stats::ps_op_stats>,
     /// `Region::as_ptr` as an address (a raw pointer is not `Send`).
     addr: usize,
     len: usize,
@@ -28,6 +37,42 @@ pub(crate) struct RegionCell {
 }
 
 impl RegionCell {
+    /// Wraps a new region.
+    pub(crate) fn new(region: Region) -> RegionCell {
+        RegionCell {
+            addr: region.as_ptr() as usize,
+            len: region.len(),
+            tracking: region.tracking(),
+            region: Mutex::new(region),
+            heap: Mutex::new(()),
+            last_op: Mutex::new(Default::default()),
+        }
+    }
+
+    pub(crate) fn set_last_op(&self, stats: crate::op_stats::ps_op_stats) {
+        *self.last_op.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+    }
+
+    pub(crate) fn last_op(&self) -> crate::op_stats::ps_op_stats {
+        *self.last_op.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The heap lock; see the field.
+    pub(crate) fn heap_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // Heap calls never panic between writes that must go together (talc does
+        // not panic); a poisoned lock protects a consistent heap.
+        self.heap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The heap in this region, locked.
+    pub(crate) fn heap(&self) -> LockedHeap<'_> {
+        let lock = self.heap_lock();
+        let base = std::ptr::NonNull::new(self.addr as *mut u8).expect("a mapping is never at 0");
+        // SAFETY: `self` owns the region, mapped read-write at `addr` for `len`
+        // bytes as long as `self` lives; `lock` is its heap lock.
+        unsafe { LockedHeap::new(base, self.len, lock) }
+    }
+
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Region> {
         // A panic inside snapshot/restore leaves the region's memory mapped and its
         // tracker armed; the worst outcome is a conservative (larger) next snapshot.
@@ -71,13 +116,40 @@ pub extern "C" fn ps_region_new(
             .tracking(tracking)
             .store(&store)
             .build()?;
-        let cell = RegionCell {
-            addr: region.as_ptr() as usize,
-            len: region.len(),
-            tracking: region.tracking(),
-            region: Mutex::new(region),
-        };
-        Ok(handle::insert(Arc::new(cell)))
+        Ok(handle::insert(Arc::new(RegionCell::new(region))))
+    })
+}
+
+/// As ps_region_new(), mapped at exactly `addr` (page-aligned), so that pointers
+/// into the region stay valid in its snapshots wherever they are instantiated at
+/// the same address (ps_snapshot_instantiate_at()), in this process or another.
+/// Never replaces a mapping: if any part of [addr, addr + len) is in use, NULL,
+/// with ps_last_error() saying the range is not free and PS_ERR_ADDRESS_TAKEN
+/// from ps_last_error_code(); nothing is mapped or changed. NULL too for a NULL
+/// or unaligned `addr`.
+///
+/// Address rule: choose addresses away from what the process maps itself (the
+/// heap, libraries, thread stacks): e.g. ps_snapshot_origin() of a snapshot
+/// taken in a process built the same way, or a fixed high address agreed by all
+/// processes that share snapshots.
+///
+/// Ownership: as ps_region_new().
+#[no_mangle]
+pub extern "C" fn ps_region_new_at(
+    store: *const ps_store,
+    addr: *mut c_void,
+    len: usize,
+    tracking: c_int,
+) -> *mut ps_region {
+    call(std::ptr::null_mut(), || {
+        let store: PageStore = handle::get(store, "store (ps_store *)")?;
+        let tracking = tracking::from_c(tracking)?;
+        let region = Region::builder(len)
+            .tracking(tracking)
+            .store(&store)
+            .at(addr as usize)
+            .build()?;
+        Ok(handle::insert(Arc::new(RegionCell::new(region))))
     })
 }
 
@@ -138,7 +210,8 @@ pub extern "C" fn ps_region_free(region: *mut ps_region) -> c_int {
 pub extern "C" fn ps_snapshot_take(region: *mut ps_region) -> *mut ps_snapshot {
     call(std::ptr::null_mut(), || {
         let r: Arc<RegionCell> = handle::get(region, REGION)?;
-        let snap = r.lock().snapshot()?;
+        let _heap = r.heap_lock();
+        let snap = measure(&r, OP_SNAPSHOT, |region| region.snapshot())?;
         Ok(handle::insert(snap))
     })
 }
@@ -153,7 +226,8 @@ pub extern "C" fn ps_restore(region: *mut ps_region, snap: *const ps_snapshot) -
     call(-1, || {
         let r: Arc<RegionCell> = handle::get(region, REGION)?;
         let s: Snapshot = handle::get(snap, "snap (ps_snapshot *)")?;
-        r.lock().restore(&s)?;
+        let _heap = r.heap_lock();
+        measure(&r, OP_RESTORE, |region| region.restore(&s))?;
         Ok(0)
     })
 }
@@ -180,13 +254,35 @@ pub extern "C" fn ps_snapshot_instantiate(
         let s: Snapshot = handle::get(snap, "snap (ps_snapshot *)")?;
         let tracking = tracking::from_c(tracking)?;
         let region = s.instantiate_with(Region::builder(s.len()).tracking(tracking))?;
-        let cell = RegionCell {
-            addr: region.as_ptr() as usize,
-            len: region.len(),
-            tracking: region.tracking(),
-            region: Mutex::new(region),
-        };
-        Ok(handle::insert(Arc::new(cell)))
+        Ok(handle::insert(Arc::new(RegionCell::new(region))))
+    })
+}
+
+/// As ps_snapshot_instantiate(), with the clone mapped at exactly `addr`
+/// (page-aligned). At ps_snapshot_origin(snap), every pointer the snapshot holds
+/// into its own region is valid in the clone: a heap (ps_heap_*), an
+/// interpreter's state. This is how a fresh process continues state another
+/// process saved: ps_snapshot_load(), then ps_snapshot_instantiate_at(snap,
+/// ps_snapshot_origin(snap), ...), then ps_heap_root(). Never replaces a
+/// mapping: a range in use is an error (PS_ERR_ADDRESS_TAKEN) and changes
+/// nothing. NULL on failure.
+///
+/// Ownership: as ps_snapshot_instantiate().
+#[no_mangle]
+pub extern "C" fn ps_snapshot_instantiate_at(
+    snap: *const ps_snapshot,
+    addr: *mut c_void,
+    tracking: c_int,
+) -> *mut ps_region {
+    call(std::ptr::null_mut(), || {
+        let s: Snapshot = handle::get(snap, "snap (ps_snapshot *)")?;
+        let tracking = tracking::from_c(tracking)?;
+        let region = s.instantiate_with(
+            Region::builder(s.len())
+                .tracking(tracking)
+                .at(addr as usize),
+        )?;
+        Ok(handle::insert(Arc::new(RegionCell::new(region))))
     })
 }
 
@@ -200,7 +296,8 @@ pub extern "C" fn ps_snapshot_instantiate(
 pub extern "C" fn ps_region_reset(region: *mut ps_region) -> c_int {
     call(-1, || {
         let r: Arc<RegionCell> = handle::get(region, REGION)?;
-        r.lock().reset()?;
+        let _heap = r.heap_lock();
+        measure(&r, OP_RESET, |region| region.reset())?;
         Ok(0)
     })
 }

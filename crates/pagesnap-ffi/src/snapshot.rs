@@ -29,6 +29,22 @@ impl Handled for Snapshot {
 
 const SNAP: &str = "snap (ps_snapshot *)";
 
+/// The address of the region the snapshot was taken from: where the pointers it
+/// holds into itself are valid (give it to ps_snapshot_instantiate_at()). Kept in
+/// snapshot files. NULL for a snapshot loaded from a file written before the
+/// format recorded it, or if `snap` is not a live handle (ps_last_error() tells
+/// them apart).
+///
+/// Ownership: an address, not memory: nothing is mapped there on pagesnap's
+/// account, and the caller must not dereference it unless a region is mapped there.
+#[no_mangle]
+pub extern "C" fn ps_snapshot_origin(snap: *const ps_snapshot) -> *mut c_void {
+    call(std::ptr::null_mut(), || {
+        let s: Snapshot = handle::get(snap, SNAP)?;
+        Ok(s.origin().unwrap_or(0) as *mut c_void)
+    })
+}
+
 /// Releases a snapshot handle; pages no other snapshot holds are freed. NULL is a
 /// no-op (returns 0); -1 for a handle that is not live (e.g. freed twice).
 #[no_mangle]

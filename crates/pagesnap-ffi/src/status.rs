@@ -11,7 +11,7 @@
 //! ```
 
 use std::cell::Cell;
-use std::ffi::c_char;
+use std::ffi::{c_char, c_int};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Why a C call failed; rendered into the thread's last-error message.
@@ -37,8 +37,11 @@ pub(crate) enum CallError {
     /// A tracking constant outside `PS_TRACKING_*`.
     #[error("tracking {0} is not one of PS_TRACKING_AUTO (0), PS_TRACKING_UFFD_WP (1), PS_TRACKING_SOFT_DIRTY (2), PS_TRACKING_MPROTECT (3), PS_TRACKING_COMPARE (4)")]
     BadTracking(i32),
-    /// The library returned an error.
-    #[error("{}", pagesnap_lib::error::chain(.0))]
+    /// A heap call was refused (ps_heap_*).
+    #[error(transparent)]
+    Heap(#[from] crate::heap_layout::HeapError),
+    /// The library returned an error (worded for C: `codes::message`).
+    #[error("{}", crate::codes::message(.0))]
     Library(#[from] pagesnap_lib::Error),
     /// Rust code panicked; the panic was stopped at the boundary.
     #[error("internal error (a panic was caught at the C boundary): {0}")]
@@ -49,6 +52,9 @@ pub(crate) enum CallError {
 const MESSAGE_CAP: usize = 1024;
 
 thread_local! {
+    /// The `PS_ERR_*` code of the last call on this thread (PS_OK after a success).
+    static LAST_CODE: Cell<c_int> = const { Cell::new(0) };
+
     /// The NUL-terminated message of the last failed call on this thread; "" (a NUL
     /// first byte) after a success. Written in place and never moved or freed while
     /// the thread lives, so a pointer from ps_last_error() never dangles: a stale
@@ -75,15 +81,21 @@ fn set_last_error(message: Option<&str>) {
     });
 }
 
+fn set_code(code: c_int) {
+    let _ = LAST_CODE.try_with(|c| c.set(code));
+}
+
 /// Runs `body` for an exported function: clears the thread's last error, turns an
 /// `Err` or a panic into the thread's last error plus the return value `fail`.
 pub(crate) fn call<T>(fail: T, body: impl FnOnce() -> Result<T, CallError>) -> T {
     set_last_error(None);
+    set_code(crate::codes::PS_OK);
     // AssertUnwindSafe: after a panic nothing `body` touched is used again by this
     // call; handles whose state a panic could break are behind poison-tolerant locks.
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
+            set_code(crate::codes::code(&e));
             set_last_error(Some(&e.to_string()));
             fail
         }
@@ -93,6 +105,7 @@ pub(crate) fn call<T>(fail: T, body: impl FnOnce() -> Result<T, CallError>) -> T
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_string());
+            set_code(crate::codes::PS_ERR_INTERNAL);
             set_last_error(Some(&CallError::Panic(what).to_string()));
             fail
         }
@@ -112,6 +125,15 @@ pub extern "C" fn ps_last_error() -> *const c_char {
         // `Cell<u8>` has the layout of `u8`, so the array is the bytes of the message.
         .try_with(|buf| buf.as_ptr().cast::<c_char>())
         .unwrap_or(c"".as_ptr())
+}
+
+/// The `PS_ERR_*` code of the last `ps_*` call on this thread: PS_OK (0) when it
+/// succeeded, else the kind of failure (ps_last_error() has the details). Each
+/// thread has its own code. Use it to branch (e.g. PS_ERR_ADDRESS_TAKEN: try
+/// another address; PS_ERR_HEAP_FULL: grow or evict); the message is for people.
+#[no_mangle]
+pub extern "C" fn ps_last_error_code() -> c_int {
+    LAST_CODE.try_with(Cell::get).unwrap_or(0)
 }
 
 #[cfg(test)]

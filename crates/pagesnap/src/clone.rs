@@ -49,7 +49,6 @@ use crate::error::{Error, Result};
 use crate::region::{Region, RegionBuilder};
 use crate::snapshot::Snapshot;
 use crate::sys::memfd::Memfd;
-use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
 use crate::track::{self, compare::Compare, runs, Tracker};
 use crate::Tracking;
@@ -141,7 +140,7 @@ impl Snapshot {
     /// [`store`](RegionBuilder::store), the clone uses this snapshot's store;
     /// another store costs a copy of the snapshot's pages into it.
     pub fn instantiate_with(&self, builder: RegionBuilder) -> Result<Region> {
-        let (asked, tracking, huge, store) = builder.into_parts();
+        let (asked, tracking, huge, store, at) = builder.into_parts();
         if asked == 0 {
             return Err(Error::ZeroLength);
         }
@@ -158,18 +157,34 @@ impl Snapshot {
         let store = store.unwrap_or_else(|| self.store().clone());
         let base = self.in_store(&store)?;
         let image = self.image()?;
-        let map = Mapping::private_file(image.memfd.as_fd(), len, huge).map_err(|source| {
-            Error::Clone {
-                step: "mmap(MAP_PRIVATE) of the image",
-                len,
-                source,
-            }
-        })?;
+        let map = crate::placement::private_file(image.memfd.as_fd(), len, huge, at)?;
         let tracker: Box<dyn Tracker> = match kind {
             Tracking::Compare => Box::new(Compare::arm_with(page_hashes(&base))),
             kind => track::arm(kind, &map)?,
         };
         Ok(Region::from_parts(map, tracker, store, base, huge))
+    }
+
+    /// As [`instantiate`](Self::instantiate), at exactly `addr`: at
+    /// [`origin`](Self::origin), every pointer the snapshot holds into itself is
+    /// valid in the clone (a heap, an interpreter's state), in this process or in
+    /// another that loaded the snapshot from a file. Never replaces a mapping: a
+    /// range in use is [`Error::AddressTaken`].
+    ///
+    /// ```
+    /// let mut region = pagesnap::Region::builder(1 << 20).build()?;
+    /// let addr = region.as_ptr() as usize;
+    /// region.as_mut_slice()[..8].copy_from_slice(&addr.to_ne_bytes()); // a pointer to itself
+    /// let snap = region.snapshot()?;
+    /// assert!(matches!(snap.instantiate_at(addr), Err(pagesnap::Error::AddressTaken { .. })));
+    /// drop(region);
+    /// let clone = snap.instantiate_at(snap.origin().unwrap())?;
+    /// assert_eq!(clone.as_ptr() as usize, addr); // the pointer is valid again
+    /// assert_eq!(clone.as_slice()[..8], addr.to_ne_bytes());
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn instantiate_at(&self, addr: usize) -> Result<Region> {
+        self.instantiate_with(Region::builder(self.len()).at(addr))
     }
 
     /// The cached image, made now if this is the first clone.
@@ -216,11 +231,13 @@ impl Region {
     /// A region built empty has no origin: [`Error::NotAClone`] (restore a
     /// snapshot instead, which costs the same).
     pub fn reset(&mut self) -> Result<()> {
+        self.preflight()?;
         let page = page_size();
         let mut parts = self.parts();
         let origin = parts.origin.ok_or(Error::NotAClone)?.clone();
         parts.dirty.clear();
         parts.tracker.peek(parts.map, parts.dirty)?;
+        parts.dirty.append(parts.carried);
         parts.changes.clear();
         parts.base.tree().diff(origin.tree(), parts.changes);
         parts.dirty.extend(parts.changes.iter().map(|c| c.0));
@@ -229,7 +246,7 @@ impl Region {
         for (first, n) in runs(parts.dirty) {
             parts
                 .map
-                .discard(first * page, n * page)
+                .discard(parts.key, first * page, n * page)
                 .map_err(|source| Error::Clone {
                     step: "madvise(MADV_DONTNEED) of written pages",
                     len: parts.map.len(),

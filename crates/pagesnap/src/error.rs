@@ -29,6 +29,26 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A region or clone asked for at an address ([`RegionBuilder::at`](crate::RegionBuilder::at),
+    /// [`Snapshot::instantiate_at`](crate::Snapshot::instantiate_at)) overlaps
+    /// memory that is mapped already. Nothing was mapped or replaced.
+    #[error("the range [{addr:#x}, {end:#x}) is not free: something is mapped there already (nothing was replaced)", end = addr.saturating_add(*len))]
+    AddressTaken {
+        /// The address asked for.
+        addr: usize,
+        /// The length in bytes.
+        len: usize,
+    },
+
+    /// An address asked for that cannot start a region.
+    #[error("cannot map a region at {addr:#x}: {reason}")]
+    BadAddress {
+        /// The address asked for.
+        addr: usize,
+        /// Why, in words.
+        reason: &'static str,
+    },
+
     /// A tracking backend was asked for explicitly, and this kernel or process cannot
     /// provide it. pagesnap never falls back silently from an explicit choice.
     #[error("tracking backend {backend:?} is unavailable: {reason}")]
@@ -152,11 +172,37 @@ pub enum Error {
         needed: usize,
     },
 
-    /// A snapshot (or full copy) that another heap took was given to
-    /// [`Heap::restore`](crate::Heap::restore): its bytes hold pointers into that
-    /// heap's region, so it can only be restored there.
+    /// A snapshot (or full copy) this heap did not hand out was given to
+    /// [`Heap::restore`](crate::Heap::restore) (or `restore_copy`): another
+    /// heap's, one loaded from a file, or one of another region holding the same
+    /// bytes. A heap's bytes hold pointers into its own region and allocator
+    /// state only it produced, so it restores only snapshots it took itself —
+    /// known from the handle, never from the bytes.
     #[error("this snapshot was not taken from this heap: a heap restores only its own snapshots (they hold pointers into its region)")]
     ForeignSnapshot,
+
+    /// A region, or a background snapshot, used in a process forked from the one
+    /// that created it. Tracking state belongs to the creating process (the
+    /// kernel does not carry userfaultfd registrations into a child, and
+    /// descriptors such as `/proc/self/pagemap` opened before the fork still name
+    /// the parent), so the child may read and write the memory and read
+    /// snapshots, but not snapshot, restore or reset the region.
+    #[error("this region belongs to process {owner}; process {current} is a child forked from it: a child cannot snapshot, restore, reset or start a background snapshot of an inherited region (it may still read and write the memory, read snapshots, and create regions of its own)")]
+    ForkedChild {
+        /// The process that created the region.
+        owner: u32,
+        /// This process.
+        current: u32,
+    },
+
+    /// pagesnap's SIGSEGV handler, which the mprotect backend and background
+    /// snapshots rely on, was replaced by another that does not pass faults on
+    /// to it: writes may have gone unrecorded, so no snapshot is made.
+    #[error("pagesnap's SIGSEGV handler has been replaced (the handler now installed is at {current:#x}): writes to regions tracked by mprotect, or under a background snapshot, may have gone unrecorded; install other SIGSEGV handlers before creating pagesnap regions (pagesnap passes them every fault it did not cause), or reinstall the handler they replaced")]
+    HandlerReplaced {
+        /// The address of the handler now installed (0: the default action, 1: ignored).
+        current: usize,
+    },
 
     /// Saving or loading a snapshot file failed.
     #[error("snapshot file {}", path.display())]

@@ -30,6 +30,7 @@
 //! before, during and after the background snapshot.
 
 use crate::error::{Error, Result};
+use crate::fork::Owner;
 use crate::snapshot::Snapshot;
 use crate::store::Staged;
 use crate::sys::mmap::{Mapping, Protection};
@@ -57,9 +58,13 @@ pub struct Progress {
 ///
 /// Dropping it without [`wait`](Self::wait) still finishes the copy (so no writer
 /// stays blocked) and discards the result.
+///
+/// In a child forked while it runs, there is no copier: `wait` fails at once
+/// with [`Error::ForkedChild`], and the child's writes to the region go through.
 pub struct Background {
     thread: Option<JoinHandle<Result<Snapshot>>>,
     shared: Arc<Shared>,
+    owner: Owner,
 }
 
 /// What the copier reports, and how it ended.
@@ -117,13 +122,17 @@ impl Background {
         self.shared.progress()
     }
 
-    /// Whether the copier has finished.
+    /// Whether the copier has finished (in a forked child: always, there is none).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        !self.owner.is_here() || self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
     /// Waits for the copy to finish: the snapshot of the region at the instant of
     /// protection, in the region's store, deduplicated like any other.
+    ///
+    /// Fails with [`Error::HandlerReplaced`] if pagesnap's SIGSEGV handler was
+    /// replaced while the copy ran (a write after the instant could have gone
+    /// in), and with [`Error::ForkedChild`] in a forked child.
     pub fn wait(mut self) -> Result<Snapshot> {
         self.join()
     }
@@ -142,6 +151,9 @@ impl Background {
     }
 
     fn join(&mut self) -> Result<Snapshot> {
+        // In a forked child the copier thread does not exist: joining would wait
+        // forever (Drop leaves the handle alone there).
+        self.owner.check()?;
         let thread = self.thread.take().expect("joined once");
         match thread.join() {
             Ok(r) => r,
@@ -153,7 +165,12 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if self.owner.is_here() {
+                let _ = t.join();
+            } else {
+                // A forked child's copy of the handle names no thread of its own.
+                std::mem::forget(t);
+            }
         }
     }
 }
@@ -225,6 +242,7 @@ pub(crate) fn start(
     Ok(Background {
         thread: Some(thread),
         shared,
+        owner: Owner::here(),
     })
 }
 
@@ -242,6 +260,11 @@ where
 {
     if job.busy.swap(true, Ordering::AcqRel) {
         return Err(Error::BackgroundBusy);
+    }
+    // Writers must fault into pagesnap's handler to wait for their batch.
+    if let Err(replaced) = signal::check() {
+        job.busy.store(false, Ordering::Release);
+        return Err(replaced.into());
     }
     let busy = job.busy.clone();
     let started = start_inner(job, peek, body);
@@ -402,7 +425,10 @@ pub(crate) fn lift(job: &Job, shared: &Shared, b: usize, batch: usize, pages: us
 /// go in address order, so the copier runs ahead of each and spares it the next
 /// fault), taking the cursors in turn; then address order. On an error, stops,
 /// lifts all protection and wakes every writer — none is ever left parked — and
-/// returns the error. Records the copier's finishing time either way.
+/// returns the error. Once every batch is served, checks that pagesnap's handler
+/// was still installed: if another replaced it, a write after the instant may
+/// have gone in unseen, and the result is an error. Records the copier's
+/// finishing time either way.
 pub(crate) fn drive(
     job: &Job,
     shared: &Shared,
@@ -458,6 +484,9 @@ pub(crate) fn drive(
         if next < n {
             result = run(next, &mut done, &mut left);
         }
+    }
+    if result.is_ok() {
+        result = signal::check().map_err(Error::from);
     }
     if result.is_err() {
         release_all(job, shared);
@@ -520,5 +549,9 @@ fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Sna
     });
     result?;
     let tree = store.commit(job.base.tree(), changes);
-    Ok(Snapshot::from_tree(tree, job.base.len()))
+    Ok(Snapshot::from_tree_at(
+        tree,
+        job.base.len(),
+        job.map.as_ptr(),
+    ))
 }

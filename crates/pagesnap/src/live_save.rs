@@ -1,5 +1,5 @@
 //! Background save: a background snapshot streamed straight to a snapshot file
-//! (format version 2, see [`crate::file`]) instead of into the store.
+//! (format version 4, see [`crate::file`]) instead of into the store.
 //!
 //! ```text
 //!  background_save(path):  create the temporary file (fails here, before any
@@ -21,6 +21,7 @@
 
 use crate::error::{Error, Result};
 use crate::file::stream::{StreamReport, StreamWriter};
+use crate::fork::Owner;
 use crate::live::{self, claim, drive, lift, Job, Progress, Shared};
 use crate::store::frames::FrameId;
 use crate::sys::page_size;
@@ -35,9 +36,13 @@ use std::time::Duration;
 ///
 /// Dropping it without [`wait`](Self::wait) still finishes the save (so no
 /// writer stays blocked).
+///
+/// In a child forked while it runs, there is no copier: `wait` fails at once
+/// with [`Error::ForkedChild`](crate::Error::ForkedChild).
 pub struct BackgroundSave {
     thread: Option<JoinHandle<Result<StreamReport>>>,
     shared: Arc<Shared>,
+    owner: Owner,
 }
 
 /// What a finished background save did.
@@ -67,13 +72,15 @@ impl BackgroundSave {
         self.shared.progress()
     }
 
-    /// Whether the copier has finished.
+    /// Whether the copier has finished (in a forked child: always, there is none).
     pub fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        !self.owner.is_here() || self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
-    /// Waits until the file is complete and durable at its path.
+    /// Waits until the file is complete and durable at its path. Fails (leaving
+    /// no file) if pagesnap's SIGSEGV handler was replaced while the copy ran.
     pub fn wait(mut self) -> Result<BackgroundSaveReport> {
+        self.owner.check()?;
         let thread = self.thread.take().expect("joined once");
         let r = match thread.join() {
             Ok(r) => r?,
@@ -95,7 +102,12 @@ impl BackgroundSave {
 impl Drop for BackgroundSave {
     fn drop(&mut self) {
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            if self.owner.is_here() {
+                let _ = t.join();
+            } else {
+                // A forked child's copy of the handle names no thread of its own.
+                std::mem::forget(t);
+            }
         }
     }
 }
@@ -107,13 +119,15 @@ pub(crate) fn start(
     peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
 ) -> Result<BackgroundSave> {
     let path: PathBuf = path.to_path_buf();
-    let writer = StreamWriter::create(&path, job.map.len()).map_err(at(&path))?;
+    let writer =
+        StreamWriter::create(&path, job.map.len(), job.map.as_ptr() as usize).map_err(at(&path))?;
     let (thread, shared) = live::start_with(job, peek, move |job, shared, dirty, batch| {
         save(job, shared, dirty, batch, writer, &path)
     })?;
     Ok(BackgroundSave {
         thread: Some(thread),
         shared,
+        owner: Owner::here(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! [`probe`]: what this kernel and process offer, found once and cached.
 
+use crate::kernel_bugs::{auto_choice, known_bugs, KernelVersion, KnownBug};
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::pagemap::Pagemap;
 use crate::sys::{page_size, userfaultfd};
@@ -13,6 +14,11 @@ use std::sync::OnceLock;
 pub struct Capabilities {
     /// `uname -r`.
     pub kernel: String,
+    /// The upstream version the kernel is built from (see [`KernelVersion::from_kernel`]),
+    /// or what `PAGESNAP_KERNEL_VERSION` pretends; `None` if unreadable.
+    pub kernel_version: Option<KernelVersion>,
+    /// Known bugs of that version in the mechanisms pagesnap uses ([`known_bugs`]).
+    pub known_bugs: Vec<KnownBug>,
     /// Base page size in bytes.
     pub page_size: usize,
     /// Whether a userfaultfd could be opened, and how (`Err` holds why not).
@@ -31,7 +37,8 @@ pub struct Capabilities {
     pub ksm: Option<bool>,
     /// Each concrete backend, best first, with whether it can be used and why not.
     pub backends: Vec<BackendStatus>,
-    /// What `Tracking::Auto` picks (before `PAGESNAP_TRACKING` is applied).
+    /// What `Tracking::Auto` picks (before `PAGESNAP_TRACKING` is applied): the
+    /// best available backend that no known bug of this kernel rules out.
     pub auto: Tracking,
 }
 
@@ -124,12 +131,25 @@ fn run() -> Capabilities {
         status(Tracking::Mprotect, String::new()),
         status(Tracking::Compare, String::new()),
     ];
-    let auto = backends
+    let kernel = read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into());
+    let kernel_version = pretended_version().or_else(|| {
+        KernelVersion::from_kernel(
+            &kernel,
+            &read_trimmed("/proc/sys/kernel/version").unwrap_or_default(),
+            read_trimmed("/proc/version_signature").as_deref(),
+        )
+    });
+    let known_bugs = kernel_version.map(known_bugs).unwrap_or_default();
+    let available: Vec<Tracking> = backends
         .iter()
-        .find(|b| b.available)
-        .map_or(Tracking::Compare, |b| b.tracking);
+        .filter(|b| b.available)
+        .map(|b| b.tracking)
+        .collect();
+    let auto = auto_choice(&available, &known_bugs);
     Capabilities {
-        kernel: kernel_release(),
+        kernel,
+        kernel_version,
+        known_bugs,
         page_size: page_size(),
         userfaultfd,
         wp_async,
@@ -176,10 +196,17 @@ fn try_uffd_wp() -> Result<(), String> {
     }
 }
 
-fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
         .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `PAGESNAP_KERNEL_VERSION=6.8.5` makes the probe judge known bugs as if the
+/// kernel were that version (to try Auto's decision on any machine); the
+/// mechanisms themselves are still probed for real.
+fn pretended_version() -> Option<KernelVersion> {
+    KernelVersion::parse(&std::env::var("PAGESNAP_KERNEL_VERSION").ok()?)
 }
 
 fn read_thp() -> Option<String> {

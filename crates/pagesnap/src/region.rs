@@ -4,13 +4,16 @@ use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
 use crate::store::{PageStore, Threads, Tree};
-use crate::sys::mmap::{Mapping, Protection};
+use crate::sys::mmap::{Mapping, Protection, WriteKey};
 use crate::sys::page_size;
 use crate::track::{self, Tracker};
 use crate::Tracking;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+pub(crate) mod converge;
+pub(crate) mod converge_save;
 
 /// Builds a [`Region`]: `Region::builder(len).tracking(..).huge_pages(..).store(..).build()`.
 #[derive(Clone, Debug)]
@@ -21,9 +24,31 @@ pub struct RegionBuilder {
     huge_pages: bool,
     store: Option<PageStore>,
     threads: usize,
+    at: Option<usize>,
 }
 
 impl RegionBuilder {
+    /// Map the region at exactly `addr` (page-aligned), so that pointers into it
+    /// stay valid in a snapshot restored, cloned or loaded there later. Never
+    /// replaces a mapping: a range already in use is
+    /// [`Error::AddressTaken`]. Default: an address the kernel chooses.
+    ///
+    /// ```
+    /// let a = pagesnap::Region::builder(1 << 20).build()?;
+    /// let addr = a.as_ptr() as usize;
+    /// // The range is taken by `a`: refused, and `a` is untouched.
+    /// let taken = pagesnap::Region::builder(1 << 20).at(addr).build();
+    /// assert!(matches!(taken, Err(pagesnap::Error::AddressTaken { .. })));
+    /// drop(a);
+    /// let b = pagesnap::Region::builder(1 << 20).at(addr).build()?;
+    /// assert_eq!(b.as_ptr() as usize, addr);
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn at(mut self, addr: usize) -> Self {
+        self.at = Some(addr);
+        self
+    }
+
     /// The tracking backend (default `Tracking::Auto`). An explicit backend this
     /// machine lacks makes `build` fail with [`Error::Unavailable`].
     pub fn tracking(mut self, tracking: Tracking) -> Self {
@@ -54,9 +79,16 @@ impl RegionBuilder {
     }
 
     /// The builder's settings, for `Snapshot::instantiate_with` (clone.rs): length
-    /// as asked (not rounded), tracking, huge pages, store.
-    pub(crate) fn into_parts(self) -> (usize, Tracking, bool, Option<PageStore>) {
-        (self.len, self.tracking, self.huge_pages, self.store)
+    /// as asked (not rounded), tracking, huge pages, store, address.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_parts(self) -> (usize, Tracking, bool, Option<PageStore>, Option<usize>) {
+        (
+            self.len,
+            self.tracking,
+            self.huge_pages,
+            self.store,
+            self.at,
+        )
     }
 
     /// Maps the region (all zeros) and arms tracking.
@@ -71,16 +103,17 @@ impl RegionBuilder {
             .filter(|l| *l <= isize::MAX as usize)
             .ok_or(Error::LengthOverflow { len: self.len })?;
         let kind = track::resolve(self.tracking)?;
-        let map = Mapping::anonymous(len, Protection::ReadWrite, self.huge_pages)
-            .map_err(|source| Error::Map { len, source })?;
+        let map = crate::placement::anonymous(len, self.huge_pages, self.at)?;
         let tracker = Arc::new(Mutex::new(track::arm(kind, &map)?));
+        let key = map.write_key().expect("a new mapping has its key");
         let store = self.store.unwrap_or_default();
-        let base = Snapshot::from_tree(Tree::zero(&store, len / page), len);
+        let base = Snapshot::from_tree_at(Tree::zero(&store, len / page), len, map.as_ptr());
         Ok(Region {
             tracker,
             peek_pending: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(None),
             map: Arc::new(map),
+            key,
             background: Arc::new(AtomicBool::new(false)),
             store,
             base,
@@ -90,6 +123,8 @@ impl RegionBuilder {
             dirty: Vec::new(),
             changes: Vec::new(),
             resync: false,
+            owner: crate::fork::Owner::here(),
+            carried: Vec::new(),
         })
     }
 }
@@ -101,6 +136,39 @@ impl RegionBuilder {
 /// threads, through [`as_ptr`](Self::as_ptr). Writers must be quiescent while
 /// [`snapshot`](Self::snapshot) or [`restore`](Self::restore) runs; every write
 /// between those calls is tracked.
+///
+/// # fork()
+///
+/// A region belongs to the process that built it. A child forked from that
+/// process gets a copy-on-write copy of the memory, which it may read and write
+/// freely — also while the parent's background snapshot is still copying. The
+/// tracking does not come along (the kernel drops userfaultfd registrations in a
+/// child, and descriptors opened before the fork still name the parent), so in
+/// the child [`snapshot`](Self::snapshot), [`restore`](Self::restore),
+/// [`reset`](Self::reset), [`background_snapshot`](Self::background_snapshot)
+/// and [`background_save`](Self::background_save) of an inherited region fail
+/// with [`Error::ForkedChild`] before taking any lock, and `wait` on an
+/// inherited background snapshot returns that error at once. Nothing the child
+/// does changes the parent's tracking: its next snapshot is exact.
+///
+/// The child may also read snapshots and build regions of its own — unless
+/// another thread of the parent was inside pagesnap at the fork (a background
+/// copier, say): as with any library that takes locks, a lock held by a thread
+/// that does not exist in the child stays held there.
+///
+/// # Signal handlers
+///
+/// The mprotect backend and background snapshots receive write faults through a
+/// SIGSEGV handler; faults pagesnap did not cause go to the handler installed
+/// before it (or kill the process, as they would have). A handler installed
+/// *after* pagesnap's that does not pass faults on would make writes go
+/// unrecorded: pagesnap checks that its handler is still installed at each
+/// snapshot, restore and background start and finish, and fails with
+/// [`Error::HandlerReplaced`] instead of returning a wrong snapshot; once its
+/// handler is back, the next snapshot of an mprotect-tracked region takes every
+/// page anew (costing the region's size once), so it is exact again. (A handler replaced and put back between
+/// two pagesnap calls goes unseen.) Install other SIGSEGV handlers before
+/// creating regions, or chain to the one found.
 ///
 /// ```
 /// use pagesnap::{Region, Tracking};
@@ -128,8 +196,12 @@ pub struct Region {
     /// The region's entry in the background-snapshot fault table, made at the
     /// first background snapshot and kept until the region goes.
     live: Mutex<Option<crate::live::LiveSlot>>,
-    /// Shared with a running background copier, which keeps it mapped.
+    /// Shared with a running background copier, which keeps it mapped (and
+    /// reads it only by copying bytes out).
     map: Arc<Mapping>,
+    /// The mapping's one write key: Rust references into the memory are formed
+    /// through it, borrowed from `self`, so `&mut self` makes them exclusive.
+    key: WriteKey,
     /// Whether a background snapshot is running.
     background: Arc<AtomicBool>,
     store: PageStore,
@@ -149,6 +221,12 @@ pub struct Region {
     /// them back): the next snapshot or restore runs [`verify`](Self::verify)
     /// first, and a background copier compares every page.
     resync: bool,
+    /// The process that built the region: in a forked child, calls are refused.
+    owner: crate::fork::Owner,
+    /// Pages written since the sync point that the tracker no longer reports
+    /// (a converging snapshot collected them and did not make them the sync
+    /// point): the next collect adds them.
+    carried: Vec<usize>,
 }
 
 impl Region {
@@ -160,6 +238,7 @@ impl Region {
             huge_pages: false,
             store: None,
             threads: 0,
+            at: None,
         }
     }
 
@@ -181,12 +260,12 @@ impl Region {
 
     /// The contents.
     pub fn as_slice(&self) -> &[u8] {
-        self.map.as_slice()
+        self.map.as_slice_keyed(&self.key)
     }
 
     /// The contents, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        self.map.as_mut_slice()
+        self.map.as_mut_slice_keyed(&mut self.key)
     }
 
     /// The backend in use (never `Auto`).
@@ -225,14 +304,21 @@ impl Region {
     /// call collected are marked written again, so the next successful snapshot
     /// equals the region's bytes.
     pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.preflight()?;
         self.resync_if_needed()?;
         self.dirty.clear();
         while self.peek_pending.load(Ordering::Acquire) > 0 {
             std::thread::sleep(std::time::Duration::from_micros(20));
         }
         let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        tracker.collect(&self.map, &mut self.dirty)?;
+        let collected = tracker.collect(&self.map, &mut self.dirty);
         drop(tracker);
+        if let Err(e) = collected {
+            // It may have re-armed pages it could not report.
+            self.resync = true;
+            return Err(e);
+        }
+        self.dirty.append(&mut self.carried);
         self.dirty.sort_unstable();
         self.dirty.dedup();
         match self.store_dirty() {
@@ -257,7 +343,7 @@ impl Region {
         let tree =
             self.store
                 .commit_pages(self.base.tree(), &self.map, &self.dirty, self.threads)?;
-        Ok(Snapshot::from_tree(tree, self.len()))
+        Ok(Snapshot::from_tree_at(tree, self.len(), self.map.as_ptr()))
     }
 
     /// Starts a consistent snapshot of the region as it is now, and returns as soon
@@ -313,6 +399,7 @@ impl Region {
     }
 
     fn live_job(&self) -> Result<crate::live::Job> {
+        self.preflight()?;
         let unprotect_to = if self.tracking() == Tracking::Mprotect {
             Protection::Read
         } else {
@@ -352,6 +439,8 @@ impl Region {
         // Tracking is in doubt (a failed call could not put its pages back):
         // the copier compares every page with the sync point as well.
         let resync = self.resync.then(|| self.base.clone());
+        // Dirty against the sync point too, though the tracker forgot them.
+        let carried = self.carried.clone();
         move |dirty| {
             let r = tracker
                 .lock()
@@ -362,6 +451,7 @@ impl Region {
                 (r, _) => r,
             };
             drop(pending);
+            dirty.extend_from_slice(&carried);
             r
         }
     }
@@ -387,6 +477,7 @@ impl Region {
                 region: self.len(),
             });
         }
+        self.preflight()?;
         let snap = snap.in_store(&self.store)?;
         self.wait_for_background();
         self.resync_if_needed()?;
@@ -405,6 +496,7 @@ impl Region {
         self.dirty.clear();
         let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
         tracker.collect(&self.map, &mut self.dirty)?;
+        self.dirty.append(&mut self.carried);
         self.dirty.sort_unstable();
         self.dirty.dedup();
         let restored = &self.changes;
@@ -452,11 +544,12 @@ impl Region {
     /// let mut region = pagesnap::Region::builder(1 << 20).build()?;
     /// region.as_mut_slice()[0] = 1;
     /// let snap = region.snapshot()?;
-    /// region.as_mut_slice()[4096] = 2;
+    /// let second_page = pagesnap::page_size();
+    /// region.as_mut_slice()[second_page] = 2;
     /// let report = region.verify()?;
     /// assert_eq!((report.changed, report.untracked), (1, 0)); // seen by the tracker
     /// region.restore(&snap)?;
-    /// assert_eq!(region.as_slice()[4096], 0);
+    /// assert_eq!(region.as_slice()[second_page], 0);
     /// # Ok::<(), pagesnap::Error>(())
     /// ```
     pub fn verify(&mut self) -> Result<crate::VerifyReport> {
@@ -492,6 +585,17 @@ impl Region {
         Ok(())
     }
 
+    /// Refuses to work in a process forked from the one that built the region —
+    /// checked first, before any lock, since a thread that held one at the fork
+    /// does not exist in the child — or when the tracker cannot work now.
+    pub(crate) fn preflight(&self) -> Result<()> {
+        self.owner.check()?;
+        self.tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ready()
+    }
+
     /// Blocks while a background snapshot of this region is copying: restore
     /// writes pages the copier may still need.
     fn wait_for_background(&self) {
@@ -504,10 +608,13 @@ impl Region {
 /// A clone's pieces, borrowed for `Region::reset` (clone.rs).
 pub(crate) struct Parts<'a> {
     pub(crate) map: &'a Mapping,
+    pub(crate) key: &'a mut WriteKey,
     pub(crate) tracker: std::sync::MutexGuard<'a, Box<dyn Tracker>>,
     pub(crate) base: &'a mut Snapshot,
     pub(crate) origin: Option<&'a Snapshot>,
     pub(crate) dirty: &'a mut Vec<usize>,
+    /// Pages dirty against `base` that the tracker no longer reports.
+    pub(crate) carried: &'a mut Vec<usize>,
     pub(crate) changes: &'a mut Vec<(usize, FrameId)>,
 }
 
@@ -521,8 +628,10 @@ impl Region {
         base: Snapshot,
         huge_pages: bool,
     ) -> Region {
+        let key = map.write_key().expect("a new mapping has its key");
         Region {
             tracker: Arc::new(Mutex::new(tracker)),
+            key,
             peek_pending: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(None),
             map: Arc::new(map),
@@ -535,6 +644,8 @@ impl Region {
             dirty: Vec::new(),
             changes: Vec::new(),
             resync: false,
+            owner: crate::fork::Owner::here(),
+            carried: Vec::new(),
         }
     }
 
@@ -543,17 +654,21 @@ impl Region {
         self.wait_for_background();
         Parts {
             map: &self.map,
+            key: &mut self.key,
             tracker: self.tracker.lock().unwrap_or_else(|e| e.into_inner()),
             base: &mut self.base,
             origin: self.origin.as_ref(),
             dirty: &mut self.dirty,
+            carried: &mut self.carried,
             changes: &mut self.changes,
         }
     }
 
     /// The snapshot this region was cloned from ([`Snapshot::instantiate`]), which
     /// [`reset`](Self::reset) goes back to; `None` for a region built empty.
-    pub fn origin(&self) -> Option<&Snapshot> {
+    /// (Not to be confused with [`Snapshot::origin`], the address a snapshot
+    /// was taken at.)
+    pub fn cloned_from(&self) -> Option<&Snapshot> {
         self.origin.as_ref()
     }
 }

@@ -25,6 +25,9 @@ struct Inner {
     tree: Tree,
     digest: Digest,
     len: usize,
+    /// The address of the region it was taken from; 0 when unknown (a file of
+    /// a format version before 3).
+    origin: usize,
     /// The contents written out once to a memory file, made by the first
     /// [`instantiate`](Snapshot::instantiate) and mapped privately by every clone
     /// (see `clone.rs`). Empty until then; kept while the snapshot lives.
@@ -32,13 +35,15 @@ struct Inner {
 }
 
 impl Snapshot {
-    pub(crate) fn from_tree(tree: Tree, len: usize) -> Snapshot {
+    /// A snapshot of a region that was at `origin` (null: unknown).
+    pub(crate) fn from_tree_at(tree: Tree, len: usize, origin: *const u8) -> Snapshot {
         let digest = Digest(tree.digest());
         Snapshot {
             inner: Arc::new(Inner {
                 tree,
                 digest,
                 len,
+                origin: origin as usize,
                 image: OnceLock::new(),
             }),
             heap: 0,
@@ -54,6 +59,23 @@ impl Snapshot {
     /// The token of the heap that handed out this handle, or 0.
     pub(crate) fn heap_token(&self) -> u64 {
         self.heap
+    }
+
+    /// The address of the region this snapshot was taken from: where the
+    /// pointers it may hold (into itself) are valid, and so where
+    /// [`instantiate_at`](Self::instantiate_at) or
+    /// [`RegionBuilder::at`](crate::RegionBuilder::at) should map it. Kept in
+    /// snapshot files; `None` for a snapshot loaded from a file written before
+    /// the format recorded it (versions 1 and 2).
+    ///
+    /// ```
+    /// let mut region = pagesnap::Region::builder(1 << 20).build()?;
+    /// let snap = region.snapshot()?;
+    /// assert_eq!(snap.origin(), Some(region.as_ptr() as usize));
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn origin(&self) -> Option<usize> {
+        (self.inner.origin != 0).then_some(self.inner.origin)
     }
 
     pub(crate) fn tree(&self) -> &Tree {
@@ -129,6 +151,29 @@ impl Snapshot {
         out
     }
 
+    /// Number of pages whose contents differ between `self` and `other`, found
+    /// from their page tables in time proportional to the difference (shared
+    /// subtrees are skipped). `None` when the two are not comparable that way:
+    /// different lengths, or different stores.
+    ///
+    /// ```
+    /// let mut region = pagesnap::Region::builder(1 << 20).build()?;
+    /// let a = region.snapshot()?;
+    /// region.as_mut_slice()[0] = 1;
+    /// region.as_mut_slice()[8192] = 1;
+    /// let b = region.snapshot()?;
+    /// assert_eq!(a.changed_pages(&b), Some(2));
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn changed_pages(&self, other: &Snapshot) -> Option<usize> {
+        if self.len() != other.len() || !self.store().same_as(other.store()) {
+            return None;
+        }
+        let mut out = Vec::new();
+        self.tree().diff(other.tree(), &mut out);
+        Some(out.len())
+    }
+
     /// Number of pages that are not all zeros.
     pub fn nonzero_pages(&self) -> usize {
         let mut n = 0;
@@ -159,7 +204,11 @@ impl Snapshot {
         let zero = Tree::zero(store, self.tree().pages());
         let tree = store.commit(&zero, staged);
         drop(zero);
-        Ok(Snapshot::from_tree(tree, self.len()))
+        Ok(Snapshot::from_tree_at(
+            tree,
+            self.len(),
+            self.inner.origin as *const u8,
+        ))
     }
 }
 
@@ -168,6 +217,7 @@ impl fmt::Debug for Snapshot {
         f.debug_struct("Snapshot")
             .field("len", &self.len())
             .field("digest", &self.digest())
+            .field("origin", &self.origin())
             .finish()
     }
 }

@@ -66,7 +66,7 @@ fn round_trip_while_writers_run() {
             assert_eq!(report.pages as usize, len / page);
             let info = pagesnap::file::verify(&path).unwrap();
             assert!(info.digest_checked);
-            assert_eq!(info.version, 2);
+            assert_eq!(info.version, 4);
             assert_eq!(info.file_bytes, report.bytes);
             let back = Snapshot::load(&path, &PageStore::new()).unwrap();
             assert_eq!(back.digest(), report.digest);

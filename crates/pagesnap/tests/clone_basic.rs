@@ -185,7 +185,7 @@ fn reset_is_exact_and_tracking_stays_exact() {
 #[test]
 fn reset_of_a_region_that_is_no_clone_is_an_error() {
     let mut r = Region::builder(1 << 20).build().unwrap();
-    assert!(r.origin().is_none());
+    assert!(r.cloned_from().is_none());
     let e = r.reset().unwrap_err();
     assert!(matches!(e, Error::NotAClone));
     assert!(e.to_string().contains("reset needs a clone"), "{e}");

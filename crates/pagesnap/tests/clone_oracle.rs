@@ -66,7 +66,7 @@ fn run(tracking: Tracking, pages: usize, ops: &[Op]) {
         .instantiate_with(Region::builder(origin.len()).tracking(tracking))
         .unwrap();
     assert_eq!(clone.tracking(), tracking);
-    assert!(clone.origin().unwrap().ptr_eq(&origin));
+    assert!(clone.cloned_from().unwrap().ptr_eq(&origin));
     let sibling = origin.instantiate().unwrap();
     let len = clone.len();
     let mut model = origin_bytes.clone();

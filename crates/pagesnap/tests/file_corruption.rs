@@ -244,7 +244,7 @@ fn errors_name_the_part_and_the_byte_offset() {
     v[8] = 9; // a future version
     let text = render(&v);
     assert!(
-        text.ends_with("format version 9 is not supported (this build reads versions 1 to 2)"),
+        text.ends_with("format version 9 is not supported (this build reads versions 1 to 4)"),
         "{text}"
     );
 

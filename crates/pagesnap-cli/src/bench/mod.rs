@@ -7,7 +7,8 @@
 //!  pagesnap bench scale [--reserve 16GiB --use 1GiB …]    scale.rs: reserved vs used
 //!  pagesnap bench file …                                  crate::bench_file
 //!  pagesnap bench clone [--size 1GiB --touch 1% --clones 10] clone.rs: eager vs lazy clones
-//!  pagesnap bench bgsave [--size 1GiB --writers 2]          bgsave.rs: the seed: fork vs background snapshot
+//!  pagesnap bench bgsave [--size 1GiB --writers 2]          bgsave/: the seed: fork vs both background modes
+//!  pagesnap bench remote [--size 1GiB --change 1% --touch 1%] remote.rs: push, pull, lazy clones
 //!  pagesnap bench fork-helper (hidden)                    fork_helper.rs: the fork baseline's process
 //! ```
 //! Figures come from here, never from timed tests.
@@ -21,6 +22,7 @@ mod memory;
 mod methods;
 mod plot;
 mod progress;
+mod remote;
 mod report;
 mod scale;
 mod snapshot;
@@ -55,6 +57,9 @@ enum Sub {
     /// The seed benchmark: a consistent snapshot beside writer threads, fork
     /// against pagesnap's background snapshot and background save.
     Bgsave(bgsave::BgsaveArgs),
+    /// Snapshots in object storage: push (full and changed), pull against a plain
+    /// download, lazy clones against pulling everything first.
+    Remote(remote::RemoteArgs),
     /// Internal: the process the fork baseline runs in.
     #[command(hide = true)]
     ForkHelper(fork_helper::HelperArgs),
@@ -68,6 +73,7 @@ pub fn run(args: Args) -> CmdResult {
         Some(Sub::File(a)) => crate::bench_file::run(a),
         Some(Sub::Clone(a)) => clone::run(a),
         Some(Sub::Bgsave(a)) => bgsave::run(a),
+        Some(Sub::Remote(a)) => remote::run(a),
         Some(Sub::ForkHelper(a)) => fork_helper::serve(a),
     }
 }

@@ -65,7 +65,8 @@ static void clones(ps_store *store, int tracking) {
     ps_region *plain = ps_region_new(store, page, tracking);
     CHECK(plain != NULL);
     CHECK(ps_region_reset(plain) == -1);
-    CHECK_ERROR("reset needs a clone");
+    CHECK_ERROR("ps_region_reset() needs a clone");
+    CHECK(ps_last_error_code() == PS_ERR_NOT_A_CLONE);
     CHECK(ps_snapshot_instantiate(NULL, tracking) == NULL);
     CHECK_ERROR("snap");
 

@@ -11,6 +11,7 @@ static void null_handles(void) {
 
     CHECK(ps_region_new(NULL, 4096, PS_TRACKING_AUTO) == NULL);
     CHECK_ERROR("store (ps_store *) is NULL");
+    CHECK(ps_last_error_code() == PS_ERR_NULL);
     CHECK(ps_region_ptr(NULL) == NULL);
     CHECK_ERROR("region (ps_region *) is NULL");
     CHECK(ps_region_len(NULL) == 0);
@@ -55,6 +56,7 @@ static void bad_arguments(ps_store *store, ps_region *r, ps_snapshot *s) {
     /* bad tracking constants */
     CHECK(ps_region_new(store, 4096, 5) == NULL);
     CHECK_ERROR("tracking 5 is not one of PS_TRACKING_AUTO");
+    CHECK(ps_last_error_code() == PS_ERR_ARGUMENT);
     CHECK(ps_region_new(store, 4096, -1) == NULL);
     CHECK_ERROR("tracking -1 is not one of");
     CHECK(ps_tracking_name(42) == NULL);
@@ -74,6 +76,7 @@ static void bad_arguments(ps_store *store, ps_region *r, ps_snapshot *s) {
     memset(ps_region_ptr(small), 1, page);
     CHECK(ps_restore(small, s) == -1);
     CHECK_ERROR("cannot restore a snapshot of");
+    CHECK(ps_last_error_code() == PS_ERR_ARGUMENT);
     CHECK(((unsigned char *)ps_region_ptr(small))[page - 1] == 1);
     ps_snapshot *small_snap = ps_snapshot_take(small);
     CHECK(small_snap != NULL);
@@ -104,6 +107,7 @@ static void stale_and_foreign_handles(ps_store *store) {
     /* a handle of the wrong type */
     CHECK(ps_snapshot_digest((ps_snapshot *)r, digest) == -1);
     CHECK_ERROR("is not a live ps_snapshot handle");
+    CHECK(ps_last_error_code() == PS_ERR_HANDLE);
     CHECK(ps_region_len((ps_region *)s) == 0);
     CHECK_ERROR("is not a live ps_region handle");
     CHECK(ps_region_free((ps_region *)store) == -1);
@@ -170,5 +174,7 @@ int main(void) {
     CHECK(ps_snapshot_free(s) == 0);
     CHECK(ps_region_free(r) == 0);
     CHECK(ps_store_free(store) == 0);
+    CHECK(ps_page_size() > 0);
+    CHECK(ps_last_error_code() == PS_OK);
     DONE();
 }

@@ -1,4 +1,4 @@
-//! The bytes of a snapshot file, versions 1 and 2: fixed-size header, footer, page-table
+//! The bytes of a snapshot file, versions 1 to 4: fixed-size header, footer, page-table
 //! runs and page-record headers, encoded and decoded without any I/O.
 //!
 //! All integers are little-endian. Every decoder takes a slice of exactly the
@@ -10,14 +10,29 @@ pub(crate) const MAGIC: [u8; 8] = *b"PAGESNAP";
 /// The last 8 bytes of every snapshot file.
 pub(crate) const END_MAGIC: [u8; 8] = *b"PSNAPEND";
 /// The newest format version this code reads; it reads every older one too.
-/// [`Snapshot::save`](crate::Snapshot::save) writes version 1 (table first);
-/// a background save writes version 2 (records first, table last).
-pub const VERSION: u32 = 2;
+/// [`Snapshot::save`](crate::Snapshot::save) writes version 3 (table first);
+/// a background save writes version 4 (records first, table last).
+pub const VERSION: u32 = 4;
 /// Version 1: header, page table, page records, footer.
+#[cfg_attr(not(test), allow(dead_code))] // read through `table_last`; written by tests
 pub(crate) const VERSION_TABLE_FIRST: u32 = 1;
 /// Version 2: header, page records, page table, footer — the layout of a file
 /// streamed before its table is known. Otherwise identical to version 1.
 pub(crate) const VERSION_TABLE_LAST: u32 = 2;
+/// Version 3: version 1 whose header records the snapshot's origin address.
+pub(crate) const VERSION_TABLE_FIRST_ORIGIN: u32 = 3;
+/// Version 4: version 2 whose header records the snapshot's origin address.
+pub(crate) const VERSION_TABLE_LAST_ORIGIN: u32 = 4;
+
+/// Whether files of `version` put the page table after the records.
+pub(crate) fn table_last(version: u32) -> bool {
+    version == VERSION_TABLE_LAST || version == VERSION_TABLE_LAST_ORIGIN
+}
+
+/// Whether headers of `version` hold the origin address at bytes 48..56.
+fn has_origin(version: u32) -> bool {
+    version >= VERSION_TABLE_FIRST_ORIGIN
+}
 /// Bytes in the header (at offset 0).
 pub(crate) const HEADER_LEN: u64 = 64;
 /// Bytes in the footer (the file's last bytes).
@@ -89,6 +104,9 @@ pub(crate) struct Header {
     pub(crate) len: u64,
     /// The parent's digest (delta files; zeros in full files).
     pub(crate) parent: [u8; 16],
+    /// The address of the region the snapshot was taken from (versions 3 and
+    /// 4; 0 when unknown, and always 0 in older versions).
+    pub(crate) origin: u64,
 }
 
 impl Header {
@@ -104,6 +122,9 @@ impl Header {
         b[16..20].copy_from_slice(&self.page_size.to_le_bytes());
         b[24..32].copy_from_slice(&self.len.to_le_bytes());
         b[32..48].copy_from_slice(&self.parent);
+        if has_origin(self.version) {
+            b[48..56].copy_from_slice(&self.origin.to_le_bytes());
+        }
         let crc = crc32c::crc32c(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -138,9 +159,15 @@ impl Header {
                 format!("page size {page_size} is not a power of two in 512..=65536"),
             ));
         }
-        if u32_at(b, 20) != 0 || b[48..60].iter().any(|&x| x != 0) {
+        let reserved_from = if has_origin(version) { 56 } else { 48 };
+        if u32_at(b, 20) != 0 || b[reserved_from..60].iter().any(|&x| x != 0) {
             return Err(Bad::Field(20, "reserved bytes are not zero".into()));
         }
+        let origin = if has_origin(version) {
+            u64_at(b, 48)
+        } else {
+            0
+        };
         let len = u64_at(b, 24);
         if len == 0 || len % u64::from(page_size) != 0 || len > MAX_REGION {
             return Err(Bad::Field(
@@ -159,6 +186,7 @@ impl Header {
             page_size,
             len,
             parent,
+            origin,
         })
     }
 }
@@ -239,7 +267,7 @@ impl Footer {
             data_count: u64_at(b, 16),
             file_len: u64_at(b, 24),
             digest: b[32..48].try_into().expect("16 bytes"),
-            table_last: version == VERSION_TABLE_LAST,
+            table_last: table_last(version),
         };
         if f.file_len != size {
             return Err(Bad::Field(
@@ -258,7 +286,7 @@ impl Footer {
             ));
         };
         let fits = |off: u64, len: u64, end: u64| off.checked_add(len).is_some_and(|e| e <= end);
-        if version == VERSION_TABLE_FIRST {
+        if !table_last(version) {
             if f.table_off != HEADER_LEN {
                 return Err(Bad::Field(
                     0,

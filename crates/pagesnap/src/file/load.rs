@@ -131,7 +131,8 @@ pub(crate) fn load_opened(
     drop(runs);
     drop(zero_base);
     drop(held);
-    let snap = Snapshot::from_tree(tree, len);
+    let origin = usize::try_from(opened.header.origin).unwrap_or(0);
+    let snap = Snapshot::from_tree_at(tree, len, origin as *const u8);
     let stored = Digest::from_bytes(opened.footer.digest);
     if snap.digest() != stored {
         return Err(FileError::Digest {
@@ -148,6 +149,7 @@ pub(crate) fn info(opened: &Opened, stats: RecordStats, digest_checked: bool) ->
     let h = &opened.header;
     FileInfo {
         version: h.version,
+        origin: usize::try_from(h.origin).ok().filter(|&o| o != 0),
         kind: h.kind,
         page_size: h.page_size,
         len: h.len,

@@ -45,7 +45,15 @@
 //! ```
 //! Records are in the order they were written, which need not be first use;
 //! a page may be stored twice (pages are deduplicated only as far as the writer
-//! could check their bytes). Readers accept both versions.
+//! could check their bytes).
+//!
+//! # Versions 3 and 4: the origin address
+//!
+//! Versions 3 (laid out as 1) and 4 (laid out as 2) record where the snapshot's
+//! region was mapped ([`Snapshot::origin`]) in header bytes 48..56 (u64; 0 when
+//! unknown), leaving 56..60 reserved. [`Snapshot::save`] writes version 3, a
+//! background save version 4. Readers accept all four; a snapshot loaded from
+//! version 1 or 2 has no origin.
 //!
 //! Guarantees:
 //! - **Atomic and durable**: a file is written to a temporary file beside the
@@ -72,6 +80,8 @@
 mod atomic;
 mod error;
 mod format;
+#[cfg(test)]
+mod format_origin_tests;
 mod load;
 mod options;
 mod read;
@@ -119,6 +129,9 @@ pub struct SaveReport {
 pub struct FileInfo {
     /// The format version.
     pub version: u32,
+    /// The address of the region the snapshot was taken from
+    /// ([`Snapshot::origin`]); `None` in files before version 3.
+    pub origin: Option<usize>,
     /// Full or delta.
     pub kind: FileKind,
     /// Page size in bytes.
@@ -226,11 +239,12 @@ impl Snapshot {
         parent: [u8; 16],
     ) -> Result<SaveReport> {
         let header = format::Header {
-            version: format::VERSION_TABLE_FIRST,
+            version: format::VERSION_TABLE_FIRST_ORIGIN,
             kind,
             page_size: crate::sys::page_size() as u32,
             len: self.len() as u64,
             parent,
+            origin: self.origin().unwrap_or(0) as u64,
         };
         atomic::replace(path, |file| {
             write::write(file, self.store(), &header, plan, self.digest())

@@ -1,4 +1,4 @@
-//! Streaming a full snapshot file (format version 2) whose pages arrive batch by
+//! Streaming a full snapshot file (format version 4) whose pages arrive batch by
 //! batch, in any batch order, while the page table is not yet known.
 //!
 //! ```text
@@ -19,7 +19,7 @@
 use super::atomic::Pending;
 use super::error::FileError;
 use super::format::{
-    FileKind, Footer, Header, Run, HEADER_LEN, MAX_RUN, VERSION_TABLE_LAST, ZERO_DATA,
+    FileKind, Footer, Header, Run, HEADER_LEN, MAX_RUN, VERSION_TABLE_LAST_ORIGIN, ZERO_DATA,
 };
 use super::write::{push_run, RecordEncoder};
 use crate::digest::{combine, page_hash};
@@ -80,16 +80,21 @@ fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> FileError {
 
 impl StreamWriter {
     /// Creates the temporary file for `path` and writes the header of a full
-    /// snapshot of `len` bytes.
-    pub(crate) fn create(path: &Path, len: usize) -> Result<StreamWriter, FileError> {
+    /// snapshot of `len` bytes taken from a region at `origin`.
+    pub(crate) fn create(
+        path: &Path,
+        len: usize,
+        origin: usize,
+    ) -> Result<StreamWriter, FileError> {
         let page = crate::sys::page_size();
         let pending = Pending::create(path)?;
         let header = Header {
-            version: VERSION_TABLE_LAST,
+            version: VERSION_TABLE_LAST_ORIGIN,
             kind: FileKind::Full,
             page_size: page as u32,
             len: len as u64,
             parent: [0; 16],
+            origin: origin as u64,
         };
         let mut buf = Vec::with_capacity(FLUSH + 2 * page);
         buf.extend_from_slice(&header.encode());

@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 /// The keys are already uniformly distributed hashes: use their low bits as is.
 #[derive(Default)]
-pub(super) struct IdentityHasher(u64);
+pub(crate) struct IdentityHasher(u64);
 
 impl Hasher for IdentityHasher {
     fn finish(&self) -> u64 {

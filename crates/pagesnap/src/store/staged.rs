@@ -56,6 +56,14 @@ impl Staged {
         Ok(id)
     }
 
+    /// Stages page `page` with frame `id`, which this `Staged` already holds
+    /// (from [`add`](Self::add)), as one more reference to it.
+    pub(crate) fn add_same(&mut self, page: usize, id: FrameId) {
+        debug_assert!(self.pages.iter().any(|c| c.1 == id));
+        self.store.shared.frames.retain(id);
+        self.pages.push((page, id));
+    }
+
     /// Room for `n` more pages, or an error where it cannot be allocated.
     pub(crate) fn try_reserve(&mut self, n: u64) -> Result<(), std::collections::TryReserveError> {
         let n = usize::try_from(n).unwrap_or(usize::MAX);

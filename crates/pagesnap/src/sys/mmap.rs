@@ -5,11 +5,19 @@
 //! changed with `mprotect(2)` / `madvise(2)`, released with `munmap(2)` on drop.
 //! The pointer and length of a `Mapping` always describe exactly one live mapping
 //! that this value owns, so slices built from them are valid for its lifetime.
+//!
+//! Aliasing: a mapping that is shared (a region's, by `Arc`, with a background
+//! copier) hands out Rust references only to the holder of its one [`WriteKey`]
+//! (`as_slice_keyed` / `as_mut_slice_keyed`, borrowing the key), so a `&mut [u8]`
+//! never coexists with another reference into it; everyone else copies bytes out
+//! with [`Mapping::copy_out`]. An unshared mapping (a store slab) gives slices
+//! through `&self` / `&mut self` as usual, and never issues a key.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The size huge pages are aligned to on x86-64 and arm64 (4 KiB base pages).
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
@@ -35,12 +43,27 @@ impl Protection {
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Whether the mapping's [`WriteKey`] was handed out; from then on its bytes
+    /// are referenced only through the key.
+    keyed: AtomicBool,
+}
+
+/// The right to form Rust references into a shared [`Mapping`]: one per
+/// mapping, not `Clone`. A `&mut [u8]` from [`Mapping::as_mut_slice_keyed`]
+/// borrows the key mutably, so no other reference into the mapping can exist
+/// while it lives.
+#[derive(Debug)]
+pub(crate) struct WriteKey {
+    /// The mapping's address, to catch a key used with another mapping.
+    addr: usize,
 }
 
 // SAFETY: a Mapping is plain memory owned by this value; the kernel object has no
-// thread affinity, and shared access is only through `&self` methods that read.
+// thread affinity. Through `&self`, references into the memory are formed only
+// by the holder of the one WriteKey (or, for a mapping that never issued one,
+// shared slices only); other access is by raw-pointer copies and syscalls.
 unsafe impl Send for Mapping {}
-// SAFETY: as above; `&Mapping` only hands out shared slices and raw pointers.
+// SAFETY: as above: `&Mapping` alone never yields a `&mut [u8]`.
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
@@ -92,6 +115,7 @@ impl Mapping {
         let mapping = Mapping {
             ptr: NonNull::new(start as *mut u8).expect("mmap never returns NULL on success"),
             len,
+            keyed: AtomicBool::new(false),
         };
         if huge {
             mapping.advise(0, len, libc::MADV_HUGEPAGE)?;
@@ -144,6 +168,7 @@ impl Mapping {
         let mapping = Mapping {
             ptr: NonNull::new(raw.cast()).expect("mmap never returns NULL on success"),
             len,
+            keyed: AtomicBool::new(false),
         };
         if let Some(reserved) = reservation {
             let (start, end) = (
@@ -167,6 +192,67 @@ impl Mapping {
         Ok(mapping)
     }
 
+    /// `mmap(addr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED_NOREPLACE |
+    /// MAP_NORESERVE | (fd ? 0 : MAP_ANONYMOUS), fd, 0)`: a mapping at exactly
+    /// `addr`, anonymous (`fd` None) or a private view of `fd` as in
+    /// [`private_file`](Self::private_file). Never replaces a mapping: if any page
+    /// of `[addr, addr + len)` is mapped already, the error is `EEXIST` and nothing
+    /// changes. (A kernel older than 4.17 takes the flag as a mere hint; a mapping
+    /// placed elsewhere is undone and reported as `EEXIST` too.)
+    ///
+    /// `addr` must be page-aligned and non-zero and `len` a non-zero multiple of
+    /// the page size (checked by the caller, `RegionBuilder::build`). With `huge`,
+    /// the range is marked `MADV_HUGEPAGE` (huge pages come only where `addr` is
+    /// 2 MiB-aligned).
+    pub(crate) fn fixed(
+        addr: usize,
+        len: usize,
+        fd: Option<BorrowedFd<'_>>,
+        huge: bool,
+    ) -> io::Result<Mapping> {
+        debug_assert!(addr != 0 && addr % super::page_size() == 0);
+        debug_assert!(len > 0 && len % super::page_size() == 0);
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE;
+        let raw_fd = match fd {
+            Some(fd) => fd.as_raw_fd(),
+            None => {
+                flags |= libc::MAP_ANONYMOUS;
+                -1
+            }
+        };
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping (EEXIST
+        // instead), so the new pages alias no Rust object; the kernel checks the
+        // range lies in the user address space.
+        let raw = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                Protection::ReadWrite.bits(),
+                flags,
+                raw_fd,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        if raw as usize != addr {
+            // SAFETY: the kernel just made this mapping elsewhere (an old kernel
+            // that took the address as a hint); nothing references it.
+            unsafe { libc::munmap(raw, len) };
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        let mapping = Mapping {
+            ptr: NonNull::new(raw.cast()).expect("mmap never returns NULL on success"),
+            len,
+            keyed: AtomicBool::new(false),
+        };
+        if huge {
+            mapping.advise(0, len, libc::MADV_HUGEPAGE)?;
+        }
+        Ok(mapping)
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
@@ -175,26 +261,57 @@ impl Mapping {
         self.len
     }
 
-    /// The whole mapping as bytes.
+    /// The one [`WriteKey`] of this mapping; `None` once handed out.
+    pub(crate) fn write_key(&self) -> Option<WriteKey> {
+        (!self.keyed.swap(true, Ordering::AcqRel)).then_some(WriteKey {
+            addr: self.ptr.as_ptr() as usize,
+        })
+    }
+
+    fn check_key(&self, key: &WriteKey) {
+        assert_eq!(
+            key.addr,
+            self.ptr.as_ptr() as usize,
+            "a write key used with another mapping"
+        );
+    }
+
+    /// The whole mapping as bytes, for a mapping that never issued a key.
     pub(crate) fn as_slice(&self) -> &[u8] {
+        assert!(
+            !self.keyed.load(Ordering::Acquire),
+            "a keyed mapping is read through its key or copy_out"
+        );
         // SAFETY: ptr/len describe one live readable mapping owned by self (type
-        // invariant); it is never PROT_NONE.
+        // invariant; it is never PROT_NONE). Without a key, a `&mut [u8]` comes
+        // only from `as_mut_slice(&mut self)`, which this shared borrow excludes.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
-    /// The whole mapping as mutable bytes. Under mprotect tracking (and during a
-    /// background snapshot), writes to read-only pages fault and are resolved by
-    /// pagesnap's signal handler.
-    ///
-    /// Takes `&self` because a background copier shares the mapping (through an
-    /// `Arc`) while the region goes on being written; the copier never forms a
-    /// reference into it (it reads with [`copy_out`](Self::copy_out)). The one
-    /// caller, `Region::as_mut_slice`, takes `&mut Region`, which makes the slice
-    /// the only Rust reference into the mapping.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) fn as_mut_slice(&self) -> &mut [u8] {
-        // SAFETY: as for as_slice; exclusivity comes from the caller's `&mut Region`
-        // (see above), and the copier only reads pages it has write-protected.
+    /// The whole mapping as mutable bytes, for its exclusive owner.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as for as_slice; `&mut self` excludes every other reference
+        // into the mapping, keyed ones included (they borrow `self`).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The whole mapping as bytes, for the key holder.
+    pub(crate) fn as_slice_keyed<'a>(&'a self, key: &'a WriteKey) -> &'a [u8] {
+        self.check_key(key);
+        // SAFETY: as for as_slice; a `&mut [u8]` into this mapping needs `&mut`
+        // of the one key (checked to be this mapping's), which `key` excludes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The whole mapping as mutable bytes, for the key holder. Under mprotect
+    /// tracking (and during a background snapshot), writes to read-only pages
+    /// fault and are resolved by pagesnap's signal handler.
+    pub(crate) fn as_mut_slice_keyed<'a>(&'a self, key: &'a mut WriteKey) -> &'a mut [u8] {
+        self.check_key(key);
+        // SAFETY: as for as_slice; this borrows the mapping's one key mutably
+        // (checked to be this mapping's), so no other reference into the mapping
+        // exists while the slice lives. Other threads touch the bytes only by
+        // raw-pointer copies (`copy_out`) and syscalls.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
@@ -283,13 +400,14 @@ impl Mapping {
     /// pages there. In a private file mapping (a clone) the range then reads as the
     /// file again; in an anonymous one, as zeros.
     ///
-    /// Takes `&self` for the reason [`as_mut_slice`](Self::as_mut_slice) does; the
-    /// one caller, `Region::reset`, holds `&mut Region`, so no Rust reference into
-    /// the mapping is alive while its contents change.
-    pub(crate) fn discard(&self, offset: usize, len: usize) -> io::Result<()> {
+    /// Takes the mapping's key mutably: no Rust reference into the mapping is
+    /// alive while its contents change.
+    pub(crate) fn discard(&self, key: &mut WriteKey, offset: usize, len: usize) -> io::Result<()> {
+        self.check_key(key);
         self.check_range(offset, len)?;
         // SAFETY: the range lies inside this mapping (checked above) and stays
-        // mapped and readable; no reference into it exists (see above).
+        // mapped and readable; no reference into it exists (the key is borrowed
+        // mutably, see `as_mut_slice_keyed`).
         let rc = unsafe {
             libc::madvise(
                 self.ptr.as_ptr().add(offset).cast(),

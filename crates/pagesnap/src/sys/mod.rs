@@ -10,7 +10,10 @@ pub(crate) mod futex;
 pub(crate) mod memfd;
 pub(crate) mod mmap;
 pub(crate) mod pagemap;
+pub(crate) mod process;
 pub(crate) mod signal;
+#[cfg(feature = "remote")]
+pub(crate) mod uffd_missing;
 pub(crate) mod userfaultfd;
 
 use std::sync::OnceLock;

@@ -32,15 +32,22 @@ pub(crate) const PM_SOFT_DIRTY: u64 = 1 << 55;
 const VEC_LEN: usize = 1024;
 
 /// `/proc/self/pagemap`, opened once per tracker.
+///
+/// The file names the process that opened it, also in a child forked later: a
+/// scan from the child would read (and with `reprotect`, write-protect) the
+/// parent's pages. So every call from another process than the opener fails.
 #[derive(Debug)]
 pub(crate) struct Pagemap {
     file: File,
     buf: Vec<page_region>,
+    /// The process whose pagemap this is.
+    pid: u32,
 }
 
 impl Pagemap {
     pub(crate) fn open() -> io::Result<Pagemap> {
         Ok(Pagemap {
+            pid: super::process::id(),
             file: File::open("/proc/self/pagemap")?,
             buf: vec![
                 page_region {
@@ -107,6 +114,7 @@ impl Pagemap {
         return_mask: u64,
         mut f: impl FnMut(usize, usize),
     ) -> io::Result<()> {
+        self.check_owner()?;
         let mut from = start as u64;
         while from < end as u64 {
             let mut arg = pm_scan_arg {
@@ -141,6 +149,20 @@ impl Pagemap {
         Ok(())
     }
 
+    /// An error unless called by the process that opened the file.
+    fn check_owner(&self) -> io::Result<()> {
+        let here = super::process::id();
+        if here == self.pid {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "/proc/self/pagemap was opened by process {} and names it, not this \
+                 process ({here}, forked from it)",
+                self.pid
+            )))
+        }
+    }
+
     /// Whether the kernel has `PAGEMAP_SCAN` (scans one page of `addr`, collect only).
     pub(crate) fn has_scan(&mut self, addr: usize) -> io::Result<bool> {
         let page = super::page_size();
@@ -153,6 +175,7 @@ impl Pagemap {
 
     /// Raw 64-bit pagemap entries of the pages starting at virtual page `first_page`.
     pub(crate) fn read_entries(&self, first_page: usize, out: &mut [u64]) -> io::Result<()> {
+        self.check_owner()?;
         let mut bytes = vec![0u8; out.len() * 8];
         self.file
             .read_exact_at(&mut bytes, (first_page as u64) * 8)?;

@@ -13,18 +13,33 @@
 //! A second table serves background snapshots (see `live.rs`): there, a write to
 //! a batch the copier has not saved yet parks the writer on a futex until it has.
 //!
+//! Every entry records the process that registered it. In a child forked from
+//! that process the entry is a copy with no tracker or copier behind it: a write
+//! there has its page made writable and goes on (a child must never wait for a
+//! copier that does not exist in it; its pagesnap calls are refused anyway, see
+//! `fork.rs`).
+//!
+//! pagesnap relies on receiving these faults. [`check`] tells whether its handler
+//! is still the installed one: a handler installed later that does not pass
+//! faults on would make writes go unrecorded, so callers refuse to produce a
+//! snapshot then, and [`replacements`] lets a tracker know that it may have
+//! missed writes while the handler was away.
+//!
 //! ```text
 //!  BACKGROUND[i]: start, len, batch bytes
 //!                 states ──► [AtomicU32; batches]  PENDING → REQUESTED → COPYING → COPIED
 //!                 requests ► AtomicUsize           bumped when a writer asks for a batch
+//!                 pid                              the registering process
 //!  SLOTS[i]: start ──► first byte of a region      (0 = slot free)
+//!            pid       the registering process
 //!            len       bytes
 //!            bits  ──► [AtomicU64; pages/64] dirty bitmap, owned by the tracker
 //! ```
 #![allow(unsafe_code)]
 
+use super::process;
 use std::io;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// How many regions can be tracked by mprotect at once in one process.
@@ -34,6 +49,7 @@ struct Slot {
     start: AtomicUsize,
     len: AtomicUsize,
     bits: AtomicPtr<AtomicU64>,
+    pid: AtomicU32,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -41,6 +57,7 @@ const EMPTY: Slot = Slot {
     start: AtomicUsize::new(0),
     len: AtomicUsize::new(0),
     bits: AtomicPtr::new(std::ptr::null_mut()),
+    pid: AtomicU32::new(0),
 };
 static SLOTS: [Slot; MAX_REGIONS] = [EMPTY; MAX_REGIONS];
 
@@ -62,6 +79,7 @@ struct BackgroundEntry {
     batch: AtomicUsize,
     states: AtomicPtr<AtomicU32>,
     requests: AtomicPtr<AtomicUsize>,
+    pid: AtomicU32,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -71,6 +89,7 @@ const NO_BACKGROUND: BackgroundEntry = BackgroundEntry {
     batch: AtomicUsize::new(0),
     states: AtomicPtr::new(std::ptr::null_mut()),
     requests: AtomicPtr::new(std::ptr::null_mut()),
+    pid: AtomicU32::new(0),
 };
 static BACKGROUND: [BackgroundEntry; MAX_BACKGROUND] = [NO_BACKGROUND; MAX_BACKGROUND];
 
@@ -121,6 +140,7 @@ pub(crate) fn register_background(
     );
     e.batch.store(batch, Ordering::Relaxed);
     e.len.store(len, Ordering::Relaxed);
+    e.pid.store(process::id(), Ordering::Relaxed);
     e.start.store(start, Ordering::Release);
     Ok(BackgroundSlot {
         index,
@@ -130,9 +150,19 @@ pub(crate) fn register_background(
 
 impl Drop for BackgroundSlot {
     fn drop(&mut self) {
-        let _guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-        BACKGROUND[self.index].start.store(0, Ordering::Release);
+        let e = &BACKGROUND[self.index];
+        let _guard = registry_unless_inherited(&e.pid);
+        e.start.store(0, Ordering::Release);
     }
+}
+
+/// The registry lock, except in a child forked from the process that made the
+/// entry: a thread of the parent may have held the lock at the fork, and would
+/// never release it there. (Clearing `start` is atomic; the lock only keeps two
+/// registrations from taking one free slot.)
+fn registry_unless_inherited(pid: &AtomicU32) -> Option<std::sync::MutexGuard<'static, ()>> {
+    (pid.load(Ordering::Relaxed) == process::id())
+        .then(|| REGISTRY.lock().unwrap_or_else(|e| e.into_inner()))
 }
 /// Serialises registration (never taken by the handler).
 static REGISTRY: Mutex<()> = Mutex::new(());
@@ -182,6 +212,7 @@ pub(crate) fn register(
     slot.bits
         .store(bits.as_ptr() as *mut AtomicU64, Ordering::Relaxed);
     slot.len.store(len, Ordering::Relaxed);
+    slot.pid.store(process::id(), Ordering::Relaxed);
     // Release: the handler that sees `start` also sees bits and len.
     slot.start.store(start, Ordering::Release);
     Ok(FaultSlot { index, _bits: bits })
@@ -189,8 +220,9 @@ pub(crate) fn register(
 
 impl Drop for FaultSlot {
     fn drop(&mut self) {
-        let _guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-        SLOTS[self.index].start.store(0, Ordering::Release);
+        let slot = &SLOTS[self.index];
+        let _guard = registry_unless_inherited(&slot.pid);
+        slot.start.store(0, Ordering::Release);
     }
 }
 
@@ -222,14 +254,25 @@ fn install() -> io::Result<()> {
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
+    if !on_fault(addr) {
+        chain(sig, info, ctx);
+    }
+}
+
+/// Serves a write fault at `addr`: true if it was pagesnap's and the write may be
+/// retried, false if it belongs to the previous handler.
+fn on_fault(addr: usize) -> bool {
     let page = PAGE.load(Ordering::Relaxed);
     let mut in_background = false;
-    for e in BACKGROUND[..BACKGROUND_HIGH.load(Ordering::Acquire)].iter() {
-        let start = e.start.load(Ordering::Acquire);
-        if start == 0 || addr < start || addr - start >= e.len.load(Ordering::Relaxed) {
-            continue;
+    if let Some(e) = BACKGROUND[..BACKGROUND_HIGH.load(Ordering::Acquire)]
+        .iter()
+        .find(|e| covers(&e.start, &e.len, addr))
+    {
+        if e.pid.load(Ordering::Relaxed) != process::id() {
+            return make_writable(addr & !(page - 1), page);
         }
         in_background = true;
+        let start = e.start.load(Ordering::Relaxed);
         let b = (addr - start) / e.batch.load(Ordering::Relaxed);
         // SAFETY: states has len/batch entries (rounded up) and b indexes one of
         // them; it and `requests` are kept alive by the BackgroundSlot.
@@ -239,66 +282,134 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
                 &*e.requests.load(Ordering::Relaxed),
             )
         };
-        let mut waited = false;
-        loop {
-            match state.load(Ordering::Acquire) {
-                COPIED => break,
-                PENDING => {
-                    if state
-                        .compare_exchange(PENDING, REQUESTED, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        requests.fetch_add(1, Ordering::Release);
-                    }
-                }
-                s => {
-                    waited = true;
-                    super::futex::wait(state, s);
-                }
-            }
-        }
-        if waited {
+        if wait_until_copied(state, requests) {
             // Retry the write: the batch is saved and (unless the mprotect
             // tracker also watches it) writable again.
-            return;
+            return true;
         }
-        break;
     }
-    for slot in SLOTS[..SLOTS_HIGH.load(Ordering::Acquire)].iter() {
-        let start = slot.start.load(Ordering::Acquire);
-        if start == 0 || addr < start {
-            continue;
-        }
-        let len = slot.len.load(Ordering::Relaxed);
-        if addr - start >= len {
-            continue;
-        }
+    if let Some(slot) = SLOTS[..SLOTS_HIGH.load(Ordering::Acquire)]
+        .iter()
+        .find(|s| covers(&s.start, &s.len, addr))
+    {
+        let start = slot.start.load(Ordering::Relaxed);
         let index = (addr - start) / page;
-        let bits = slot.bits.load(Ordering::Relaxed);
-        // SAFETY: bits points at a live bitmap of len/page bits (kept alive by the
-        // FaultSlot that published it) and index < len/page.
-        unsafe { (*bits.add(index / 64)).fetch_or(1 << (index % 64), Ordering::Relaxed) };
         let page_addr = start + index * page;
-        // SAFETY: the page belongs to a live pagesnap region; making it writable is
-        // exactly what the faulting store needs. mprotect is async-signal-safe.
-        let rc = unsafe {
-            libc::mprotect(
-                page_addr as *mut libc::c_void,
-                page,
-                libc::PROT_READ | libc::PROT_WRITE,
-            )
-        };
-        if rc == 0 {
-            return;
+        if slot.pid.load(Ordering::Relaxed) != process::id() {
+            return make_writable(page_addr, page);
         }
-        break;
+        let bits = slot.bits.load(Ordering::Relaxed);
+        // Unprotect first, then set the bit: a collect running meanwhile (a
+        // converging snapshot's round) either sees the bit and re-protects the
+        // page after this, or misses it and sees it next time — never clears
+        // the bit of a page left writable.
+        if make_writable(page_addr, page) {
+            // SAFETY: bits points at a live bitmap of len/page bits (kept alive by
+            // the FaultSlot that published it) and index < len/page.
+            unsafe { (*bits.add(index / 64)).fetch_or(1 << (index % 64), Ordering::Release) };
+            return true;
+        }
     }
-    if in_background {
-        // A fault in a batch that was saved between the fault and this check:
-        // the protection is already lifted, so the retried write goes through.
-        return;
+    // A fault in a batch that was saved between the fault and the check above:
+    // the protection is already lifted, so the retried write goes through.
+    in_background
+}
+
+/// Whether the entry `[start, start + len)` is live and holds `addr`.
+fn covers(start: &AtomicUsize, len: &AtomicUsize, addr: usize) -> bool {
+    // Acquire: the entry's other fields were stored before `start` (Release).
+    let start = start.load(Ordering::Acquire);
+    start != 0 && addr >= start && addr - start < len.load(Ordering::Relaxed)
+}
+
+/// The writer's side of a background batch: returns at once if `state` is
+/// `COPIED` (false: nothing waited); otherwise asks the copier for the batch
+/// (PENDING → REQUESTED, counted in `requests`) and sleeps until it is `COPIED`
+/// (true).
+fn wait_until_copied(state: &AtomicU32, requests: &AtomicUsize) -> bool {
+    let mut waited = false;
+    loop {
+        match state.load(Ordering::Acquire) {
+            COPIED => return waited,
+            PENDING => {
+                if state
+                    .compare_exchange(PENDING, REQUESTED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    requests.fetch_add(1, Ordering::Release);
+                }
+            }
+            s => {
+                waited = true;
+                super::futex::wait(state, s);
+            }
+        }
     }
-    chain(sig, info, ctx);
+}
+
+/// `mprotect(addr, len, PROT_READ | PROT_WRITE)` from the handler; true if done.
+fn make_writable(addr: usize, len: usize) -> bool {
+    // SAFETY: [addr, addr + len) is page-aligned and lies in a region registered
+    // in one of the tables (by this process, or by the parent this child was
+    // forked from: then it is the child's own copy); making it writable is what
+    // the faulting store needs. mprotect is async-signal-safe.
+    unsafe {
+        libc::mprotect(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+        ) == 0
+    }
+}
+
+/// pagesnap's handler is not the installed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Replaced {
+    /// The handler installed instead (`SIG_DFL` = 0, `SIG_IGN` = 1).
+    pub(crate) current: usize,
+}
+
+impl From<Replaced> for crate::error::Error {
+    fn from(r: Replaced) -> Self {
+        crate::error::Error::HandlerReplaced { current: r.current }
+    }
+}
+
+/// Set while the last [`check`] found another handler installed.
+static REPLACED: AtomicBool = AtomicBool::new(false);
+/// How many times [`check`] has found pagesnap's handler replaced (each period
+/// of replacement counts once).
+static REPLACEMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether pagesnap's handler still receives SIGSEGV (if it was ever installed):
+/// one `sigaction(2)` query.
+pub(crate) fn check() -> Result<(), Replaced> {
+    if PREVIOUS.get().is_none() {
+        return Ok(());
+    }
+    // SAFETY: zeroed is a valid sigaction to receive the current one into.
+    let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `now`.
+    if unsafe { libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut now) } != 0 {
+        // Cannot fail for a valid signal number; treat it as "not ours" if it does.
+        now.sa_sigaction = libc::SIG_DFL;
+    }
+    if now.sa_sigaction == handler as *const () as usize {
+        REPLACED.store(false, Ordering::Release);
+        return Ok(());
+    }
+    if !REPLACED.swap(true, Ordering::AcqRel) {
+        REPLACEMENTS.fetch_add(1, Ordering::AcqRel);
+    }
+    Err(Replaced {
+        current: now.sa_sigaction,
+    })
+}
+
+/// How many periods of replacement [`check`] has seen: a tracker that saw a
+/// different count before may have missed writes in between.
+pub(crate) fn replacements() -> u64 {
+    REPLACEMENTS.load(Ordering::Acquire)
 }
 
 /// Hands a fault that is not ours to the previous handler, or to the default action.
@@ -330,3 +441,7 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "signal_tests.rs"]
+mod tests;

@@ -4,7 +4,7 @@
 
 use super::Tracker;
 use crate::digest::page_hash;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
 use crate::Tracking;
@@ -29,24 +29,44 @@ impl Compare {
         Compare { hashes, forced }
     }
 
-    fn scan(&mut self, map: &Mapping, update: bool, dirty: &mut Vec<usize>) {
-        for (i, (page, old)) in map
-            .as_slice()
-            .chunks_exact(page_size())
-            .zip(self.hashes.iter_mut())
-            .enumerate()
-        {
-            let h = page_hash(page);
-            let forced = self.forced[i / 64] & (1 << (i % 64)) != 0;
-            if h != *old || forced {
-                dirty.push(i);
-                if update {
-                    *old = h;
-                    self.forced[i / 64] &= !(1 << (i % 64));
+    /// Hashes every page, comparing with the sync point's hashes. Reads the
+    /// region by copying it out in pieces (it is shared with a background
+    /// copier, which calls `peek`; see `sys::mmap` on aliasing).
+    fn scan(&mut self, map: &Mapping, update: bool, dirty: &mut Vec<usize>) -> Result<()> {
+        let page = page_size();
+        let mut buf = bounce(page)?;
+        let per = buf.len() / page;
+        let pages = self.hashes.len();
+        for first in (0..pages).step_by(per) {
+            let n = per.min(pages - first);
+            map.copy_out(first * page, &mut buf[..n * page]);
+            for (j, bytes) in buf[..n * page].chunks_exact(page).enumerate() {
+                let i = first + j;
+                let h = page_hash(bytes);
+                let forced = self.forced[i / 64] & (1 << (i % 64)) != 0;
+                if h != self.hashes[i] || forced {
+                    dirty.push(i);
+                    if update {
+                        self.hashes[i] = h;
+                        self.forced[i / 64] &= !(1 << (i % 64));
+                    }
                 }
             }
         }
+        Ok(())
     }
+}
+
+/// A buffer of up to 64 KiB (whole pages) to copy the region out through.
+fn bounce(page: usize) -> Result<Vec<u8>> {
+    let len = (64 << 10).max(page);
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
+        what: "the compare tracker's buffer",
+        bytes: len,
+    })?;
+    buf.resize(len, 0);
+    Ok(buf)
 }
 
 impl Tracker for Compare {
@@ -55,13 +75,11 @@ impl Tracker for Compare {
     }
 
     fn collect(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
-        self.scan(map, true, dirty);
-        Ok(())
+        self.scan(map, true, dirty)
     }
 
     fn peek(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
-        self.scan(map, false, dirty);
-        Ok(())
+        self.scan(map, false, dirty)
     }
 
     fn remark(&mut self, _map: &Mapping, pages: &[usize]) -> Result<()> {
@@ -73,9 +91,10 @@ impl Tracker for Compare {
 
     fn rearm(&mut self, map: &Mapping, written: &[usize]) -> Result<()> {
         let page = page_size();
-        let bytes = map.as_slice();
+        let mut buf = bounce(page)?;
         for &p in written {
-            self.hashes[p] = page_hash(&bytes[p * page..(p + 1) * page]);
+            map.copy_out(p * page, &mut buf[..page]);
+            self.hashes[p] = page_hash(&buf[..page]);
             self.forced[p / 64] &= !(1 << (p % 64));
         }
         Ok(())

@@ -17,6 +17,12 @@ pub(crate) trait Tracker: Send + Sync {
     /// Which backend this is.
     fn kind(&self) -> Tracking;
 
+    /// Whether the tracker can work now (`Err` e.g. when the faults it relies on
+    /// no longer reach it); called before pagesnap writes the region itself.
+    fn ready(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Pushes the index of every page written since the sync point (in any order,
     /// possibly repeated) and re-arms tracking for them: the new sync point.
     fn collect(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()>;

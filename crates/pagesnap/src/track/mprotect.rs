@@ -4,6 +4,15 @@
 //!
 //! Kernel-mode writes (`read(2)` into a protected page) do not fault into a signal
 //! handler: they fail with `EFAULT`.
+//!
+//! The tracker is only as good as the faults it receives. A SIGSEGV handler
+//! installed after pagesnap's that does not pass faults on (a JIT or a garbage
+//! collector that lifts protection itself) makes writes go unrecorded. Every
+//! call first checks that pagesnap's handler is still installed and fails with
+//! [`Error::HandlerReplaced`] if not; and once a replacement has been seen
+//! (here or by a background snapshot), the tracker no longer trusts its bits:
+//! the next collect made with pagesnap's handler back reports every page and
+//! protects them all again, so the snapshot after it is exact.
 
 use super::{runs, Tracker};
 use crate::error::{Error, Result};
@@ -19,6 +28,10 @@ pub(crate) struct Mprotect {
     /// Dropping it removes the region from the handler's table (before the unmap).
     _slot: FaultSlot,
     scratch: Vec<usize>,
+    /// [`signal::replacements`] as of the last check.
+    replacements: u64,
+    /// Writes may have gone unrecorded: the next collect reports every page.
+    lost: bool,
 }
 
 impl Mprotect {
@@ -40,11 +53,32 @@ impl Mprotect {
                 },
             },
         )?;
+        signal::check()?;
         Ok(Mprotect {
             bits,
             _slot: slot,
             scratch: Vec::new(),
+            replacements: signal::replacements(),
+            lost: false,
         })
+    }
+
+    /// `Err(HandlerReplaced)` unless pagesnap's handler is installed; notes in
+    /// `lost` whether it was found replaced, here or elsewhere, since the last
+    /// check.
+    fn faults_reach_us(&mut self) -> Result<()> {
+        let checked = signal::check();
+        let seen = signal::replacements();
+        if seen != self.replacements || checked.is_err() {
+            self.replacements = seen;
+            self.lost = true;
+        }
+        Ok(checked?)
+    }
+
+    /// Every page, for a collect or peek after writes may have gone unrecorded.
+    fn all_pages(&self, map: &Mapping, dirty: &mut Vec<usize>) {
+        dirty.extend(0..map.len() / page_size());
     }
 
     fn read_bits(&self, take: bool, dirty: &mut Vec<usize>) {
@@ -79,7 +113,19 @@ impl Tracker for Mprotect {
         Tracking::Mprotect
     }
 
+    fn ready(&mut self) -> Result<()> {
+        self.faults_reach_us()
+    }
+
     fn collect(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+        self.faults_reach_us()?;
+        if self.lost {
+            self.read_bits(true, &mut Vec::new());
+            protect(map, 0, map.len() / page_size())?;
+            self.all_pages(map, dirty);
+            self.lost = false;
+            return Ok(());
+        }
         let from = dirty.len();
         self.read_bits(true, dirty);
         // read_bits yields pages in ascending order.
@@ -89,8 +135,13 @@ impl Tracker for Mprotect {
         Ok(())
     }
 
-    fn peek(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
-        self.read_bits(false, dirty);
+    fn peek(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+        self.faults_reach_us()?;
+        if self.lost {
+            self.all_pages(map, dirty);
+        } else {
+            self.read_bits(false, dirty);
+        }
         Ok(())
     }
 

@@ -13,7 +13,10 @@
 //! ```
 //! Contract: while any soft-dirty region takes a snapshot, the writers of every
 //! soft-dirty region of the process are quiescent (a write racing with the clear
-//! could otherwise be lost — the kernel offers no per-range clear).
+//! could otherwise be lost — the kernel offers no per-range clear). That loss is
+//! real: tests running on parallel threads, each with its own soft-dirty regions,
+//! lost writes this way in the kernel matrix (`tests/soft_dirty_regions.rs` holds
+//! the contract's test; the matrix runs suites one test at a time).
 //!
 //! Many kernels lack `CONFIG_MEM_SOFT_DIRTY`: the files exist but the bit never
 //! sets, so availability is decided by a write-and-check probe ([`works`]).
@@ -170,7 +173,7 @@ impl Tracker for SoftDirty {
 /// check bit 55.
 pub(crate) fn works() -> std::result::Result<(), String> {
     let page = page_size();
-    let map = Mapping::anonymous(page, Protection::ReadWrite, false)
+    let mut map = Mapping::anonymous(page, Protection::ReadWrite, false)
         .map_err(|e| format!("mmap of a probe page: {e}"))?;
     let pagemap = Pagemap::open().map_err(|e| format!("/proc/self/pagemap: {e}"))?;
     map.as_mut_slice()[0] = 1;

@@ -156,6 +156,21 @@ impl UffdWp {
         Ok(newly_used)
     }
 
+    /// Pushes every populated page of `chunks` (sorted, unique).
+    fn report_populated(&mut self, chunks: &[usize], dirty: &mut Vec<usize>) -> Result<()> {
+        let (base, page) = (self.start, page_size());
+        for (first, n) in runs(chunks).collect::<Vec<_>>() {
+            let (from, _) = self.chunk_range(first);
+            let (_, to) = self.chunk_range(first + n - 1);
+            self.pagemap
+                .scan_populated(from, to, |s, e| {
+                    dirty.extend((s - base) / page..(e - base) / page)
+                })
+                .map_err(track_err("PAGEMAP_SCAN", from, to - from))?;
+        }
+        Ok(())
+    }
+
     fn arm_all(&mut self, chunks: &[usize]) -> Result<()> {
         for (first, n) in runs(chunks).collect::<Vec<_>>() {
             self.arm_chunks(first, n)?;
@@ -171,7 +186,11 @@ impl Tracker for UffdWp {
 
     fn collect(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         let newly_used = self.scan(true, Some(dirty))?;
-        self.arm_all(&newly_used)
+        self.arm_all(&newly_used)?;
+        // A converging snapshot collects while writers run: a page first
+        // written between the scan of a new chunk and its arming is now
+        // write-protected as if clean. Report the new chunks' pages again.
+        self.report_populated(&newly_used, dirty)
     }
 
     fn peek(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {

@@ -60,7 +60,7 @@ pub fn fix_footer_crc(v: &mut [u8]) {
 pub fn table(v: &[u8]) -> std::ops::Range<usize> {
     let f = footer(v);
     let start = get_u64(v, f + TABLE_OFF) as usize;
-    let end = if get_u32(v, VERSION) == 1 {
+    let end = if table_first(v) {
         get_u64(v, f + DATA_OFF) as usize
     } else {
         f
@@ -72,7 +72,7 @@ pub fn table(v: &[u8]) -> std::ops::Range<usize> {
 pub fn data(v: &[u8]) -> std::ops::Range<usize> {
     let f = footer(v);
     let start = get_u64(v, f + DATA_OFF) as usize;
-    let end = if get_u32(v, VERSION) == 1 {
+    let end = if table_first(v) {
         f
     } else {
         get_u64(v, f + TABLE_OFF) as usize
@@ -108,11 +108,18 @@ pub fn fix_record_crc(v: &mut [u8], at: usize) {
     set_u32(v, at + 4, crc);
 }
 
-/// A version 1 file rewritten in version 2's layout: records first, table last.
+/// Whether the file puts its page table before the records (versions 1 and 3;
+/// 2 and 4 put it last).
+fn table_first(v: &[u8]) -> bool {
+    get_u32(v, VERSION) % 2 == 1
+}
+
+/// A table-first file (version 1 or 3) rewritten in the table-last layout of
+/// the next version (2 or 4): records first, table last.
 pub fn to_v2(v1: &[u8]) -> Vec<u8> {
     let (t, d) = (table(v1), data(v1));
     let mut v = v1[..FIXED].to_vec();
-    set_u32(&mut v, VERSION, 2);
+    set_u32(&mut v, VERSION, get_u32(v1, VERSION) + 1);
     fix_header_crc(&mut v);
     v.extend_from_slice(&v1[d.clone()]);
     let table_off = v.len() as u64;

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod child;
+
 use pagesnap::{probe, Tracking};
 
 /// Every concrete backend this machine has; prints why each missing one is skipped.

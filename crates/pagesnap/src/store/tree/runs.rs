@@ -294,6 +294,77 @@ mod tests {
         assert_eq!(store.stats().table_nodes, 0);
     }
 
+    /// Random run sets (repeats of one frame list included) over random bases:
+    /// `with_runs` agrees with `with_changes` page by page and in the digest.
+    #[test]
+    fn random_runs_match_page_by_page_changes() {
+        let store = PageStore::new();
+        let ids: Vec<FrameId> = (1..=64).map(|t| page(&store, t)).collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..40 {
+            let pages = 1 + rnd(LEAF * FANOUT * 2 + 100);
+            let mut base_changes = Vec::new();
+            for p in (rnd(50)..pages).step_by(1 + rnd(40)) {
+                let id = ids[rnd(ids.len())];
+                store.test_retain(id);
+                base_changes.push((p, id));
+            }
+            let base = Tree::zero(&store, pages).with_changes(&base_changes);
+            let mut runs = Vec::new();
+            let mut at = rnd(20);
+            while at < pages {
+                let long = rnd(4) == 0;
+                let count = (1 + rnd(if long { 3000 } else { 40 })).min(pages - at);
+                let frames = match rnd(3) {
+                    0 => RunFrames::Same(ids[rnd(ids.len())]),
+                    1 => RunFrames::Same(FrameId::ZERO),
+                    // Each needs as many frames as pages: runs longer than
+                    // the list repeat one frame instead.
+                    _ if count <= ids.len() => {
+                        let start = rnd(ids.len() - count + 1);
+                        RunFrames::Each(&ids[start..start + count])
+                    }
+                    _ => RunFrames::Same(ids[0]),
+                };
+                runs.push(PageRun {
+                    first: at,
+                    count,
+                    frames,
+                });
+                at += count + rnd(30);
+            }
+            let mut changes = Vec::new();
+            for r in &runs {
+                for i in 0..r.count {
+                    let id = r.at(i);
+                    store.test_retain(id);
+                    changes.push((r.first + i, id));
+                }
+            }
+            let by_pages = base.with_changes(&changes);
+            let by_runs = base.with_runs(&runs);
+            assert_eq!(
+                by_runs.digest(),
+                by_pages.digest(),
+                "{pages} pages, {runs:?}"
+            );
+            let mut diff = Vec::new();
+            by_pages.diff(&by_runs, &mut diff);
+            assert!(diff.is_empty(), "{pages} pages: {diff:?}");
+        }
+        for id in ids {
+            store.test_release(id);
+        }
+        assert_eq!(store.stats().unique_pages, 0, "every reference released");
+        assert_eq!(store.stats().table_nodes, 0);
+    }
+
     /// A run of one frame over 2^30 pages builds one node per height.
     #[test]
     fn a_long_run_of_one_frame_shares_its_subtrees() {

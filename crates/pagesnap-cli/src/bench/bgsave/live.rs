@@ -1,0 +1,113 @@
+//! The pagesnap methods of `bench bgsave`: point-in-time (`pagesnap`,
+//! `pagesnap-save`: the pause is the start) and converging (`pagesnap-converge`,
+//! `pagesnap-converge-save`: rounds run while the writers write; once they
+//! are done — the program's quiescent point — and the rounds have stopped,
+//! `finish` is the pause).
+
+use super::data::{expected_after, verify, writers, Data};
+use super::sampler::{rss, Sampler};
+use super::{ms, Round};
+use pagesnap::{PageStore, Region, Snapshot};
+use std::sync::atomic::AtomicI32;
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+/// One round of a pagesnap method.
+pub fn round(
+    method: &str,
+    data: Data,
+    len: usize,
+    nwriters: usize,
+    huge: bool,
+) -> Result<Round, Box<dyn std::error::Error>> {
+    let page = pagesnap::page_size();
+    let go = Arc::new(Barrier::new(nwriters + 1));
+    let mut region = Region::builder(len).huge_pages(huge).build()?;
+    for (i, p) in region.as_mut_slice().chunks_exact_mut(page).enumerate() {
+        data.fill(i * page, p);
+    }
+    let base = region.as_ptr() as usize;
+    let ws = writers(base, len, nwriters, &go);
+    let file =
+        std::env::temp_dir().join(format!("pagesnap-bench-bgsave-{}.snap", std::process::id()));
+    let baseline = rss();
+    let sampler = Sampler::start(Arc::new(AtomicI32::new(0)));
+    let run_writers =
+        |ws: Vec<std::thread::JoinHandle<()>>| -> Result<f64, Box<dyn std::error::Error>> {
+            let tw = Instant::now();
+            go.wait();
+            for w in ws {
+                w.join().map_err(|_| "writer panicked")?;
+            }
+            Ok(ms(tw.elapsed()))
+        };
+    let t0 = Instant::now();
+    let (pause, writers_ms, snap, faults, rounds, point_in_time);
+    match method {
+        "pagesnap" | "pagesnap-save" => {
+            point_in_time = true;
+            rounds = None;
+            if method == "pagesnap" {
+                let bg = region.background_snapshot()?;
+                pause = t0.elapsed();
+                writers_ms = run_writers(ws)?;
+                let (s, report) = bg.wait_report()?;
+                (snap, faults) = (Some(s), Some(report.faults));
+            } else {
+                let bg = region.background_save(&file)?;
+                pause = t0.elapsed();
+                writers_ms = run_writers(ws)?;
+                (snap, faults) = (None, Some(bg.wait()?.faults));
+            }
+        }
+        "pagesnap-converge" | "pagesnap-converge-save" => {
+            point_in_time = false;
+            faults = None;
+            if method == "pagesnap-converge" {
+                let conv = region.converging_snapshot()?;
+                writers_ms = run_writers(ws)?;
+                conv.wait_converged();
+                rounds = Some(conv.rounds());
+                let tp = Instant::now();
+                let s = conv.finish()?;
+                pause = tp.elapsed();
+                snap = Some(s);
+            } else {
+                let conv = region.converging_save(&file)?;
+                writers_ms = run_writers(ws)?;
+                conv.wait_converged();
+                rounds = Some(conv.rounds());
+                let tp = Instant::now();
+                let saving = conv.finish()?;
+                pause = tp.elapsed();
+                saving.wait()?;
+                snap = None;
+            }
+        }
+        m => return Err(format!("unknown method {m:?}").into()),
+    }
+    let complete = t0.elapsed();
+    let peak = sampler.peak();
+    let snap = match snap {
+        Some(s) => s,
+        None => {
+            let s = Snapshot::load(&file, &PageStore::new())?;
+            std::fs::remove_file(&file)?;
+            s
+        }
+    };
+    let verified = if point_in_time {
+        verify(&snap, |at| data.before(at))?
+    } else {
+        verify(&snap, |at| expected_after(data, len, nwriters, at))?
+    };
+    Ok(Round {
+        pause_ms: ms(pause),
+        writers_ms,
+        complete_ms: ms(complete),
+        extra_rss_mb: peak.saturating_sub(baseline) as f64 / (1 << 20) as f64,
+        verified: Some(verified),
+        faults,
+        rounds,
+    })
+}

@@ -1,0 +1,100 @@
+//! What the remote holds: every pack index read so far, as hash → (pack, slot).
+//!
+//! Indexes are immutable once written, so each is read once per [`Remote`]
+//! handle; a refresh lists the packs folder and reads only the new ones.
+//!
+//! [`Remote`]: super::Remote
+
+use super::error::RemoteError;
+use super::format::{PackIndex, INDEX_SUFFIX, PACKS};
+use super::{index_path, store_error, Shared, PARALLEL};
+use crate::store::IdentityHasher;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+
+/// Where a page lives: pack number (in [`Known::packs`]) and slot in the pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Location {
+    pub(super) pack: u32,
+    pub(super) slot: u32,
+}
+
+/// The pages the remote is known to hold.
+#[derive(Default)]
+pub(super) struct Known {
+    loaded: HashSet<String>,
+    /// Pack names, by pack number.
+    pub(super) packs: Vec<String>,
+    pub(super) at: HashMap<u128, Location, BuildHasherDefault<IdentityHasher>>,
+}
+
+impl Known {
+    /// Records a pack and its pages (one just read, or one just uploaded).
+    pub(super) fn add(&mut self, name: String, hashes: &[u128]) {
+        if !self.loaded.insert(name.clone()) {
+            return;
+        }
+        let pack = self.packs.len() as u32;
+        self.packs.push(name);
+        for (slot, &h) in hashes.iter().enumerate() {
+            self.at.entry(h).or_insert(Location {
+                pack,
+                slot: slot as u32,
+            });
+        }
+    }
+
+    /// Reads the indexes of packs written since the last refresh.
+    pub(super) fn refresh(&mut self, shared: &Shared) -> Result<(), RemoteError> {
+        let folder = Path::from(PACKS);
+        let machine = crate::sys::page_size();
+        let new: Vec<String> = shared.block_on(async {
+            let metas: Vec<_> = shared
+                .store
+                .list(Some(&folder))
+                .try_collect()
+                .await
+                .map_err(|e| store_error("listing", &folder, e))?;
+            Ok::<_, RemoteError>(
+                metas
+                    .into_iter()
+                    .filter_map(|m| {
+                        m.location
+                            .filename()?
+                            .strip_suffix(INDEX_SUFFIX)
+                            .map(str::to_string)
+                    })
+                    .filter(|n| !self.loaded.contains(n))
+                    .collect(),
+            )
+        })?;
+        let read = shared.block_on(
+            futures_util::stream::iter(new)
+                .map(|name| async move {
+                    let path = index_path(&name);
+                    let bytes = shared
+                        .store
+                        .get(&path)
+                        .await
+                        .map_err(|e| store_error("download", &path, e))?
+                        .bytes()
+                        .await
+                        .map_err(|e| store_error("download", &path, e))?;
+                    let index = PackIndex::decode(path.as_ref(), &bytes)?;
+                    Ok::<_, RemoteError>((name, index))
+                })
+                .buffer_unordered(PARALLEL)
+                .try_collect::<Vec<_>>(),
+        )?;
+        for (name, index) in read {
+            // Packs of another page size can hold none of this machine's pages.
+            if index.page_size as usize == machine {
+                self.add(name, &index.hashes);
+            }
+        }
+        Ok(())
+    }
+}
