@@ -79,10 +79,12 @@ impl Remote {
                         continue;
                     };
                     let (&first, rest) = at.split_first().expect("a listed hash has a page");
-                    let id = staged.add(first, bytes).map_err(|_| RemoteError::TooLarge {
-                        what: "the page store",
-                        bytes: page as u64,
-                    })?;
+                    let id = staged
+                        .add(first, bytes)
+                        .map_err(|_| RemoteError::TooLarge {
+                            what: "the page store",
+                            bytes: page as u64,
+                        })?;
                     for &p in rest {
                         staged.add_same(p, id);
                     }
