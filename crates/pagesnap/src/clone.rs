@@ -48,7 +48,6 @@
 use crate::error::{Error, Result};
 use crate::region::{Region, RegionBuilder};
 use crate::snapshot::Snapshot;
-use crate::store::frames::FrameId;
 use crate::sys::memfd::Memfd;
 use crate::sys::page_size;
 use crate::track::{self, compare::Compare, runs, Tracker};
@@ -70,7 +69,7 @@ impl Image {
         const BATCH: usize = 1024;
         let memfd = Memfd::create(c"pagesnap-clone-image", snap.len())?;
         let page = page_size();
-        let st = snap.store().lock();
+        let store = snap.store();
         let mut bufs: Vec<&[u8]> = Vec::with_capacity(BATCH);
         let (mut first, mut next) = (0, 0);
         let mut result = Ok(());
@@ -85,14 +84,13 @@ impl Image {
             if bufs.is_empty() {
                 first = p;
             }
-            bufs.push(st.frames.bytes(id));
+            bufs.push(store.frame(id));
             next = p + 1;
         });
         if result.is_ok() && !bufs.is_empty() {
             result = memfd.write_at(first * page, &bufs);
         }
         drop(bufs);
-        drop(st);
         result.map(|()| Image { memfd })
     }
 
@@ -213,10 +211,10 @@ impl Snapshot {
 
 /// The content hash of every page of `snap`, from its frames' hashes.
 fn page_hashes(snap: &Snapshot) -> Vec<u128> {
-    let st = snap.store().lock();
-    let mut hashes = vec![st.frames.hash(FrameId::ZERO); snap.tree().pages()];
+    let store = snap.store();
+    let mut hashes = vec![store.zero_hash(); snap.tree().pages()];
     snap.tree()
-        .for_each_nonzero(|p, id| hashes[p] = st.frames.hash(id));
+        .for_each_nonzero(|p, id| hashes[p] = store.frame_hash(id));
     hashes
 }
 

@@ -32,7 +32,7 @@
 use crate::error::{Error, Result};
 use crate::fork::Owner;
 use crate::snapshot::Snapshot;
-use crate::store::frames::FrameId;
+use crate::store::Staged;
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
 use crate::sys::signal::{self, BatchStates, COPIED, COPYING, PENDING, REQUESTED};
@@ -521,12 +521,13 @@ fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Sna
     let (map, page) = (&*job.map, page_size());
     let pages_per_batch = batch / page;
     let store = job.base.store().clone();
-    let mut changes: Vec<(usize, FrameId)> = Vec::new();
+    // Dropped on an error, which hands the frames back.
+    let mut changes = Staged::new(&store);
     changes
-        .try_reserve_exact(dirty.len())
+        .try_reserve(dirty.len() as u64)
         .map_err(|_| Error::OutOfMemory {
             what: "the background snapshot's list of changed pages",
-            bytes: dirty.len() * std::mem::size_of::<(usize, FrameId)>(),
+            bytes: dirty.len() * 16,
         })?;
     let mut buf = batch_buffer(batch)?;
     let result = drive(job, shared, |b| {
@@ -541,22 +542,13 @@ fn copy(job: &Job, shared: &Shared, dirty: &[usize], batch: usize) -> Result<Sna
         }
         // Writers go on as soon as the bytes are out; hashing and dedup follow.
         let lifted = lift(job, shared, b, batch, mine.len());
-        let mut st = store.lock();
         for (i, &p) in mine.iter().enumerate() {
-            changes.push((p, st.frames.insert(&buf[i * page..(i + 1) * page])?));
+            changes.add(p, &buf[i * page..(i + 1) * page])?;
         }
         lifted
     });
-    if let Err(e) = result {
-        // Hand the frames back before reporting the failure.
-        let mut st = store.lock();
-        for (_, id) in changes {
-            st.frames.release(id);
-        }
-        return Err(e);
-    }
-    changes.sort_unstable_by_key(|c| c.0);
-    let tree = job.base.tree().with_changes(&mut store.lock(), &changes);
+    result?;
+    let tree = store.commit(job.base.tree(), changes);
     Ok(Snapshot::from_tree_at(
         tree,
         job.base.len(),

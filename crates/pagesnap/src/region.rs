@@ -3,8 +3,7 @@
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
-use crate::store::tree::Tree;
-use crate::store::PageStore;
+use crate::store::{PageStore, Threads, Tree};
 use crate::sys::mmap::{Mapping, Protection, WriteKey};
 use crate::sys::page_size;
 use crate::track::{self, Tracker};
@@ -24,6 +23,7 @@ pub struct RegionBuilder {
     tracking: Tracking,
     huge_pages: bool,
     store: Option<PageStore>,
+    threads: usize,
     at: Option<usize>,
 }
 
@@ -69,6 +69,15 @@ impl RegionBuilder {
         self
     }
 
+    /// Use at most `n` threads for a snapshot or restore (0, the default: every
+    /// core this process may run on). Only work large enough to pay for a thread
+    /// is split (some hundred pages per thread), so small snapshots stay on the
+    /// caller's thread whatever `n` is.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
     /// The builder's settings, for `Snapshot::instantiate_with` (clone.rs): length
     /// as asked (not rounded), tracking, huge pages, store, address.
     #[allow(clippy::type_complexity)]
@@ -109,6 +118,7 @@ impl RegionBuilder {
             store,
             base,
             huge_pages: self.huge_pages,
+            threads: Threads::at_most(self.threads),
             origin: None,
             dirty: Vec::new(),
             changes: Vec::new(),
@@ -199,6 +209,7 @@ pub struct Region {
     /// tracker reports.
     base: Snapshot,
     huge_pages: bool,
+    threads: Threads,
     /// For a clone (`Snapshot::instantiate`, clone.rs): the snapshot it started
     /// from, which its mapping shows wherever it has not written, and which
     /// `reset` goes back to. `None` for a region built empty.
@@ -226,6 +237,7 @@ impl Region {
             tracking: Tracking::Auto,
             huge_pages: false,
             store: None,
+            threads: 0,
             at: None,
         }
     }
@@ -311,7 +323,6 @@ impl Region {
         self.dirty.dedup();
         match self.store_dirty() {
             Ok(snap) => {
-                // The old sync point is released here, outside the store lock.
                 self.base = snap.clone();
                 Ok(snap)
             }
@@ -329,29 +340,9 @@ impl Region {
     /// The sync point with the pages of `self.dirty` (sorted, unique) saved into
     /// the store. On failure the store holds nothing new.
     fn store_dirty(&mut self) -> Result<Snapshot> {
-        let page = page_size();
-        self.changes.clear();
-        self.changes
-            .try_reserve(self.dirty.len())
-            .map_err(|_| Error::OutOfMemory {
-                what: "the snapshot's list of changed pages",
-                bytes: self.dirty.len() * std::mem::size_of::<(usize, FrameId)>(),
-            })?;
-        let bytes = self.map.as_slice_keyed(&self.key);
-        let mut st = self.store.lock();
-        for &p in &self.dirty {
-            match st.frames.insert(&bytes[p * page..(p + 1) * page]) {
-                Ok(id) => self.changes.push((p, id)),
-                Err(e) => {
-                    for (_, id) in self.changes.drain(..) {
-                        st.frames.release(id);
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-        let tree = self.base.tree().with_changes(&mut st, &self.changes);
-        drop(st);
+        let tree =
+            self.store
+                .commit_pages(self.base.tree(), &self.map, &self.dirty, self.threads)?;
         Ok(Snapshot::from_tree_at(tree, self.len(), self.map.as_ptr()))
     }
 
@@ -497,12 +488,8 @@ impl Region {
         self.changes.clear();
         let target = snap.tree();
         self.base.tree().diff(target, &mut self.changes);
-        write_frames(
-            &self.map,
-            &mut self.key,
-            &self.store,
-            self.changes.iter().copied(),
-        );
+        self.store
+            .write_pages(&self.map, &self.changes, self.threads);
         // 2. One collect makes the new sync point: it re-protects what step 1
         //    wrote and reports, besides those, the pages written since the last
         //    sync point, which must go back to `snap` too.
@@ -520,7 +507,7 @@ impl Region {
             //    the common case when backtracking, there are none.) Nothing is
             //    allocated here: the frames are looked up page by page.
             let pages = self.dirty.iter().map(|&p| (p, target.get(p)));
-            write_frames(&self.map, &mut self.key, &self.store, pages);
+            write_frames(&self.map, &self.store, pages);
             tracker.rearm(&self.map, &self.dirty)?;
         }
         drop(tracker);
@@ -530,22 +517,16 @@ impl Region {
     }
 }
 
-/// Copies each `(page, frame)` of `changes` into the region.
-fn write_frames(
-    map: &Mapping,
-    key: &mut WriteKey,
-    store: &PageStore,
-    changes: impl Iterator<Item = (usize, FrameId)>,
-) {
+/// Copies each `(page, frame)` of `changes` into the region (no lock: frames
+/// are read straight from the store).
+fn write_frames(map: &Mapping, store: &PageStore, changes: impl Iterator<Item = (usize, FrameId)>) {
     let page = page_size();
     let mut changes = changes.peekable();
     if changes.peek().is_none() {
         return;
     }
-    let st = store.lock();
-    let bytes = map.as_mut_slice_keyed(key);
     for (p, id) in changes {
-        bytes[p * page..(p + 1) * page].copy_from_slice(st.frames.bytes(id));
+        map.copy_in(p * page, store.frame(id));
     }
 }
 
@@ -616,8 +597,7 @@ impl Region {
     }
 
     /// Blocks while a background snapshot of this region is copying: restore
-    /// writes pages the copier may still need (and holds the store lock while it
-    /// does, which the copier needs too).
+    /// writes pages the copier may still need.
     fn wait_for_background(&self) {
         while self.background.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_micros(50));
@@ -660,6 +640,7 @@ impl Region {
             origin: Some(base.clone()),
             base,
             huge_pages,
+            threads: Threads::AUTO,
             dirty: Vec::new(),
             changes: Vec::new(),
             resync: false,

@@ -2,9 +2,7 @@
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::store::frames::FrameId;
-use crate::store::tree::Tree;
-use crate::store::PageStore;
+use crate::store::{PageStore, Staged, Tree};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -136,35 +134,9 @@ impl Snapshot {
             });
         }
         // `buf` may lie in memory that faults into pagesnap (a region under a
-        // background snapshot, whose copier needs the store): never touch it with
-        // the store locked. Pages go through an owned bounce buffer instead.
-        const BOUNCE: usize = 64 << 10;
-        let page = crate::sys::page_size();
-        let mut bounce = Vec::new();
-        bounce
-            .try_reserve_exact(BOUNCE.min(buf.len()).max(1))
-            .map_err(|_| Error::OutOfMemory {
-                what: "the read buffer",
-                bytes: BOUNCE.min(buf.len()),
-            })?;
-        let mut done = 0;
-        while done < buf.len() {
-            bounce.clear();
-            {
-                let st = self.store().lock();
-                while done + bounce.len() < buf.len() && bounce.len() < BOUNCE {
-                    let at = offset + done + bounce.len();
-                    let in_page = at % page;
-                    let n = (page - in_page)
-                        .min(buf.len() - done - bounce.len())
-                        .min(BOUNCE - bounce.len());
-                    let frame = st.frames.bytes(self.tree().get(at / page));
-                    bounce.extend_from_slice(&frame[in_page..in_page + n]);
-                }
-            }
-            buf[done..done + bounce.len()].copy_from_slice(&bounce);
-            done += bounce.len();
-        }
+        // background snapshot, whose copier needs the store): the store reads
+        // its frames without any lock, so none is held while `buf` is written.
+        self.store().read(self.tree(), offset, buf);
         Ok(())
     }
 
@@ -172,9 +144,9 @@ impl Snapshot {
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = vec![0u8; self.len()];
         let page = crate::sys::page_size();
-        let st = self.store().lock();
+        let store = self.store();
         self.tree().for_each_nonzero(|p, id| {
-            out[p * page..(p + 1) * page].copy_from_slice(st.frames.bytes(id));
+            out[p * page..(p + 1) * page].copy_from_slice(store.frame(id));
         });
         out
     }
@@ -215,43 +187,23 @@ impl Snapshot {
         if self.store().same_as(store) {
             return Ok(self.clone());
         }
-        let page = crate::sys::page_size();
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(page)
-            .map_err(|_| Error::OutOfMemory {
-                what: "a page buffer",
-                bytes: page,
-            })?;
-        buf.resize(page, 0);
-        let mut changes: Vec<(usize, FrameId)> = Vec::new();
-        let mut failed = None;
+        // Dropped on an error, which hands the pages taken so far back.
+        let mut staged = Staged::new(store);
         let src = self.store();
+        let mut failed = None;
         self.tree().for_each_nonzero(|p, id| {
-            if failed.is_some() {
-                return;
-            }
-            buf.copy_from_slice(src.lock().frames.bytes(id));
-            let inserted = changes
-                .try_reserve(1)
-                .map_err(|_| Error::OutOfMemory {
-                    what: "the list of copied pages",
-                    bytes: (changes.len() + 1) * std::mem::size_of::<(usize, FrameId)>(),
-                })
-                .and_then(|()| store.lock().frames.insert(&buf).map_err(Error::from));
-            match inserted {
-                Ok(new) => changes.push((p, new)),
-                Err(e) => failed = Some(e),
+            if failed.is_none() {
+                if let Err(e) = staged.add(p, src.frame(id)) {
+                    failed = Some(e);
+                }
             }
         });
         if let Some(e) = failed {
-            let mut st = store.lock();
-            for (_, id) in changes {
-                st.frames.release(id);
-            }
-            return Err(e);
+            return Err(e.into());
         }
         let zero = Tree::zero(store, self.tree().pages());
-        let tree = zero.with_changes(&mut store.lock(), &changes);
+        let tree = store.commit(&zero, staged);
+        drop(zero);
         Ok(Snapshot::from_tree_at(
             tree,
             self.len(),

@@ -46,7 +46,7 @@ pub(crate) fn differing(map: &Mapping, base: &Snapshot, out: &mut Vec<usize>) ->
     let tree = base.tree();
     for p in 0..map.len() / page {
         map.copy_out(p * page, mine);
-        theirs.copy_from_slice(base.store().lock().frames.bytes(tree.get(p)));
+        theirs.copy_from_slice(base.store().frame(tree.get(p)));
         if mine != theirs {
             out.push(p);
         }

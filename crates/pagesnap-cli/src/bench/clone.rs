@@ -271,7 +271,7 @@ pub fn run(args: CloneArgs) -> CmdResult {
             at_most: true,
         },
     ];
-    println!("Issue 8 targets:");
+    println!("Targets:");
     for t in &targets {
         println!("  {}", t.line());
     }

@@ -136,7 +136,7 @@ pub fn run(args: MemoryArgs) -> CmdResult {
         );
     }
     line("snapshot median", format!("{snapshot_ms:.3} ms"));
-    println!("Issue 4 targets:");
+    println!("Targets:");
     for t in &targets {
         println!("  {}", t.line());
     }

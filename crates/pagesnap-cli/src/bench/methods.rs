@@ -99,11 +99,18 @@ pub struct Tracked {
 
 impl Tracked {
     /// Builds, fills and snapshots a region (the snapshot every restore returns to).
-    pub fn new(len: usize, tracking: Tracking, huge: bool, store: &PageStore) -> Result<Tracked> {
+    pub fn new(
+        len: usize,
+        tracking: Tracking,
+        huge: bool,
+        store: &PageStore,
+        threads: usize,
+    ) -> Result<Tracked> {
         let mut region = Region::builder(len)
             .tracking(tracking)
             .huge_pages(huge)
             .store(store)
+            .threads(threads)
             .build()?;
         let page = pagesnap::page_size();
         for (i, p) in region.as_mut_slice().chunks_exact_mut(page).enumerate() {

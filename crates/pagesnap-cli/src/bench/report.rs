@@ -1,12 +1,13 @@
-//! Results: rows of method × op, the stdout table, the issue's targets, JSON rows.
+//! Results: rows of case × method × op, the stdout table, the targets, JSON rows.
 
 use super::stats::Summary;
 use comfy_table::{presets, CellAlignment, Table};
 use serde_json::{json, Value};
 
-/// One method × op.
+/// One method × op, in one case (e.g. `1% 4K`; empty where a bench has one).
 #[derive(Clone, Debug)]
 pub struct Row {
+    pub case: String,
     pub method: String,
     pub op: &'static str,
     pub summary: Summary,
@@ -17,6 +18,7 @@ pub struct Row {
 impl Row {
     pub fn json(&self) -> Value {
         json!({
+            "case": self.case,
             "method": self.method,
             "op": self.op,
             "median_ms": self.summary.median_ms,
@@ -27,10 +29,17 @@ impl Row {
     }
 }
 
-/// The median of `method` × `op`, if measured.
+/// The median of `method` × `op`, if measured (the first case that has it).
 pub fn median(rows: &[Row], method: &str, op: &str) -> Option<f64> {
     rows.iter()
         .find(|r| r.method == method && r.op == op)
+        .map(|r| r.summary.median_ms)
+}
+
+/// The median of `method` × `op` in `case`, if measured.
+fn median_in(rows: &[Row], case: &str, method: &str, op: &str) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.case == case && r.method == method && r.op == op)
         .map(|r| r.summary.median_ms)
 }
 
@@ -93,28 +102,38 @@ pub const MAIN_COLUMNS: [Versus; 3] = [
 ];
 
 /// The table printed on stdout (Markdown, so it pastes into a README as is): each
-/// row's median, min, max, then one ratio column per `versus`.
+/// row's case (where there are cases), median, min, max, then one ratio column per
+/// `versus`, against `versus.base` in the same case.
 pub fn table(rows: &[Row], versus: &[Versus]) -> Table {
     let mut t = Table::new();
+    let cased = rows.iter().any(|r| !r.case.is_empty());
     let mut header = vec!["method", "op", "median ms", "min ms", "max ms"];
+    if cased {
+        header.insert(0, "case");
+    }
     header.extend(versus.iter().map(|v| v.header));
     t.load_preset(presets::ASCII_MARKDOWN).set_header(header);
     for r in rows {
         let m = r.summary.median_ms;
-        let mut cells = vec![
+        let mut cells = vec![];
+        if cased {
+            cells.push(r.case.clone());
+        }
+        cells.extend([
             r.method.clone(),
             r.op.to_string(),
             ms(m),
             ms(r.summary.min_ms),
             ms(r.summary.max_ms),
-        ];
+        ]);
         for v in versus {
-            let base = median(rows, v.base, r.op);
+            let base = median_in(rows, &r.case, v.base, r.op);
             cells.push(ratio(base.map(|b| if v.speedup { b / m } else { m / b })));
         }
         t.add_row(cells);
     }
-    for i in 2..5 + versus.len() {
+    let first = 2 + usize::from(cased);
+    for i in first..first + 3 + versus.len() {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }
@@ -122,10 +141,10 @@ pub fn table(rows: &[Row], versus: &[Versus]) -> Table {
     t
 }
 
-/// One of issue 4's targets, checked against measured medians.
+/// A target, checked against measured medians.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// What the issue asks, e.g. "uffd-wp snapshot ≤ 3× floor snapshot".
+    /// What is asked, e.g. "uffd-wp snapshot ≤ 1.5× floor snapshot".
     pub goal: String,
     /// The measured ratio, if both sides were measured.
     pub ratio: Option<f64>,
@@ -193,25 +212,54 @@ pub fn target(
     }
 }
 
-/// Issue 4's speed targets for the main benchmark (stated for 1 GiB, 1 %, 4 KiB).
-pub fn main_targets(rows: &[Row]) -> Vec<Target> {
+/// The main benchmark's speed targets, for the rows of one case: at 1 % dirty
+/// (stated for 1 GiB, 4 KiB pages) snapshot and restore within 1.5× of copying
+/// exactly the dirty pages, a write + snapshot cycle 4× faster than fork's, a
+/// write within 1.1× of the bare userfaultfd fault; at 100 % a snapshot within
+/// 1.5× of a full memcpy; at 0.1 % within 3× of the floor. Other fractions have
+/// no stated bar.
+pub fn main_targets(rows: &[Row], percent: f64) -> Vec<Target> {
     let u = "uffd-wp";
+    let snap = (u, "snapshot");
+    if percent >= 100.0 {
+        return vec![target(
+            rows,
+            "uffd-wp snapshot ≤ 1.5× memcpy snapshot",
+            snap,
+            ("memcpy", "snapshot"),
+            1.5,
+            true,
+        )];
+    }
+    if percent <= 0.1 {
+        return vec![target(
+            rows,
+            "uffd-wp snapshot ≤ 3× floor snapshot",
+            snap,
+            ("floor", "snapshot"),
+            3.0,
+            true,
+        )];
+    }
+    if percent != 1.0 {
+        return Vec::new();
+    }
     vec![
         target(
             rows,
-            "uffd-wp snapshot ≤ 3× floor snapshot",
-            (u, "snapshot"),
+            "uffd-wp snapshot ≤ 1.5× floor snapshot",
+            snap,
             ("floor", "snapshot"),
-            3.0,
+            1.5,
             true,
         ),
         target(
             rows,
-            "uffd-wp snapshot ≥ 20× faster than memcpy",
-            ("memcpy", "snapshot"),
-            (u, "snapshot"),
-            20.0,
-            false,
+            "uffd-wp restore ≤ 1.5× floor restore",
+            (u, "restore"),
+            ("floor", "restore"),
+            1.5,
+            true,
         ),
         target(
             rows,
@@ -223,18 +271,10 @@ pub fn main_targets(rows: &[Row]) -> Vec<Target> {
         ),
         target(
             rows,
-            "uffd-wp restore ≤ 3× floor restore",
-            (u, "restore"),
-            ("floor", "restore"),
-            3.0,
-            true,
-        ),
-        target(
-            rows,
-            "uffd-wp write ≤ 1.2× uffd-raw write",
+            "uffd-wp write ≤ 1.1× uffd-raw write",
             (u, "write"),
             ("uffd-raw", "write"),
-            1.2,
+            1.1,
             true,
         ),
     ]
@@ -246,6 +286,7 @@ mod tests {
 
     fn row(method: &str, op: &'static str, median_ms: f64) -> Row {
         Row {
+            case: String::new(),
             method: method.into(),
             op,
             summary: Summary {
@@ -260,15 +301,19 @@ mod tests {
     #[test]
     fn targets_compare_medians() {
         let rows = vec![
-            row("uffd-wp", "snapshot", 4.0),
+            row("uffd-wp", "snapshot", 2.4),
             row("floor", "snapshot", 2.0),
             row("memcpy", "snapshot", 100.0),
         ];
-        let t = main_targets(&rows);
-        assert_eq!((t[0].ratio, t[0].met()), (Some(2.0), Some(true)));
-        assert_eq!((t[1].ratio, t[1].met()), (Some(25.0), Some(true)));
+        let t = main_targets(&rows, 1.0);
+        assert_eq!((t[0].ratio, t[0].met()), (Some(1.2), Some(true)));
         assert_eq!(t[2].met(), None);
         assert!(t[2].line().contains("not measured"));
+        let full = main_targets(&rows, 100.0);
+        assert!((full[0].ratio.unwrap() - 0.024).abs() < 1e-9 && full[0].met() == Some(true));
+        let sparse = main_targets(&rows, 0.1);
+        assert_eq!(sparse[0].met(), Some(true));
+        assert!(main_targets(&rows, 10.0).is_empty());
         let slow = target(
             &rows,
             "x",
@@ -279,6 +324,6 @@ mod tests {
         );
         assert!(slow.line().contains("NOT met"));
         let text = table(&rows, &MAIN_COLUMNS).to_string();
-        assert!(text.contains("| uffd-wp") && text.contains("2.00×") && text.contains("25.0×"));
+        assert!(text.contains("| uffd-wp") && text.contains("1.20×") && text.contains("41.7×"));
     }
 }

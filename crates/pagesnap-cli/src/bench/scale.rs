@@ -161,6 +161,7 @@ pub fn run(args: ScaleArgs) -> CmdResult {
         .iter()
         .filter_map(|s| {
             Some(Row {
+                case: String::new(),
                 method: s.name.into(),
                 op: "snapshot",
                 summary: Summary::of(&s.samples)?,
@@ -191,7 +192,7 @@ pub fn run(args: ScaleArgs) -> CmdResult {
         1.5,
         true,
     );
-    println!("Issue 4 target:\n  {}", target.line());
+    println!("Target:\n  {}", target.line());
 
     if let Some(path) = &args.json {
         let doc = json!({

@@ -1,40 +1,18 @@
-//! Loading: checked page records go into the store in batches (hashed outside the
-//! lock, one lock per batch), the page table becomes a tree over the base (zeros,
-//! or the parent), and the result's digest must equal the footer's. On any error
-//! every page taken into the store is released again.
+//! Loading: checked page records go into the store (staged: each copied into a
+//! frame slot and hashed there), the page table becomes a tree over the base
+//! (zeros, or the parent), and the result's digest must equal the footer's. On any
+//! error every page taken into the store is released again (`Staged` does it).
 
 use super::error::FileError;
 use super::format::FileKind;
 use super::options::LoadOptions;
 use super::read::{self, Opened, RecordStats};
 use super::FileInfo;
-use crate::digest::page_hash;
 use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
-use crate::store::tree::{PageRun, RunFrames, Tree};
-use crate::store::PageStore;
+use crate::store::{PageRun, PageStore, RunFrames, Staged, Tree};
 use crate::Digest;
 use std::path::Path;
-
-/// Frames taken into the store for the records read so far, each with the one
-/// reference its insertion gave; released when dropped (never drop it while the
-/// store is locked).
-struct Held {
-    store: PageStore,
-    ids: Vec<FrameId>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if self.ids.is_empty() {
-            return;
-        }
-        let mut st = self.store.lock();
-        for &id in &self.ids {
-            st.frames.release(id);
-        }
-    }
-}
 
 /// Opens `path`, checks it is of kind `expected`, and loads it.
 pub(crate) fn load(
@@ -95,27 +73,24 @@ pub(crate) fn load_opened(
     }
 
     let count = opened.footer.data_count;
-    let mut held = Held {
-        store: store.clone(),
-        ids: Vec::new(),
-    };
-    held.ids
-        .try_reserve_exact(count as usize)
+    // Record i is staged as "page" i: `held` keeps the frames until the table
+    // takes references of its own; `ids` lists them in record order.
+    let mut held = Staged::new(store);
+    held.try_reserve(count)
+        .map_err(|_| too_large("the stored pages", count, 16))?;
+    let mut ids: Vec<FrameId> = Vec::new();
+    ids.try_reserve_exact(count as usize)
         .map_err(|_| too_large("the stored pages' ids", count, 4))?;
-    let mut hashes = Vec::new();
     let stats = opened.for_each_batch(|batch| {
-        hashes.clear();
-        hashes.extend(batch.iter().map(|p| page_hash(p)));
-        let mut st = store.lock();
-        for (p, &hash) in batch.iter().zip(&hashes) {
-            let id = st
-                .frames
-                .insert_hashed(p, hash)
-                .map_err(|e| FileError::TooLarge {
-                    what: e.what,
-                    bytes: e.bytes as u64,
-                })?;
-            held.ids.push(id);
+        for p in batch {
+            let id = held.add(ids.len(), p).map_err(|e| {
+                let (what, bytes) = e.what();
+                FileError::TooLarge {
+                    what,
+                    bytes: bytes as u64,
+                }
+            })?;
+            ids.push(id);
         }
         Ok(())
     })?;
@@ -127,14 +102,14 @@ pub(crate) fn load_opened(
         .map_err(|_| too_large("the page table's runs", opened.runs.len() as u64, 32))?;
     for run in &opened.runs {
         // Run::decode checked every run against the region's pages and every data
-        // index against the record count (which held.ids has, one id each).
+        // index against the record count (which ids has, one id each).
         let frames = match (run.data_of(0), run.repeat) {
             (None, _) if parent.is_none() => continue, // zeros over a zero base
             (None, _) => RunFrames::Same(FrameId::ZERO),
-            (Some(d), true) => RunFrames::Same(held.ids[d as usize]),
+            (Some(d), true) => RunFrames::Same(ids[d as usize]),
             (Some(d), false) => {
                 let d = d as usize;
-                RunFrames::Each(&held.ids[d..d + run.count as usize])
+                RunFrames::Each(&ids[d..d + run.count as usize])
             }
         };
         runs.push(PageRun {
@@ -152,7 +127,7 @@ pub(crate) fn load_opened(
         (None, Some(p)) => p.tree(),
         (None, None) => unreachable!("a zero base is made when there is no parent"),
     };
-    let tree = base.with_runs(&mut store.lock(), &runs);
+    let tree = base.with_runs(&runs);
     drop(runs);
     drop(zero_base);
     drop(held);

@@ -152,11 +152,6 @@ impl StreamWriter {
             runs: Vec::new(),
         };
         let mut k = 0;
-        let needs_store = base
-            .iter()
-            .enumerate()
-            .any(|(i, &id)| id != FrameId::ZERO && dirty.binary_search(&(first + i)).is_err());
-        let st = needs_store.then(|| store.lock());
         for (i, &id) in base.iter().enumerate() {
             let p = first + i;
             let (hash, data) = if dirty.get(k) == Some(&p) {
@@ -187,16 +182,15 @@ impl StreamWriter {
             } else if id == FrameId::ZERO {
                 (self.zero_hash, ZERO_DATA)
             } else {
-                let st = st.as_ref().expect("locked for base frames");
                 let d = match self.by_frame.get(&id) {
                     Some(&d) => d,
                     None => {
-                        let d = self.record(st.frames.bytes(id));
+                        let d = self.record(store.frame(id));
                         self.by_frame.insert(id, d);
                         d
                     }
                 };
-                (st.frames.hash(id), d)
+                (store.frame_hash(id), d)
             };
             out.hashes.push(hash);
             if data != ZERO_DATA {
@@ -204,7 +198,6 @@ impl StreamWriter {
                 push_run(&mut out.runs, p as u64, data);
             }
         }
-        drop(st);
         debug_assert_eq!(k, dirty.len());
         self.ahead.insert(first, (base.len(), out));
         while let Some((n, out)) = self.ahead.remove(&self.next_page) {
@@ -364,7 +357,7 @@ impl Merkle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tree::Tree;
+    use crate::store::{Staged, Tree};
 
     /// The streamed digest equals the tree's, for sizes around every boundary.
     #[test]
@@ -382,25 +375,19 @@ mod tests {
             LEAF * FANOUT + 3,
             5000,
         ] {
-            let mut changes = Vec::new();
+            let mut changes = Staged::new(&store);
             let mut m = Merkle::new(pages, zero_hash);
-            {
-                let mut st = store.lock();
-                for p in 0..pages {
-                    let id = if p % 7 == 3 {
-                        FrameId::ZERO
-                    } else {
-                        let mut b = vec![0u8; page];
-                        b[..8].copy_from_slice(&(p as u64 % 300 + 1).to_le_bytes());
-                        st.frames.insert(&b).unwrap()
-                    };
-                    m.push(st.frames.hash(id));
-                    if id != FrameId::ZERO {
-                        changes.push((p, id));
-                    }
+            for p in 0..pages {
+                if p % 7 == 3 {
+                    m.push(zero_hash);
+                } else {
+                    let mut b = vec![0u8; page];
+                    b[..8].copy_from_slice(&(p as u64 % 300 + 1).to_le_bytes());
+                    let id = changes.add(p, &b).expect("memory for the store");
+                    m.push(store.frame_hash(id));
                 }
             }
-            let tree = Tree::zero(&store, pages).with_changes(&mut store.lock(), &changes);
+            let tree = store.commit(&Tree::zero(&store, pages), changes);
             assert_eq!(m.finish(), tree.digest(), "{pages} pages");
         }
     }

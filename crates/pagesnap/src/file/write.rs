@@ -211,13 +211,10 @@ pub(crate) fn write(
     let mut enc = RecordEncoder::new(page);
     let (mut compressed, mut stored_bytes) = (0u64, 0u64);
     for chunk in plan.data.chunks(BATCH) {
-        {
-            let st = store.lock();
-            for &id in chunk {
-                let (n, is_compressed) = enc.encode(st.frames.bytes(id), &mut buf);
-                compressed += u64::from(is_compressed);
-                stored_bytes += n as u64;
-            }
+        for &id in chunk {
+            let (n, is_compressed) = enc.encode(store.frame(id), &mut buf);
+            compressed += u64::from(is_compressed);
+            stored_bytes += n as u64;
         }
         if buf.len() >= FLUSH {
             flush(&mut buf, &mut written)?;

@@ -34,8 +34,7 @@
 use super::Region;
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
-use crate::store::frames::FrameId;
-use crate::store::PageStore;
+use crate::store::{PageStore, Staged};
 use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
 use crate::track::Tracker;
@@ -423,7 +422,7 @@ fn copy_pages(
 ) -> usize {
     let page = page_size();
     let mut buf = vec![0u8; CHUNK.min(pages.len().max(1)) * page];
-    let mut changes: Vec<(usize, FrameId)> = Vec::with_capacity(pages.len());
+    let mut all = Staged::new(store);
     let mut done = 0;
     for chunk in pages.chunks(CHUNK) {
         if ctl.stop.load(Ordering::Acquire) {
@@ -432,33 +431,22 @@ fn copy_pages(
         for (i, &p) in chunk.iter().enumerate() {
             map.copy_out(p * page, &mut buf[i * page..(i + 1) * page]);
         }
-        let mut st = store.lock();
-        let before = changes.len();
-        let mut failed = false;
-        for (i, &p) in chunk.iter().enumerate() {
-            match st.frames.insert(&buf[i * page..(i + 1) * page]) {
-                Ok(id) => changes.push((p, id)),
-                Err(_) => {
-                    // Out of memory: this chunk counts as not copied (its
-                    // pages stay pending), the earlier ones are kept.
-                    for (_, id) in changes.drain(before..) {
-                        st.frames.release(id);
-                    }
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        drop(st);
-        if failed {
+        let mut staged = Staged::with_capacity(store, chunk.len());
+        let stored = chunk
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, &p)| staged.add(p, &buf[i * page..(i + 1) * page]).map(drop));
+        if stored.is_err() {
+            // Out of memory: this chunk counts as not copied (its pages stay
+            // pending; dropping `staged` hands them back), the earlier ones are kept.
             break;
         }
+        all.append(staged);
         done += chunk.len();
         ctl.copied.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
-    if !changes.is_empty() {
-        let tree = current.tree().with_changes(&mut store.lock(), &changes);
-        // The old one is released outside the store lock.
+    if done > 0 {
+        let tree = store.commit(current.tree(), all);
         *current = Snapshot::from_tree_at(tree, current.len(), map.as_ptr());
     }
     done
@@ -469,10 +457,10 @@ fn keep_changed(map: &Mapping, current: &Snapshot, dirty: &mut Vec<usize>) {
     let page = page_size();
     // Read through copy_out: writers may be running, so no slice of the region.
     let mut buf = vec![0u8; page];
-    let st = current.store().lock();
+    let store = current.store();
     let tree = current.tree();
     dirty.retain(|&p| {
         map.copy_out(p * page, &mut buf);
-        st.frames.bytes(tree.get(p)) != &buf[..]
+        store.frame(tree.get(p)) != &buf[..]
     });
 }

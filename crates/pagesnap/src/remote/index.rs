@@ -8,7 +8,7 @@
 use super::error::RemoteError;
 use super::format::{PackIndex, INDEX_SUFFIX, PACKS};
 use super::{index_path, store_error, Shared, PARALLEL};
-use crate::store::frames::IdentityHasher;
+use crate::store::IdentityHasher;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::ObjectStoreExt;

@@ -8,9 +8,7 @@ use super::{
     check_name, manifest_path, pack_path, store_error, Remote, Shared, Transfer, PARALLEL,
 };
 use crate::digest::page_hash;
-use crate::store::frames::FrameId;
-use crate::store::tree::Tree;
-use crate::store::PageStore;
+use crate::store::{PageStore, Staged, Tree};
 use crate::Snapshot;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -45,10 +43,19 @@ impl Remote {
         let mut done = Transfer { bytes: 0, total };
         progress(done);
 
-        let mut held = Held {
-            store: store.clone(),
-            ids: HashMap::new(),
-        };
+        // Every page of the manifest by hash: a fetched page is staged once per
+        // page that holds it (the first copy is stored, the rest share its frame).
+        let mut pages_of: HashMap<u128, Vec<usize>> = HashMap::new();
+        for &(p, h) in &manifest.pages {
+            pages_of.entry(h).or_default().push(p as usize);
+        }
+        let mut staged = Staged::new(store);
+        staged
+            .try_reserve(manifest.pages.len() as u64)
+            .map_err(|_| RemoteError::TooLarge {
+                what: "the snapshot's page list",
+                bytes: manifest.pages.len() as u64,
+            })?;
         let first_page = first_pages(&manifest);
         let page_of = |h: u128| first_page.get(&h).copied().unwrap_or(0);
         let fetches = futures_util::stream::iter(wanted)
@@ -67,37 +74,30 @@ impl Remote {
             let mut fetches = std::pin::pin!(fetches);
             while let Some(got) = fetches.next().await {
                 let got = got?;
-                let mut st = store.lock();
                 for (hash, bytes) in &got {
-                    let id = st.frames.insert_hashed(bytes, *hash).map_err(|_| {
-                        RemoteError::TooLarge {
+                    let Some(at) = pages_of.get(hash) else {
+                        continue;
+                    };
+                    let (&first, rest) = at.split_first().expect("a listed hash has a page");
+                    let id = staged
+                        .add(first, bytes)
+                        .map_err(|_| RemoteError::TooLarge {
                             what: "the page store",
                             bytes: page as u64,
-                        }
-                    })?;
-                    if let Some(old) = held.ids.insert(*hash, id) {
-                        st.frames.release(old);
+                        })?;
+                    for &p in rest {
+                        staged.add_same(p, id);
                     }
                 }
-                drop(st);
                 done.bytes += (got.len() * page) as u64;
                 progress(done);
             }
             Ok::<_, RemoteError>(())
         })?;
 
-        let tree = {
-            let mut st = store.lock();
-            let mut changes: Vec<(usize, FrameId)> = Vec::with_capacity(manifest.pages.len());
-            for &(p, h) in &manifest.pages {
-                // locate() found every hash, and every fetched page was checked.
-                let id = held.ids[&h];
-                st.frames.retain(id);
-                changes.push((p as usize, id));
-            }
-            Tree::zero(store, pages).with_changes(&mut st, &changes)
-        };
-        drop(held);
+        // locate() found every hash, and every fetched page was checked; the
+        // digest below confirms the table is whole.
+        let tree = store.commit(&Tree::zero(store, pages), staged);
         let snap = Snapshot::from_tree_at(tree, pages * page, std::ptr::null());
         if snap.digest() != manifest.digest {
             return Err(RemoteError::Digest {
@@ -229,20 +229,4 @@ pub(super) async fn fetch_from_pack(
         }
     }
     Ok(out)
-}
-
-/// Frames taken into the store for fetched pages, one reference each; released
-/// when dropped (never while the store is locked).
-struct Held {
-    store: PageStore,
-    ids: HashMap<u128, FrameId>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut st = self.store.lock();
-        for &id in self.ids.values() {
-            st.frames.release(id);
-        }
-    }
 }

@@ -46,12 +46,10 @@ impl Remote {
         let page = crate::sys::page_size();
         // The table: (page, hash) of every non-zero page, read off the frames.
         let mut table: Vec<(u64, u128)> = Vec::new();
-        {
-            let st = snapshot.store().lock();
-            snapshot
-                .tree()
-                .for_each_nonzero(|p, id| table.push((p as u64, st.frames.hash(id))));
-        }
+        let frames = snapshot.store();
+        snapshot
+            .tree()
+            .for_each_nonzero(|p, id| table.push((p as u64, frames.frame_hash(id))));
         let mut known = shared.known();
         known.refresh(shared)?;
         // Pages to send: each hash the remote lacks, once, in page order.
@@ -73,13 +71,11 @@ impl Remote {
         let store = &shared.store;
         let uploads = futures_util::stream::iter(missing.chunks(per_pack))
             .map(|chunk| {
-                // Gather the pack's bytes here, outside the async part: a short lock.
+                // Gather the pack's bytes here, outside the async part (no lock:
+                // the snapshot holds its frames).
                 let mut data = Vec::with_capacity(chunk.len() * page);
-                {
-                    let st = snapshot.store().lock();
-                    for &(p, _) in chunk {
-                        data.extend_from_slice(st.frames.bytes(snapshot.tree().get(p as usize)));
-                    }
+                for &(p, _) in chunk {
+                    data.extend_from_slice(frames.frame(snapshot.tree().get(p as usize)));
                 }
                 let index = PackIndex {
                     page_size: page as u32,

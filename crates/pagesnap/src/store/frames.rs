@@ -1,21 +1,24 @@
-//! Frames: the distinct page contents of a store, refcounted and indexed by hash.
+//! Frames: the distinct page contents of a store, refcounted and indexed by hash,
+//! safe to insert into and release from many threads at once.
 //!
 //! ```text
 //!  id 0  ─ the zero page: never stored, never counted
-//!  id n  ─ slab n / 512, slot n % 512   hashes[n]: xxh3-128   refs[n]: holders
-//!  index: hash ─► id  (a hit is confirmed by comparing the bytes)
+//!  id n  ─ a slot in slabs.rs (bytes, refs, xxh3-128)
+//!  index ─ hash ─► id in 64 locked shards (index.rs); a hit is confirmed by the bytes
+//!  alloc ─ one lock: the free slots and the next never-used id; callers reserve
+//!          slots a few dozen at a time (Staged), not one lock per page
 //! ```
-//! Frame memory comes in slabs of 512 pages (2 MiB, a huge page where the kernel
-//! gives one), pre-faulted when mapped: one fault per slab instead of a first-touch
-//! fault per stored page on the snapshot path. A frame is held once per page-table
-//! leaf slot that names it; when the last holder releases it, its id (and slot) is
-//! reused by the next new page.
+//! A frame is written once, into a slot its writer reserved, and published (given
+//! its hash and first holder, entered in the index) under its shard's lock. From
+//! then on its bytes only change after the last holder released it and its slot
+//! was reserved again, so a holder reads them without any lock.
 
-use super::NoMemory;
+use super::error::StoreError;
+use super::index::Index;
+use super::slabs::{Slabs, SLAB_FRAMES};
 use crate::digest::page_hash;
-use crate::sys::mmap::{Mapping, Protection};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Index of a frame in its store. `FrameId::ZERO` is the all-zero page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -25,207 +28,204 @@ impl FrameId {
     pub(crate) const ZERO: FrameId = FrameId(0);
 }
 
-/// The keys are already uniformly distributed hashes: use their low bits as is.
-#[derive(Default)]
-pub(crate) struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes.iter().take(8) {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
-    }
+/// Free slots and the next id never used, behind one lock.
+struct Alloc {
+    next: u32,
+    free: Vec<FrameId>,
 }
 
-type Index = HashMap<u128, FrameId, BuildHasherDefault<IdentityHasher>>;
-
-/// The frame table. Lives behind the store's mutex.
-pub(crate) struct Frames {
+/// The frame table.
+pub(super) struct Frames {
     page_size: usize,
     zero_hash: u128,
-    slabs: Vec<Mapping>,
-    hashes: Vec<u128>,
-    refs: Vec<u32>,
-    free: Vec<FrameId>,
+    slabs: Slabs,
     index: Index,
-    unique: u64,
+    alloc: Mutex<Alloc>,
+    unique: AtomicU64,
 }
 
 impl Frames {
-    pub(crate) fn new(page_size: usize) -> Frames {
-        let zero_hash = page_hash(&vec![0u8; page_size]);
+    pub(super) fn new(page_size: usize) -> Frames {
         Frames {
             page_size,
-            zero_hash,
-            slabs: Vec::new(),
-            hashes: vec![zero_hash],
-            refs: vec![0],
-            free: Vec::new(),
-            index: Index::default(),
-            unique: 0,
+            zero_hash: page_hash(&vec![0u8; page_size]),
+            slabs: Slabs::new(page_size),
+            index: Index::new(),
+            // Id 0 names the zero page, which has no slot.
+            alloc: Mutex::new(Alloc {
+                next: 1,
+                free: Vec::new(),
+            }),
+            unique: AtomicU64::new(0),
         }
     }
 
-    pub(crate) fn page_size(&self) -> usize {
+    pub(super) fn page_size(&self) -> usize {
         self.page_size
     }
 
+    pub(super) fn zero_hash(&self) -> u128 {
+        self.zero_hash
+    }
+
     /// Distinct non-zero pages held.
-    pub(crate) fn unique(&self) -> u64 {
-        self.unique
-    }
-
-    /// Bytes of memory the frame table itself takes (ids, hashes, refcounts, index).
-    pub(crate) fn index_bytes(&self) -> u64 {
-        let per_slot = 16 + 4;
-        (self.hashes.capacity() * per_slot
-            + self.free.capacity() * 4
-            + self.index.capacity() * (16 + 4 + 1)) as u64
-    }
-
-    /// The frame holding `page`'s contents, with one more holder. Zero pages give
-    /// `FrameId::ZERO`; a hash hit is confirmed byte for byte. Fails, changing
-    /// nothing, when memory for a new frame cannot be had.
-    pub(crate) fn insert(&mut self, page: &[u8]) -> Result<FrameId, NoMemory> {
-        self.insert_hashed(page, page_hash(page))
-    }
-
-    /// As [`insert`](Self::insert), with the page's hash already known.
-    pub(crate) fn insert_hashed(&mut self, page: &[u8], hash: u128) -> Result<FrameId, NoMemory> {
-        debug_assert_eq!(page.len(), self.page_size);
-        if hash == self.zero_hash && is_zero(page) {
-            return Ok(FrameId::ZERO);
-        }
-        let mut collision = false;
-        if let Some(&id) = self.index.get(&hash) {
-            if self.bytes(id) == page {
-                self.refs[id.0 as usize] += 1;
-                return Ok(id);
-            }
-            // Two contents with one hash: keep both, index only the first.
-            collision = true;
-        }
-        // Everything a new frame needs is had before anything changes.
-        if !collision {
-            self.index.try_reserve(1).map_err(|_| NoMemory {
-                what: "the page store's index",
-                bytes: (self.index.len() + 1) * (16 + 4 + 1),
-            })?;
-        }
-        let id = match self.free.pop() {
-            Some(id) => id,
-            None => {
-                let n = self.hashes.len();
-                let id = u32::try_from(n).map_err(|_| NoMemory {
-                    what: "a frame id (2^32 frames)",
-                    bytes: self.page_size,
-                })?;
-                let grow = |v: usize, each: usize| NoMemory {
-                    what: "the page store's frame table",
-                    bytes: (v + 1) * each,
-                };
-                self.hashes.try_reserve(1).map_err(|_| grow(n, 16))?;
-                self.refs.try_reserve(1).map_err(|_| grow(n, 4))?;
-                if n / SLAB_FRAMES == self.slabs.len() {
-                    self.slabs
-                        .try_reserve(1)
-                        .map_err(|_| grow(self.slabs.len(), 16))?;
-                    self.slabs.push(new_slab(self.page_size)?);
-                }
-                self.hashes.push(0);
-                self.refs.push(0);
-                FrameId(id)
-            }
-        };
-        let slot = id.0 as usize;
-        let (slab, at) = self.place(id);
-        self.slabs[slab].as_mut_slice()[at..at + self.page_size].copy_from_slice(page);
-        self.hashes[slot] = hash;
-        self.refs[slot] = 1;
-        if !collision {
-            self.index.insert(hash, id);
-        }
-        self.unique += 1;
-        Ok(id)
-    }
-
-    /// Slab index and byte offset of a frame.
-    fn place(&self, id: FrameId) -> (usize, usize) {
-        let n = id.0 as usize;
-        (n / SLAB_FRAMES, (n % SLAB_FRAMES) * self.page_size)
+    pub(super) fn unique(&self) -> u64 {
+        self.unique.load(Ordering::Relaxed)
     }
 
     /// Bytes of frame memory mapped (live frames, free slots, the unused tail).
-    pub(crate) fn reserved_bytes(&self) -> u64 {
-        self.slabs.iter().map(|s| s.len() as u64).sum()
+    pub(super) fn reserved_bytes(&self) -> u64 {
+        self.slabs.mapped_bytes()
     }
 
-    /// The bytes of a frame; the zero frame reads as zeros.
-    pub(crate) fn bytes(&self, id: FrameId) -> &[u8] {
+    /// Bytes of memory the frame table itself takes (slots, free list, index).
+    pub(super) fn index_bytes(&self) -> u64 {
+        let free = self.lock_alloc().free.capacity() as u64 * 4;
+        self.slabs.meta_bytes() + free + self.index.bytes()
+    }
+
+    fn lock_alloc(&self) -> std::sync::MutexGuard<'_, Alloc> {
+        self.alloc.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The bytes of a frame the caller holds; the zero frame reads as zeros.
+    pub(super) fn bytes(&self, id: FrameId) -> &[u8] {
         if id == FrameId::ZERO {
             return zero_page(self.page_size);
         }
-        debug_assert!(self.refs[id.0 as usize] > 0, "a released frame was read");
-        let (slab, at) = self.place(id);
-        &self.slabs[slab].as_slice()[at..at + self.page_size]
-    }
-
-    /// The content hash of a frame.
-    pub(crate) fn hash(&self, id: FrameId) -> u128 {
-        self.hashes[id.0 as usize]
-    }
-
-    /// One more holder of `id`.
-    pub(crate) fn retain(&mut self, id: FrameId) {
-        if id != FrameId::ZERO {
-            self.refs[id.0 as usize] += 1;
-        }
-    }
-
-    /// One holder fewer; the last one frees the frame.
-    pub(crate) fn release(&mut self, id: FrameId) {
-        if id == FrameId::ZERO {
-            return;
-        }
-        let slot = id.0 as usize;
         debug_assert!(
-            self.refs[slot] > 0,
-            "frame {slot} released more often than held"
+            self.slabs.slot(id).refs.load(Ordering::Relaxed) > 0,
+            "a released frame was read"
         );
-        self.refs[slot] -= 1;
-        if self.refs[slot] == 0 {
-            let hash = self.hashes[slot];
-            if self.index.get(&hash) == Some(&id) {
-                self.index.remove(&hash);
-            }
-            self.free.push(id);
-            self.unique -= 1;
+        self.slabs.bytes(id)
+    }
+
+    /// The content hash of a frame the caller holds.
+    pub(super) fn hash(&self, id: FrameId) -> u128 {
+        if id == FrameId::ZERO {
+            return self.zero_hash;
+        }
+        self.slabs.slot(id).hash()
+    }
+
+    /// One more holder of `id`, which the caller holds already.
+    pub(super) fn retain(&self, id: FrameId) {
+        if id != FrameId::ZERO {
+            self.slabs.slot(id).refs.fetch_add(1, Ordering::Relaxed);
         }
     }
-}
 
-/// Frames per slab (2 MiB of 4 KiB pages).
-const SLAB_FRAMES: usize = 512;
+    /// Moves up to `want` free slots into `out` (at least one, or an error).
+    pub(super) fn reserve(&self, want: usize, out: &mut Vec<FrameId>) -> Result<(), StoreError> {
+        let mut a = self.lock_alloc();
+        let from_free = want.min(a.free.len());
+        let at = a.free.len() - from_free;
+        out.extend(a.free.drain(at..));
+        while out.len() < want {
+            let n = a.next;
+            if n == u32::MAX {
+                if out.is_empty() {
+                    return Err(StoreError::Full {
+                        max: u64::from(u32::MAX) - 1,
+                    });
+                }
+                break;
+            }
+            let slab = n as usize / SLAB_FRAMES;
+            if !self.slabs.has(slab) {
+                if let Err(e) = self.slabs.add(slab) {
+                    if out.is_empty() {
+                        return Err(e);
+                    }
+                    break;
+                }
+            }
+            out.push(FrameId(n));
+            a.next = n + 1;
+        }
+        Ok(())
+    }
 
-/// A new slab, pre-faulted so storing a page into it takes no page fault.
-fn new_slab(page_size: usize) -> Result<Mapping, NoMemory> {
-    let len = SLAB_FRAMES * page_size;
-    let huge = len % crate::sys::mmap::HUGE_PAGE == 0;
-    let slab = Mapping::anonymous(len, Protection::ReadWrite, huge).map_err(|_| NoMemory {
-        what: "a page-store slab",
-        bytes: len,
-    })?;
-    // Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages fault on first
-    // use. It fails with ENOMEM when memory is short; the slab is still usable
-    // (MAP_NORESERVE: a page short then is the kernel's OOM, as for any write).
-    let _ = slab.advise(0, len, libc::MADV_POPULATE_WRITE);
-    Ok(slab)
+    /// Gives reserved, unpublished slots back.
+    pub(super) fn unreserve(&self, ids: &mut Vec<FrameId>) {
+        if !ids.is_empty() {
+            self.lock_alloc().free.append(ids);
+        }
+    }
+
+    /// Writes `page` into reserved slot `id` and takes it into the store: the
+    /// frame holding those contents, with one more holder. `Ok(id)` means the slot
+    /// became that frame (it is no longer reserved); any other id leaves the slot
+    /// reserved (the zero page, or equal contents stored already).
+    pub(super) fn insert(&self, id: FrameId, page: &[u8]) -> Result<FrameId, StoreError> {
+        debug_assert_eq!(page.len(), self.page_size);
+        // Copy first, then hash the copy while it is in cache: one read of `page`,
+        // and no lock held while touching the caller's memory.
+        self.slabs.write(id, page);
+        let bytes = self.slabs.bytes(id);
+        let hash = page_hash(bytes);
+        if hash == self.zero_hash && is_zero(bytes) {
+            return Ok(FrameId::ZERO);
+        }
+        let mut map = self.index.shard(hash);
+        let indexed = match map.get(&hash) {
+            Some(&hit) if self.slabs.bytes(hit) == bytes => {
+                self.slabs.slot(hit).refs.fetch_add(1, Ordering::Relaxed);
+                return Ok(hit);
+            }
+            // Two contents with one hash: keep both, index only the first.
+            Some(_) => false,
+            None => {
+                map.try_reserve(1)
+                    .map_err(|_| StoreError::Index { entries: map.len() })?;
+                true
+            }
+        };
+        let slot = self.slabs.slot(id);
+        slot.set_hash(hash);
+        slot.refs.store(1, Ordering::Relaxed);
+        if indexed {
+            map.insert(hash, id);
+        }
+        self.unique.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// One holder fewer for each of `ids`; the last holder frees a frame.
+    pub(super) fn release_all(&self, ids: impl IntoIterator<Item = FrameId>) {
+        let mut freed = Vec::new();
+        for id in ids {
+            if id == FrameId::ZERO {
+                continue;
+            }
+            let refs = &self.slabs.slot(id).refs;
+            let mut cur = refs.load(Ordering::Relaxed);
+            // Not the last holder: no lock needed.
+            while cur > 1 {
+                match refs.compare_exchange_weak(cur, cur - 1, Ordering::Release, Ordering::Relaxed)
+                {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
+            }
+            if cur > 1 {
+                continue;
+            }
+            // Maybe the last: decide under the shard lock, which a hit takes too.
+            let hash = self.slabs.slot(id).hash();
+            let mut map = self.index.shard(hash);
+            let before = refs.fetch_sub(1, Ordering::AcqRel);
+            debug_assert!(before > 0, "frame {} released more often than held", id.0);
+            if before == 1 {
+                if map.get(&hash) == Some(&id) {
+                    map.remove(&hash);
+                }
+                self.unique.fetch_sub(1, Ordering::Relaxed);
+                freed.push(id);
+            }
+        }
+        self.unreserve(&mut freed);
+    }
 }
 
 /// Whether every byte of `page` is zero.

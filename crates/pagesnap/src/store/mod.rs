@@ -1,18 +1,43 @@
 //! The page store: content-addressed frames shared by every snapshot (and every
 //! region) that uses the store, and the persistent page tables that name them.
+//!
+//! ```text
+//!  PageStore ── Shared ─┬─ Frames: slabs (bytes, refs, hashes; lock-free reads)
+//!                       │          index (64 locked shards), alloc (one lock)
+//!                       └─ node counters (atomics)
+//!  Staged    ── pages taken in, not yet in a table (released if dropped)
+//!  Tree      ── one page table; dropping it releases what no other table holds
+//! ```
+//! Every lock of the store lives in this folder, and none is held while touching
+//! memory outside the store (a region, a caller's buffer) or while a tree drops:
+//! pages are copied into reserved slots before any lock is taken, and frames are
+//! read without one (a frame never changes while someone holds it).
 
+pub mod error;
 pub(crate) mod frames;
+mod index;
+mod parallel;
+mod slabs;
+pub(crate) mod staged;
 pub(crate) mod tree;
 
-use frames::Frames;
+use frames::{FrameId, Frames};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use error::StoreError;
+pub(crate) use index::IdentityHasher;
+pub(crate) use parallel::Threads;
+pub(crate) use staged::Staged;
+pub(crate) use tree::{PageRun, RunFrames, Tree};
 
 /// A content-addressed, reference-counted store of pages.
 ///
 /// Cloning is cheap (a shared handle); the store lives while any handle, region or
 /// snapshot uses it. Each distinct non-zero page is held once, however many
-/// snapshots or regions contain it; all-zero pages are never stored.
+/// snapshots or regions contain it; all-zero pages are never stored. Any number of
+/// threads may take snapshots into one store at once.
 ///
 /// ```
 /// let store = pagesnap::PageStore::new();
@@ -26,7 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// ```
 #[derive(Clone)]
 pub struct PageStore {
-    shared: Arc<Mutex<State>>,
+    shared: Arc<Shared>,
 }
 
 /// What a store holds, from [`PageStore::stats`].
@@ -49,53 +74,37 @@ pub struct StoreStats {
     pub table_nodes: u64,
 }
 
-/// Memory for the store could not be had: which part, and how many bytes.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct NoMemory {
-    pub(crate) what: &'static str,
-    pub(crate) bytes: usize,
-}
-
-impl From<NoMemory> for crate::Error {
-    fn from(e: NoMemory) -> crate::Error {
-        crate::Error::OutOfMemory {
-            what: e.what,
-            bytes: e.bytes,
-        }
-    }
-}
-
-/// The store's mutable state, behind one mutex.
-pub(crate) struct State {
-    pub(crate) frames: Frames,
-    /// Live page-table nodes and the bytes they take.
-    pub(crate) nodes: u64,
-    pub(crate) node_bytes: u64,
+/// The store's state: the frames, and what the live tables take.
+pub(crate) struct Shared {
+    frames: Frames,
+    nodes: AtomicU64,
+    node_bytes: AtomicU64,
 }
 
 impl PageStore {
     /// An empty store.
     pub fn new() -> PageStore {
         PageStore {
-            shared: Arc::new(Mutex::new(State {
+            shared: Arc::new(Shared {
                 frames: Frames::new(crate::sys::page_size()),
-                nodes: 0,
-                node_bytes: 0,
-            })),
+                nodes: AtomicU64::new(0),
+                node_bytes: AtomicU64::new(0),
+            }),
         }
     }
 
     /// What the store holds now.
     pub fn stats(&self) -> StoreStats {
-        let st = self.lock();
-        let page_size = st.frames.page_size() as u64;
+        let s = &self.shared;
+        let page_size = s.frames.page_size() as u64;
+        let unique = s.frames.unique();
         StoreStats {
-            unique_pages: st.frames.unique(),
-            stored_bytes: st.frames.unique() * page_size,
-            reserved_bytes: st.frames.reserved_bytes(),
+            unique_pages: unique,
+            stored_bytes: unique * page_size,
+            reserved_bytes: s.frames.reserved_bytes(),
             page_size,
-            metadata_bytes: st.node_bytes + st.frames.index_bytes(),
-            table_nodes: st.nodes,
+            metadata_bytes: s.node_bytes.load(Ordering::Relaxed) + s.frames.index_bytes(),
+            table_nodes: s.nodes.load(Ordering::Relaxed),
         }
     }
 
@@ -104,10 +113,71 @@ impl PageStore {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// Locks the state. A panic while the lock was held cannot leave the frame table
-    /// half-updated in a way that breaks memory safety, so poisoning is ignored.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    /// The bytes of frame `id`, which the caller holds (through a table or a
+    /// `Staged`) for as long as it reads them. No lock is taken.
+    pub(crate) fn frame(&self, id: FrameId) -> &[u8] {
+        self.shared.frames.bytes(id)
+    }
+
+    /// The content hash of frame `id`, which the caller holds.
+    pub(crate) fn frame_hash(&self, id: FrameId) -> u128 {
+        self.shared.frames.hash(id)
+    }
+
+    /// The hash of the all-zero page.
+    pub(crate) fn zero_hash(&self) -> u128 {
+        self.shared.frames.zero_hash()
+    }
+
+    /// A new table: `base` with the staged pages in place of its own. The staged
+    /// references go to the new table.
+    pub(crate) fn commit(&self, base: &Tree, mut staged: Staged) -> Tree {
+        debug_assert!(staged.store().same_as(self) && base.store().same_as(self));
+        let changes = staged.take_sorted();
+        base.with_changes(&changes)
+    }
+
+    /// Copies `buf.len()` bytes of `tree`'s contents from byte `offset` (in range)
+    /// into `buf`, straight from the frames: no lock is held while `buf` (which
+    /// may fault) is written.
+    pub(crate) fn read(&self, tree: &Tree, offset: usize, buf: &mut [u8]) {
+        let page = self.shared.frames.page_size();
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done;
+            let in_page = at % page;
+            let n = (page - in_page).min(buf.len() - done);
+            let frame = self.frame(tree.get(at / page));
+            buf[done..done + n].copy_from_slice(&frame[in_page..in_page + n]);
+            done += n;
+        }
+    }
+}
+
+#[cfg(test)]
+impl PageStore {
+    /// Takes `page` in, with one reference for the caller.
+    pub(crate) fn test_insert(&self, page: &[u8]) -> FrameId {
+        let frames = &self.shared.frames;
+        let mut slot = Vec::new();
+        frames
+            .reserve(1, &mut slot)
+            .expect("memory for a test page");
+        let id = frames
+            .insert(slot[0], page)
+            .expect("memory for a test page");
+        if id != slot[0] {
+            frames.unreserve(&mut slot);
+        }
+        id
+    }
+
+    pub(crate) fn test_retain(&self, id: FrameId) {
+        self.shared.frames.retain(id);
+    }
+
+    pub(crate) fn test_release(&self, id: FrameId) {
+        self.shared.frames.release_all([id]);
     }
 }
 

@@ -23,8 +23,9 @@ mod runs;
 pub(crate) use runs::{PageRun, RunFrames};
 
 use super::frames::FrameId;
-use super::{PageStore, State};
+use super::{PageStore, Shared};
 use crate::digest::{combine, page_hash};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 const BITS: u32 = 6;
@@ -128,14 +129,14 @@ impl Tree {
 
     /// A new table equal to this one except at `changes` (page, frame), which must be
     /// sorted by page, unique, and in range. Each frame in `changes` carries one
-    /// reference that the new table takes over.
-    pub(crate) fn with_changes(&self, st: &mut State, changes: &[(usize, FrameId)]) -> Tree {
+    /// reference that the new table takes over (see `PageStore::commit`).
+    pub(super) fn with_changes(&self, changes: &[(usize, FrameId)]) -> Tree {
         debug_assert!(changes.windows(2).all(|w| w[0].0 < w[1].0));
         debug_assert!(changes.last().is_none_or(|c| c.0 < self.pages));
         let root = if changes.is_empty() {
             self.root().clone()
         } else {
-            update(self.root(), self.height, 0, changes, st)
+            update(self.root(), self.height, 0, changes, &self.store.shared)
         };
         Tree {
             root: Some(root),
@@ -225,7 +226,7 @@ fn update(
     height: u32,
     first: usize,
     changes: &[(usize, FrameId)],
-    st: &mut State,
+    st: &Shared,
 ) -> Arc<Node> {
     match &**node {
         Node::Leaf { frames: old, .. } => {
@@ -237,9 +238,7 @@ fn update(
             }
             if new == *old {
                 // Written, but with the same contents: keep sharing the old leaf.
-                for &(_, id) in changes {
-                    st.frames.release(id);
-                }
+                st.frames.release_all(changes.iter().map(|c| c.1));
                 return node.clone();
             }
             for (id, was_changed) in new.iter().zip(changed) {
@@ -248,8 +247,8 @@ fn update(
                 }
             }
             let digest = combine(&new.map(|id| st.frames.hash(id)));
-            st.nodes += 1;
-            st.node_bytes += LEAF_BYTES;
+            st.nodes.fetch_add(1, Ordering::Relaxed);
+            st.node_bytes.fetch_add(LEAF_BYTES, Ordering::Relaxed);
             Arc::new(Node::Leaf {
                 frames: new,
                 digest,
@@ -274,8 +273,8 @@ fn update(
                 return node.clone();
             }
             let digests: [u128; FANOUT] = std::array::from_fn(|i| new_children[i].digest());
-            st.nodes += 1;
-            st.node_bytes += INNER_BYTES;
+            st.nodes.fetch_add(1, Ordering::Relaxed);
+            st.node_bytes.fetch_add(INNER_BYTES, Ordering::Relaxed);
             Arc::new(Node::Inner {
                 children: Box::new(new_children),
                 digest: combine(&digests),
@@ -306,12 +305,13 @@ impl Drop for Tree {
             }
         }
         if leaves + inners > 0 {
-            let mut st = self.store.lock();
-            for id in frames {
-                st.frames.release(id);
-            }
-            st.nodes -= leaves + inners;
-            st.node_bytes -= leaves * LEAF_BYTES + inners * INNER_BYTES;
+            let st = &self.store.shared;
+            st.frames.release_all(frames);
+            st.nodes.fetch_sub(leaves + inners, Ordering::Relaxed);
+            st.node_bytes.fetch_sub(
+                leaves * LEAF_BYTES + inners * INNER_BYTES,
+                Ordering::Relaxed,
+            );
         }
     }
 }

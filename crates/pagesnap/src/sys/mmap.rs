@@ -336,6 +336,39 @@ impl Mapping {
         }
     }
 
+    /// Copies `src` to `offset` without forming a reference to the rest of the
+    /// mapping, which other threads may be reading or writing elsewhere meanwhile.
+    /// The caller makes sure nobody else touches these bytes during the copy (the
+    /// store writes only frame slots it has reserved; a restore writes pages while
+    /// the region's writers are quiescent).
+    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
+        let end = offset.checked_add(src.len());
+        assert!(
+            end.is_some_and(|e| e <= self.len),
+            "copy_in past the end of the mapping"
+        );
+        // SAFETY: the destination range lies inside this live, writable mapping
+        // (checked above); `src` is a Rust reference, so it cannot be these bytes,
+        // which the caller makes sure nobody references during the copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(offset), src.len());
+        }
+    }
+
+    /// `[offset, offset + len)` as bytes, without forming a reference to the rest
+    /// of the mapping. The caller makes sure nobody writes these bytes while the
+    /// slice lives (a stored frame is written once, before anyone can name it).
+    pub(crate) fn range(&self, offset: usize, len: usize) -> &[u8] {
+        let end = offset.checked_add(len);
+        assert!(
+            end.is_some_and(|e| e <= self.len),
+            "range past the end of the mapping"
+        );
+        // SAFETY: the range lies inside this live, readable mapping (checked
+        // above) and borrows `self`, so it cannot outlive the mapping.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset), len) }
+    }
+
     /// `mprotect(2)` of `[offset, offset + len)`; both page-aligned, inside the mapping.
     pub(crate) fn protect(&self, offset: usize, len: usize, prot: Protection) -> io::Result<()> {
         self.check_range(offset, len)?;

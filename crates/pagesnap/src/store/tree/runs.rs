@@ -20,8 +20,9 @@
 use super::{child_span, zero_node, Node, Tree, BITS, FANOUT, INNER_BYTES, LEAF, LEAF_BYTES};
 use crate::digest::combine;
 use crate::store::frames::FrameId;
-use crate::store::State;
+use crate::store::Shared;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// What the pages of a [`PageRun`] hold.
@@ -73,7 +74,8 @@ impl Tree {
     /// A new table equal to this one except at `runs`, which must be sorted,
     /// disjoint, non-empty and in range. Unlike [`with_changes`](Tree::with_changes)
     /// the frames carry no references: the new table takes its own.
-    pub(crate) fn with_runs(&self, st: &mut State, runs: &[PageRun<'_>]) -> Tree {
+    pub(crate) fn with_runs(&self, runs: &[PageRun<'_>]) -> Tree {
+        let st = &*self.store.shared;
         debug_assert!(runs.iter().all(|r| r.count > 0 && r.end() <= self.pages));
         debug_assert!(runs.windows(2).all(|w| w[0].end() <= w[1].first));
         debug_assert!(runs.iter().all(|r| match r.frames {
@@ -99,7 +101,7 @@ impl Tree {
 }
 
 struct Builder<'s> {
-    st: &'s mut State,
+    st: &'s Shared,
     /// Full nodes built so far, by height and contents.
     full: HashMap<(u32, Contents), Arc<Node>>,
 }
@@ -110,15 +112,15 @@ impl Builder<'_> {
             self.st.frames.retain(id);
         }
         let digest = combine(&frames.map(|id| self.st.frames.hash(id)));
-        self.st.nodes += 1;
-        self.st.node_bytes += LEAF_BYTES;
+        self.st.nodes.fetch_add(1, Ordering::Relaxed);
+        self.st.node_bytes.fetch_add(LEAF_BYTES, Ordering::Relaxed);
         Arc::new(Node::Leaf { frames, digest })
     }
 
     fn inner(&mut self, children: [Arc<Node>; FANOUT]) -> Arc<Node> {
         let digests: [u128; FANOUT] = std::array::from_fn(|i| children[i].digest());
-        self.st.nodes += 1;
-        self.st.node_bytes += INNER_BYTES;
+        self.st.nodes.fetch_add(1, Ordering::Relaxed);
+        self.st.node_bytes.fetch_add(INNER_BYTES, Ordering::Relaxed);
         Arc::new(Node::Inner {
             children: Box::new(children),
             digest: combine(&digests),
@@ -219,7 +221,7 @@ mod tests {
         let mut b = vec![0u8; crate::sys::page_size()];
         b[0] = tag;
         b[100] = tag;
-        store.lock().frames.insert(&b).expect("a test page fits")
+        store.test_insert(&b)
     }
 
     /// `with_runs` makes the very table `with_changes` makes from the same pages,
@@ -232,11 +234,11 @@ mod tests {
         let mut base_changes: Vec<(usize, FrameId)> = Vec::new();
         for p in (0..pages).step_by(37) {
             let id = ids[p % 7];
-            store.lock().frames.retain(id);
+            store.test_retain(id);
             base_changes.push((p, id));
         }
         let zero = Tree::zero(&store, pages);
-        let other = zero.with_changes(&mut store.lock(), &base_changes);
+        let other = zero.with_changes(&base_changes);
         let runs = [
             PageRun {
                 first: 3,
@@ -269,12 +271,12 @@ mod tests {
             for r in &runs {
                 for i in 0..r.count {
                     let id = r.at(i);
-                    store.lock().frames.retain(id);
+                    store.test_retain(id);
                     changes.push((r.first + i, id));
                 }
             }
-            let by_pages = base.with_changes(&mut store.lock(), &changes);
-            let by_runs = base.with_runs(&mut store.lock(), &runs);
+            let by_pages = base.with_changes(&changes);
+            let by_runs = base.with_runs(&runs);
             assert_eq!(by_runs.digest(), by_pages.digest());
             for p in 0..pages {
                 assert_eq!(by_runs.get(p), by_pages.get(p), "page {p}");
@@ -286,7 +288,7 @@ mod tests {
         drop(other);
         drop(zero);
         for id in ids {
-            store.lock().frames.release(id);
+            store.test_release(id);
         }
         assert_eq!(store.stats().unique_pages, 0, "every reference released");
         assert_eq!(store.stats().table_nodes, 0);
@@ -310,10 +312,10 @@ mod tests {
             let mut base_changes = Vec::new();
             for p in (rnd(50)..pages).step_by(1 + rnd(40)) {
                 let id = ids[rnd(ids.len())];
-                store.lock().frames.retain(id);
+                store.test_retain(id);
                 base_changes.push((p, id));
             }
-            let base = Tree::zero(&store, pages).with_changes(&mut store.lock(), &base_changes);
+            let base = Tree::zero(&store, pages).with_changes(&base_changes);
             let mut runs = Vec::new();
             let mut at = rnd(20);
             while at < pages {
@@ -341,12 +343,12 @@ mod tests {
             for r in &runs {
                 for i in 0..r.count {
                     let id = r.at(i);
-                    store.lock().frames.retain(id);
+                    store.test_retain(id);
                     changes.push((r.first + i, id));
                 }
             }
-            let by_pages = base.with_changes(&mut store.lock(), &changes);
-            let by_runs = base.with_runs(&mut store.lock(), &runs);
+            let by_pages = base.with_changes(&changes);
+            let by_runs = base.with_runs(&runs);
             assert_eq!(
                 by_runs.digest(),
                 by_pages.digest(),
@@ -357,7 +359,7 @@ mod tests {
             assert!(diff.is_empty(), "{pages} pages: {diff:?}");
         }
         for id in ids {
-            store.lock().frames.release(id);
+            store.test_release(id);
         }
         assert_eq!(store.stats().unique_pages, 0, "every reference released");
         assert_eq!(store.stats().table_nodes, 0);
@@ -375,13 +377,13 @@ mod tests {
             count: pages - 1,
             frames: RunFrames::Same(id),
         };
-        let t = zero.with_runs(&mut store.lock(), &[run]);
+        let t = zero.with_runs(&[run]);
         assert!(store.stats().table_nodes < 64, "{:?}", store.stats());
         assert_eq!(t.get(0), FrameId::ZERO);
         assert_eq!(t.get(pages - 1), id);
         assert_eq!(t.get(pages / 3), id);
         drop(t);
-        store.lock().frames.release(id);
+        store.test_release(id);
         assert_eq!(store.stats().unique_pages, 0);
         assert_eq!(store.stats().table_nodes, 0);
     }

@@ -1,0 +1,52 @@
+//! What can go wrong inside the page store: it runs out of memory.
+
+/// The page store could not take a page: memory for frames or for its index ran
+/// out. Nothing was taken: the pages already held stay held, the call that failed
+/// holds nothing more, and the region's tracking stays exact.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Mapping a new slab of frame memory failed.
+    #[error(
+        "out of memory for the page store: mapping a slab of {bytes} bytes for new pages failed"
+    )]
+    Slab {
+        /// The slab's size.
+        bytes: usize,
+        /// The error `mmap` returned.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Growing the content index failed.
+    #[error(
+        "out of memory for the page store: growing the content index past {entries} entries failed"
+    )]
+    Index {
+        /// Entries in the index part that could not grow.
+        entries: usize,
+    },
+    /// Every frame id is in use.
+    #[error("the page store is full: it holds at most {max} distinct pages")]
+    Full {
+        /// The most distinct pages one store holds.
+        max: u64,
+    },
+}
+
+impl StoreError {
+    /// What could not be allocated, and how many bytes were asked for.
+    pub fn what(&self) -> (&'static str, usize) {
+        match self {
+            StoreError::Slab { bytes, .. } => ("a page-store slab", *bytes),
+            StoreError::Index { entries } => ("the page store's index", (entries + 1) * 21),
+            StoreError::Full { .. } => ("a frame id (2^32 frames)", 0),
+        }
+    }
+}
+
+impl From<StoreError> for crate::Error {
+    fn from(e: StoreError) -> crate::Error {
+        let (what, bytes) = e.what();
+        crate::Error::OutOfMemory { what, bytes }
+    }
+}

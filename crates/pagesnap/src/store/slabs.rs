@@ -1,0 +1,148 @@
+//! Frame memory: slabs of 512 page-sized slots, found by frame id without a lock.
+//!
+//! ```text
+//!  id ─► slab id / 512, slot id % 512
+//!  dir[slab / 2048] ─► chunk of 2048 slabs, each set once and never moved:
+//!        Slab { mem: 2 MiB mapping (pre-faulted), slots: [refs, hash] × 512 }
+//! ```
+//! Slabs are only ever added (under the store's allocation lock) and live as long
+//! as the store, so a reader that holds a frame reads its bytes with no lock at
+//! all. Frame memory is pre-faulted when mapped: one fault per slab instead of a
+//! first-touch fault per stored page on the snapshot path.
+
+use super::error::StoreError;
+use super::frames::FrameId;
+use crate::sys::mmap::{Mapping, Protection, HUGE_PAGE};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// Frames per slab (2 MiB of 4 KiB pages).
+pub(super) const SLAB_FRAMES: usize = 512;
+/// Slabs per directory chunk.
+const CHUNK: usize = 2048;
+/// Directory chunks: enough for every 32-bit frame id.
+const TOP: usize = (1usize << 32) / SLAB_FRAMES / CHUNK;
+
+/// A frame's bookkeeping, beside its bytes.
+#[derive(Default)]
+pub(super) struct Slot {
+    /// Holders of the frame: page-table leaf slots, staged pages.
+    pub(super) refs: AtomicU32,
+    /// The xxh3-128 of the contents, in two halves (written before the frame is
+    /// published, read only by holders).
+    hash: [AtomicU64; 2],
+}
+
+impl Slot {
+    pub(super) fn hash(&self) -> u128 {
+        let lo = self.hash[0].load(Ordering::Relaxed);
+        let hi = self.hash[1].load(Ordering::Relaxed);
+        (u128::from(hi) << 64) | u128::from(lo)
+    }
+
+    pub(super) fn set_hash(&self, hash: u128) {
+        self.hash[0].store(hash as u64, Ordering::Relaxed);
+        self.hash[1].store((hash >> 64) as u64, Ordering::Relaxed);
+    }
+}
+
+struct Slab {
+    mem: Mapping,
+    slots: Box<[Slot]>,
+}
+
+type Chunk = Box<[OnceLock<Slab>]>;
+
+pub(super) struct Slabs {
+    page_size: usize,
+    dir: Box<[OnceLock<Chunk>]>,
+    mapped: AtomicUsize,
+}
+
+impl Slabs {
+    pub(super) fn new(page_size: usize) -> Slabs {
+        Slabs {
+            page_size,
+            dir: (0..TOP).map(|_| OnceLock::new()).collect(),
+            mapped: AtomicUsize::new(0),
+        }
+    }
+
+    fn slab(&self, n: usize) -> &Slab {
+        self.dir[n / CHUNK]
+            .get()
+            .and_then(|c| c[n % CHUNK].get())
+            .expect("frame ids name mapped slabs only")
+    }
+
+    /// Whether slab `n` is mapped.
+    pub(super) fn has(&self, n: usize) -> bool {
+        self.dir[n / CHUNK]
+            .get()
+            .is_some_and(|c| c[n % CHUNK].get().is_some())
+    }
+
+    /// Maps slab `n`. The caller holds the store's allocation lock (one adder).
+    pub(super) fn add(&self, n: usize) -> Result<(), StoreError> {
+        let len = SLAB_FRAMES * self.page_size;
+        if self.dir[n / CHUNK].get().is_none() {
+            let mut chunk = Vec::new();
+            chunk
+                .try_reserve_exact(CHUNK)
+                .map_err(|_| StoreError::Index { entries: n })?;
+            chunk.extend((0..CHUNK).map(|_| OnceLock::new()));
+            let _ = self.dir[n / CHUNK].set(chunk.into_boxed_slice());
+        }
+        let mut slots = Vec::new();
+        slots
+            .try_reserve_exact(SLAB_FRAMES)
+            .map_err(|_| StoreError::Index { entries: n })?;
+        slots.extend((0..SLAB_FRAMES).map(|_| Slot::default()));
+        let huge = len % HUGE_PAGE == 0;
+        let mem = Mapping::anonymous(len, Protection::ReadWrite, huge)
+            .map_err(|source| StoreError::Slab { bytes: len, source })?;
+        // Best effort: without MADV_POPULATE_WRITE (Linux < 5.14) pages fault on first use.
+        let _ = mem.advise(0, len, libc::MADV_POPULATE_WRITE);
+        let chunk = self.dir[n / CHUNK].get().expect("set above");
+        let _ = chunk[n % CHUNK].set(Slab {
+            mem,
+            slots: slots.into_boxed_slice(),
+        });
+        self.mapped.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(super) fn slot(&self, id: FrameId) -> &Slot {
+        let n = id.0 as usize;
+        &self.slab(n / SLAB_FRAMES).slots[n % SLAB_FRAMES]
+    }
+
+    /// The bytes of frame `id`; nobody may write them while they are borrowed
+    /// (a published frame is never written again until its last holder goes).
+    pub(super) fn bytes(&self, id: FrameId) -> &[u8] {
+        let n = id.0 as usize;
+        let at = (n % SLAB_FRAMES) * self.page_size;
+        self.slab(n / SLAB_FRAMES).mem.range(at, self.page_size)
+    }
+
+    /// Writes `page` into the slot of `id`, which the caller has reserved.
+    pub(super) fn write(&self, id: FrameId, page: &[u8]) {
+        let n = id.0 as usize;
+        let at = (n % SLAB_FRAMES) * self.page_size;
+        self.slab(n / SLAB_FRAMES).mem.copy_in(at, page);
+    }
+
+    /// Bytes of frame memory mapped.
+    pub(super) fn mapped_bytes(&self) -> u64 {
+        (self.mapped.load(Ordering::Relaxed) * SLAB_FRAMES * self.page_size) as u64
+    }
+
+    /// Bytes of bookkeeping: the slots and the directory chunks in use.
+    pub(super) fn meta_bytes(&self) -> u64 {
+        let slabs = self.mapped.load(Ordering::Relaxed);
+        let chunks = self.dir.iter().filter(|c| c.get().is_some()).count();
+        (slabs * SLAB_FRAMES * std::mem::size_of::<Slot>()
+            + chunks * CHUNK * std::mem::size_of::<OnceLock<Slab>>()
+            + TOP * std::mem::size_of::<OnceLock<Chunk>>()) as u64
+    }
+}
