@@ -1,7 +1,7 @@
 //! `pagesnap`: probe the kernel, benchmark, demo, inspect and verify snapshot files.
 
 mod bench;
-mod bench_file;
+
 mod demo;
 mod files;
 mod probe;

@@ -8,21 +8,25 @@
  *    (0 success, -1 failure), a pointer (NULL on failure) or a value whose
  *    failure value is documented; ps_last_error() then says why.
  *  - Handles (ps_store *, ps_region *, ps_snapshot *, ps_background *,
- *    ps_save_job *) are
+ *    ps_save_job *, ps_converging *) are
  *    opaque tokens. A NULL, freed or never-issued handle, or a handle of the
  *    wrong type, is a reported error, never undefined behaviour. ps_*_free(NULL) is a no-op returning 0.
  *  - Ownership: a handle returned by ps_*_new(), ps_snapshot_take(),
  *    ps_snapshot_load*(), ps_background_snapshot(), ps_background_wait(),
- *    ps_snapshot_instantiate*() or ps_background_save_start() belongs to the
- *    caller, who frees it with the matching ps_*_free() (ps_background_wait()
- *    frees its ps_background, ps_save_job_wait() its ps_save_job). Strings returned
+ *    ps_snapshot_instantiate*(), ps_background_save_start() or
+ *    ps_converging_start() belongs to the caller, who frees it with the
+ *    matching ps_*_free() (ps_background_wait() frees its ps_background,
+ *    ps_save_job_wait() its ps_save_job, ps_converging_finish() and
+ *    ps_converging_save_wait() their ps_converging). Strings returned
  *    by pagesnap belong to pagesnap; never free them. Memory at ps_region_ptr()
  *    belongs to the region.
  *  - Writers must be quiescent while ps_snapshot_take() or ps_restore() runs on
  *    their region; at any other time any thread may write the region's memory.
  *    A background snapshot or save (ps_background_snapshot(),
  *    ps_background_save_start()) runs beside writers: it captures the instant
- *    it starts, locks held and updates half done included.
+ *    it starts, locks held and updates half done included. A converging
+ *    snapshot or save (ps_converging_start()) never blocks writers: it holds
+ *    the instant of ps_converging_finish*(), called when writers are quiescent.
  *  - Errors: ps_last_error() says why in words, ps_last_error_code() gives a
  *    PS_ERR_* code to branch on; both are per thread.
  *  - Heap (ps_heap_*): the allocator's state lives in the region, so restores
@@ -144,6 +148,11 @@
 typedef struct ps_background ps_background;
 
 /*
+ A converging snapshot or save in progress. Opaque: only pointers to it exist.
+ */
+typedef struct ps_converging ps_converging;
+
+/*
  Memory whose writes pagesnap tracks. Opaque: only pointers to it exist.
  */
 typedef struct ps_region ps_region;
@@ -186,10 +195,72 @@ typedef struct {
    */
   uint64_t writer_waits;
   /*
+   Nanoseconds writers spent held up so far, all writers together: copying
+   their batch into the staging pool, or waiting for the copier.
+   */
+  uint64_t writer_wait_ns;
+  /*
    1 once the copy (and for a save, the file) is complete; 0 before.
    */
   uint64_t done;
 } ps_progress;
+
+/*
+ How far the copy rounds have come, from ps_converging_progress().
+ */
+typedef struct {
+  /*
+   Rounds completed.
+   */
+  uint64_t rounds;
+  /*
+   Pages copied by the rounds in all (a page counts once per round).
+   */
+  uint64_t copied_pages;
+  /*
+   Pages the last completed round found written.
+   */
+  uint64_t last_round_pages;
+  /*
+   1 once the rounds have stopped (finish then copies only what was
+   written since), 0 before.
+   */
+  uint64_t converged;
+} ps_converge_progress;
+
+/*
+ What a finished background save wrote, from ps_save_job_wait().
+ */
+typedef struct {
+  /*
+   Pages in the saved snapshot (the region's).
+   */
+  uint64_t pages;
+  /*
+   Pages copied out of the region (written since its last sync point).
+   */
+  uint64_t copied_pages;
+  /*
+   Page records in the file (distinct non-zero pages).
+   */
+  uint64_t stored_pages;
+  /*
+   The file's size in bytes.
+   */
+  uint64_t file_bytes;
+  /*
+   Nanoseconds from the instant until the file was complete and durable.
+   */
+  uint64_t duration_ns;
+  /*
+   Batches writers waited for.
+   */
+  uint64_t writer_waits;
+  /*
+   Nanoseconds writers spent held up, all writers together.
+   */
+  uint64_t writer_wait_ns;
+} ps_save_report;
 
 /*
  What a heap holds, filled in by ps_heap_stats(). The figures live in the
@@ -245,37 +316,13 @@ typedef struct {
    Wall-clock nanoseconds the call took.
    */
   uint64_t duration_ns;
+  /*
+   Restore: pages written back into the region (those of `changed_pages`
+   plus those written since the sync point). Reset: pages given back to the
+   clone's image. Snapshot: 0.
+   */
+  uint64_t written_pages;
 } ps_op_stats;
-
-/*
- What a finished background save wrote, from ps_save_job_wait().
- */
-typedef struct {
-  /*
-   Pages in the saved snapshot (the region's).
-   */
-  uint64_t pages;
-  /*
-   Pages copied out of the region (written since its last sync point).
-   */
-  uint64_t copied_pages;
-  /*
-   Page records in the file (distinct non-zero pages).
-   */
-  uint64_t stored_pages;
-  /*
-   The file's size in bytes.
-   */
-  uint64_t file_bytes;
-  /*
-   Nanoseconds from the instant until the file was complete and durable.
-   */
-  uint64_t duration_ns;
-  /*
-   Batches writers waited for.
-   */
-  uint64_t writer_waits;
-} ps_save_report;
 
 /*
  What a store holds, filled in by ps_store_stats().
@@ -394,6 +441,94 @@ ps_background *ps_background_snapshot(ps_region *region);
  ps_snapshot_free().
  */
 ps_snapshot *ps_background_wait(ps_background *bg);
+
+/*
+ Call while the program's writers are quiescent (a converging snapshot
+ started with `path` NULL): copies what was written since the last round
+ (the pause) and returns the snapshot of the region at this instant, which
+ becomes its sync point. Frees `conv` in every case. NULL on failure (dead
+ handle, a save's handle, out of memory: nothing is lost, the region's next
+ snapshot still sees every write).
+
+ Ownership: the caller owns the returned snapshot and frees it with
+ ps_snapshot_free().
+ */
+ps_snapshot *ps_converging_finish(ps_converging *conv);
+
+/*
+ Call while the program's writers are quiescent (a converging save): copies
+ what was written since the last round (the pause) and returns; the file of
+ this instant is completed in the background while writers go on. The
+ region's sync point does not move. `conv` stays the caller's: pass it to
+ ps_converging_save_wait() (or ps_converging_free(), which also waits for
+ the file). Returns 0, or -1 (dead handle, not a save, I/O error: no file is
+ left at the path, any older file is untouched).
+ */
+int ps_converging_finish_save(ps_converging *conv);
+
+/*
+ Frees `conv`. Before a finish it abandons the rounds: the copies are
+ discarded, a save's partial file is removed (the path is left as it was),
+ and the region's next snapshot still sees every write. After
+ ps_converging_finish_save() it waits for the file first. Returns 0, or -1
+ (dead handle).
+ */
+int ps_converging_free(ps_converging *conv);
+
+/*
+ Fills `*out` with how far the rounds have come. Returns 0, or -1 (dead
+ handle, NULL out, already finished).
+
+ # Safety
+ `out` is NULL or points to a writable ps_converge_progress.
+ */
+int ps_converging_progress(const ps_converging *conv, ps_converge_progress *out);
+
+/*
+ Waits until the file of a ps_converging_finish_save() is complete and
+ durable, fills `*report` (if not NULL; `writer_waits` is always 0: writers
+ never wait) and frees `conv` in every case. Returns 0, or -1 (dead handle,
+ not finished, I/O error: the file is then not there, any older file is
+ untouched).
+
+ # Safety
+ `report` is NULL or points to a writable ps_save_report.
+ */
+int ps_converging_save_wait(ps_converging *conv, ps_save_report *report);
+
+/*
+ Starts a converging snapshot of `region`: copy rounds run in a thread of
+ their own while other threads keep writing, never blocked and never
+ faulted into waiting; each round copies only what changed since the last.
+ With `path` NULL the snapshot goes into the store
+ (ps_converging_finish() returns it); otherwise it is written to a
+ snapshot file at `path` (ps_converging_finish_save(), then
+ ps_converging_save_wait()), the rounds copying into the file as they go, so
+ extra memory stays small. Call the finish function at a moment the
+ program's writers are quiescent (between commands, after a commit): the
+ snapshot holds the region at that instant, and the pause is copying what
+ was written since the last round.
+
+ Until then, calls that need the whole region (ps_snapshot_take(),
+ ps_restore(), ps_region_reset(), ps_background_*()) fail with PS_ERR_BUSY;
+ ps_heap_*() calls and writes go on. NULL on failure (dead handle, a
+ background snapshot of this region running, the file cannot be created).
+
+ Ownership: the caller owns the handle and must pass it to
+ ps_converging_finish(), ps_converging_save_wait() or ps_converging_free().
+
+ # Safety
+ `path` is NULL or a NUL-terminated string.
+ */
+ps_converging *ps_converging_start(ps_region *region, const char *path);
+
+/*
+ Waits until the rounds have stopped on their own (they always do: their
+ number is bounded, whatever the writers do), for at most `timeout_ms`
+ milliseconds (negative: no limit). Returns 1 once they have stopped, 0 if
+ the time ran out first, -1 on failure (dead handle, already finished).
+ */
+int ps_converging_wait(const ps_converging *conv, int64_t timeout_ms);
 
 /*
  A block of at least `size` bytes (0 counts as 1), 16-byte aligned, inside the
@@ -566,6 +701,23 @@ ps_region *ps_region_new_at(const ps_store *store, void *addr, size_t len, int t
  ps_region_free(). Never free() or munmap() it.
  */
 void *ps_region_ptr(const ps_region *region);
+
+/*
+ Lets go of the region's last sync point (the snapshot last taken or restored),
+ so that the store can free every page no live ps_snapshot handle holds: a
+ long-lived region otherwise keeps its last snapshot's pages in the store. The
+ contents and tracking are untouched; the next ps_snapshot_take(), ps_restore()
+ or background snapshot first reads the whole region once, since nothing is
+ left to compare it with. A clone keeps the snapshot it was made from for
+ ps_region_reset(). Waits for a running background snapshot of the region.
+ Returns 0, or -1 (dead handle, a converging snapshot running, in a forked
+ child).
+
+ Thread safety: callable from any thread; it takes the region's lock, as
+ ps_snapshot_take() does, so calls on one region take turns. Ownership:
+ frees nothing the caller holds; ps_snapshot handles stay valid.
+ */
+int ps_region_release_sync_point(ps_region *region);
 
 /*
  Takes a clone (from ps_snapshot_instantiate()) back to the snapshot it was made

@@ -49,7 +49,7 @@ pub extern "C" fn ps_background_snapshot(region: *mut ps_region) -> *mut ps_back
         let r: Arc<RegionCell> = handle::get(region, "region (ps_region *)")?;
         let bg = {
             let _heap = r.heap_lock();
-            let region = r.lock();
+            let region = r.lock()?;
             region.background_snapshot()?
         };
         Ok(handle::insert::<BackgroundCell>(Arc::new(Mutex::new(
@@ -106,24 +106,8 @@ pub unsafe extern "C" fn ps_background_progress(
     bg: *const ps_background,
     out: *mut crate::save_job::ps_progress,
 ) -> c_int {
-    call(-1, || {
-        let cell: BackgroundCell = handle::get(bg, BG)?;
-        if out.is_null() {
-            return Err(CallError::Null {
-                arg: "out (ps_progress *)",
-            });
-        }
-        let p = {
-            let g = cell.lock().unwrap_or_else(|e| e.into_inner());
-            match g.as_ref() {
-                Some(b) => crate::save_job::progress_of(b.progress(), b.is_finished()),
-                None => crate::save_job::ps_progress::default(),
-            }
-        };
-        // SAFETY: `out` is non-NULL (checked) and writable by the contract.
-        unsafe { out.write(p) };
-        Ok(0)
-    })
+    // SAFETY: `out` is NULL or writable, as this function's contract says.
+    unsafe { crate::save_job::job_progress(|| handle::get::<BackgroundCell>(bg, BG), out) }
 }
 
 /// Abandons a background snapshot: waits for the copy to finish (so no writer stays
@@ -155,7 +139,7 @@ pub unsafe extern "C" fn ps_background_save(region: *mut ps_region, path: *const
         // the region go on while the file is written.
         let bg = {
             let _heap = r.heap_lock();
-            let region = r.lock();
+            let region = r.lock()?;
             region.background_save(path)?
         };
         bg.wait()?;

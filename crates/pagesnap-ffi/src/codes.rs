@@ -44,7 +44,7 @@ pub(crate) fn code(e: &CallError) -> c_int {
     match e {
         CallError::Null { .. } => PS_ERR_NULL,
         CallError::NotLive { .. } => PS_ERR_HANDLE,
-        CallError::BadTracking(_) => PS_ERR_ARGUMENT,
+        CallError::BadTracking(_) | CallError::Misuse(_) => PS_ERR_ARGUMENT,
         CallError::Heap(h) => match h {
             HeapError::Full { .. } => PS_ERR_HEAP_FULL,
             HeapError::BadSlot { .. }

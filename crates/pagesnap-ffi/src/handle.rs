@@ -30,6 +30,7 @@ pub(crate) enum Object {
     Snapshot(pagesnap_lib::Snapshot),
     Background(crate::background::BackgroundCell),
     Save(crate::save_job::SaveCell),
+    Converging(crate::converging::ConvCell),
 }
 
 /// An object type that has C handles of type `Self::Handle`.

@@ -25,6 +25,8 @@
 
 mod background;
 mod codes;
+mod converging;
+mod converging_thread;
 mod file;
 mod handle;
 mod heap;
@@ -45,6 +47,11 @@ pub use codes::{
     PS_ERR_ADDRESS_TAKEN, PS_ERR_ARGUMENT, PS_ERR_BUSY, PS_ERR_FILE, PS_ERR_HANDLE, PS_ERR_HEAP,
     PS_ERR_HEAP_FULL, PS_ERR_INTERNAL, PS_ERR_NOT_A_CLONE, PS_ERR_NULL, PS_ERR_SYSTEM,
     PS_ERR_UNAVAILABLE, PS_OK,
+};
+pub use converging::{
+    ps_converge_progress, ps_converging, ps_converging_finish, ps_converging_finish_save,
+    ps_converging_free, ps_converging_progress, ps_converging_save_wait, ps_converging_start,
+    ps_converging_wait,
 };
 pub use file::{
     ps_snapshot_load, ps_snapshot_load_delta, ps_snapshot_save, ps_snapshot_save_delta,

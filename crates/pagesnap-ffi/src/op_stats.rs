@@ -28,6 +28,16 @@ pub struct ps_op_stats {
     pub new_stored_pages: u64,
     /// Wall-clock nanoseconds the call took.
     pub duration_ns: u64,
+    /// Restore: pages written back into the region (those of `changed_pages`
+    /// plus those written since the sync point). Reset: pages given back to the
+    /// clone's image. Snapshot: 0.
+    pub written_pages: u64,
+}
+
+/// A duration in nanoseconds for a C figure (saturating: u64 nanoseconds last
+/// 584 years).
+pub(crate) fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 pub(crate) const OP_SNAPSHOT: u32 = 1;
@@ -41,14 +51,15 @@ pub(crate) fn measure<T>(
     op: u32,
     f: impl FnOnce(&mut pagesnap_lib::Region) -> Result<T, pagesnap_lib::Error>,
 ) -> Result<T, CallError> {
-    let mut region = r.lock();
+    let mut region = r.lock()?;
     let store: PageStore = region.store().clone();
     let before_pages = store.stats().unique_pages;
     let before: Snapshot = region.last_snapshot().clone();
     let t = Instant::now();
     let out = f(&mut region)?;
-    let duration_ns = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let duration_ns = nanos(t.elapsed());
     let after = region.last_snapshot().clone();
+    let last_written = region.last_restore_pages();
     drop(region);
     let stats = ps_op_stats {
         op,
@@ -59,6 +70,7 @@ pub(crate) fn measure<T>(
             0
         },
         duration_ns,
+        written_pages: if op == OP_SNAPSHOT { 0 } else { last_written },
     };
     r.set_last_op(stats);
     Ok(out)

@@ -4,7 +4,7 @@ use crate::handle::{self, Handled, Object};
 use crate::heap_layout::LockedHeap;
 use crate::op_stats::{measure, OP_RESET, OP_RESTORE, OP_SNAPSHOT};
 use crate::snapshot::ps_snapshot;
-use crate::status::call;
+use crate::status::{call, CallError};
 use crate::store::ps_store;
 use crate::tracking;
 use pagesnap_lib::{PageStore, Region, Snapshot, Tracking};
@@ -34,6 +34,9 @@ pub(crate) struct RegionCell {
     addr: usize,
     len: usize,
     tracking: Tracking,
+    /// Whether a converging snapshot holds the region (`converging.rs`): calls
+    /// that need the whole region fail with "busy" instead of waiting for it.
+    pub(crate) converging: std::sync::atomic::AtomicBool,
 }
 
 impl RegionCell {
@@ -46,6 +49,7 @@ impl RegionCell {
             region: Mutex::new(region),
             heap: Mutex::new(()),
             last_op: Mutex::new(Default::default()),
+            converging: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -73,7 +77,17 @@ impl RegionCell {
         unsafe { LockedHeap::new(base, self.len, lock) }
     }
 
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Region> {
+    /// The region, locked; refused while a converging snapshot holds it (its
+    /// thread keeps the lock until `ps_converging_finish*` or `_free`).
+    pub(crate) fn lock(&self) -> Result<std::sync::MutexGuard<'_, Region>, CallError> {
+        if self.converging.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(pagesnap_lib::Error::BackgroundBusy.into());
+        }
+        Ok(self.lock_held())
+    }
+
+    /// The region, locked, whoever may hold it.
+    pub(crate) fn lock_held(&self) -> std::sync::MutexGuard<'_, Region> {
         // A panic inside snapshot/restore leaves the region's memory mapped and its
         // tracker armed; the worst outcome is a conservative (larger) next snapshot.
         self.region.lock().unwrap_or_else(|e| e.into_inner())
@@ -298,6 +312,30 @@ pub extern "C" fn ps_region_reset(region: *mut ps_region) -> c_int {
         let r: Arc<RegionCell> = handle::get(region, REGION)?;
         let _heap = r.heap_lock();
         measure(&r, OP_RESET, |region| region.reset())?;
+        Ok(0)
+    })
+}
+
+/// Lets go of the region's last sync point (the snapshot last taken or restored),
+/// so that the store can free every page no live ps_snapshot handle holds: a
+/// long-lived region otherwise keeps its last snapshot's pages in the store. The
+/// contents and tracking are untouched; the next ps_snapshot_take(), ps_restore()
+/// or background snapshot first reads the whole region once, since nothing is
+/// left to compare it with. A clone keeps the snapshot it was made from for
+/// ps_region_reset(). Waits for a running background snapshot of the region.
+/// Returns 0, or -1 (dead handle, a converging snapshot running, in a forked
+/// child).
+///
+/// Thread safety: callable from any thread; it takes the region's lock, as
+/// ps_snapshot_take() does, so calls on one region take turns. Ownership:
+/// frees nothing the caller holds; ps_snapshot handles stay valid.
+#[no_mangle]
+pub extern "C" fn ps_region_release_sync_point(region: *mut ps_region) -> c_int {
+    call(-1, || {
+        let r: Arc<RegionCell> = handle::get(region, REGION)?;
+        let _heap = r.heap_lock();
+        let mut region = r.lock()?;
+        region.release_sync_point()?;
         Ok(0)
     })
 }

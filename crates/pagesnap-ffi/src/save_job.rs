@@ -28,6 +28,9 @@ pub struct ps_progress {
     /// 2 MiB batches that writers touched before the copier reached them, and
     /// so waited for (served ahead of order).
     pub writer_waits: u64,
+    /// Nanoseconds writers spent held up so far, all writers together: copying
+    /// their batch into the staging pool, or waiting for the copier.
+    pub writer_wait_ns: u64,
     /// 1 once the copy (and for a save, the file) is complete; 0 before.
     pub done: u64,
 }
@@ -49,6 +52,8 @@ pub struct ps_save_report {
     pub duration_ns: u64,
     /// Batches writers waited for.
     pub writer_waits: u64,
+    /// Nanoseconds writers spent held up, all writers together.
+    pub writer_wait_ns: u64,
 }
 
 pub(crate) type SaveCell = Arc<Mutex<Option<BackgroundSave>>>;
@@ -69,13 +74,67 @@ impl Handled for SaveCell {
 
 const JOB: &str = "job (ps_save_job *)";
 
-pub(crate) fn progress_of(p: Progress, done: bool) -> ps_progress {
-    ps_progress {
-        copied_pages: p.copied,
-        total_pages: p.total,
-        writer_waits: p.faults,
-        done: u64::from(done),
+/// A job whose progress the `*_progress` functions report.
+pub(crate) trait Job {
+    fn progress(&self) -> Progress;
+    fn is_finished(&self) -> bool;
+}
+
+impl Job for BackgroundSave {
+    fn progress(&self) -> Progress {
+        BackgroundSave::progress(self)
     }
+    fn is_finished(&self) -> bool {
+        BackgroundSave::is_finished(self)
+    }
+}
+
+impl Job for pagesnap_lib::Background {
+    fn progress(&self) -> Progress {
+        pagesnap_lib::Background::progress(self)
+    }
+    fn is_finished(&self) -> bool {
+        pagesnap_lib::Background::is_finished(self)
+    }
+}
+
+/// The body of ps_save_job_progress() and ps_background_progress(): the
+/// progress of the job behind the handle `get` looks up, into `*out` (zeros
+/// once the job was taken by a wait).
+///
+/// # Safety
+/// `out` is NULL or points to a writable ps_progress.
+pub(crate) unsafe fn job_progress<J: Job>(
+    get: impl FnOnce() -> Result<Arc<Mutex<Option<J>>>, CallError>,
+    out: *mut ps_progress,
+) -> c_int {
+    call(-1, || {
+        let cell = get()?;
+        if out.is_null() {
+            return Err(CallError::Null {
+                arg: "out (ps_progress *)",
+            });
+        }
+        let p = {
+            let g = cell.lock().unwrap_or_else(|e| e.into_inner());
+            match g.as_ref() {
+                Some(job) => {
+                    let p = job.progress();
+                    ps_progress {
+                        copied_pages: p.copied,
+                        total_pages: p.total,
+                        writer_waits: p.faults,
+                        writer_wait_ns: crate::op_stats::nanos(p.writers_waited),
+                        done: u64::from(job.is_finished()),
+                    }
+                }
+                None => ps_progress::default(),
+            }
+        };
+        // SAFETY: `out` is non-NULL (checked) and writable by this function's contract.
+        unsafe { out.write(p) };
+        Ok(0)
+    })
 }
 
 /// Starts saving the region as it is at this instant to a snapshot file at
@@ -114,7 +173,7 @@ pub unsafe extern "C" fn ps_background_save_start(
         let path = unsafe { crate::file::path_arg(path) }?;
         let job = {
             let _heap = r.heap_lock();
-            let region = r.lock();
+            let region = r.lock()?;
             region.background_save(path)?
         };
         Ok(handle::insert::<SaveCell>(Arc::new(Mutex::new(Some(job)))))
@@ -148,8 +207,9 @@ pub unsafe extern "C" fn ps_save_job_wait(
                 copied_pages: r.copied,
                 stored_pages: r.stored_pages,
                 file_bytes: r.bytes,
-                duration_ns: u64::try_from(r.duration.as_nanos()).unwrap_or(u64::MAX),
+                duration_ns: crate::op_stats::nanos(r.duration),
                 writer_waits: r.faults,
+                writer_wait_ns: crate::op_stats::nanos(r.writers_waited),
             };
             // SAFETY: `report` is non-NULL (checked) and writable by the contract.
             unsafe { report.write(out) };
@@ -183,24 +243,8 @@ pub unsafe extern "C" fn ps_save_job_progress(
     job: *const ps_save_job,
     out: *mut ps_progress,
 ) -> c_int {
-    call(-1, || {
-        let cell: SaveCell = handle::get(job, JOB)?;
-        if out.is_null() {
-            return Err(CallError::Null {
-                arg: "out (ps_progress *)",
-            });
-        }
-        let p = {
-            let g = cell.lock().unwrap_or_else(|e| e.into_inner());
-            match g.as_ref() {
-                Some(s) => progress_of(s.progress(), s.is_finished()),
-                None => ps_progress::default(),
-            }
-        };
-        // SAFETY: `out` is non-NULL (checked) and writable by the contract.
-        unsafe { out.write(p) };
-        Ok(0)
-    })
+    // SAFETY: `out` is NULL or writable, as this function's contract says.
+    unsafe { job_progress(|| handle::get::<SaveCell>(job, JOB), out) }
 }
 
 /// Abandons waiting: lets the save finish (so no writer stays blocked; the file

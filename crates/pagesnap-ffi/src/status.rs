@@ -37,6 +37,10 @@ pub(crate) enum CallError {
     /// A tracking constant outside `PS_TRACKING_*`.
     #[error("tracking {0} is not one of PS_TRACKING_AUTO (0), PS_TRACKING_UFFD_WP (1), PS_TRACKING_SOFT_DIRTY (2), PS_TRACKING_MPROTECT (3), PS_TRACKING_COMPARE (4)")]
     BadTracking(i32),
+    /// A handle used in a way its kind does not allow, e.g. finishing a
+    /// converging save as a snapshot.
+    #[error("{0}")]
+    Misuse(&'static str),
     /// A heap call was refused (ps_heap_*).
     #[error(transparent)]
     Heap(#[from] crate::heap_layout::HeapError),

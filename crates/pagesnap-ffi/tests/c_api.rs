@@ -188,6 +188,15 @@ fn c_background_refusals_and_reads_into_protected_memory() {
     run_program(&build_c("reliability", Link::Shared));
 }
 
+/// Converging snapshots and saves beside a pthread writer: finish at a
+/// quiescent point equals the region, whole-region calls are refused (not
+/// blocked) meanwhile, an abandoned save leaves no file.
+#[test]
+fn c_converging_beside_a_pthread_writer() {
+    let dir = example_scratch("converging");
+    run_program_with(&build_c("converging", Link::Shared), &[dir.as_os_str()]);
+}
+
 /// Out of memory is a reported error (not a caught panic), and the next
 /// snapshot is exact.
 #[test]
@@ -417,6 +426,34 @@ fn sqlite_example_checks() {
         "{stdout}"
     );
     assert!(stdout.contains("ok: sqlite 3."), "{stdout}");
+}
+
+/// examples/c/sqlite/sqlite_writer_rate.c, once at a small size: a writer
+/// thread inserting beside each way of copying the database (background
+/// snapshot and save, converging snapshot and save, fork + serialize); every
+/// copy passes PRAGMA integrity_check and holds the rows committed at its
+/// instant. The rates are printed, not judged: CI machines are too noisy.
+#[test]
+fn sqlite_writer_rate_runs() {
+    let Some(exe) = build_example("sqlite", "sqlite_writer_rate", "libsqlite3.a", &[]) else {
+        return;
+    };
+    let dir = example_scratch("sqlite-rate");
+    let out = run(Command::new(&exe).arg("8").arg("1").arg(&dir));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok: writer rate measured"), "{stdout}");
+    for m in ["snapshot", "save", "converge", "converge-save", "fork"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("median {m}: ")))
+            .unwrap_or_else(|| panic!("no median for {m}: {stdout}"));
+        let ratio: f64 = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("unreadable ratio: {line}"));
+        assert!(ratio.is_finite() && (0.0..100.0).contains(&ratio), "{line}");
+    }
 }
 
 /// examples/c/lua: snapshot/mutate/restore cycles checked against a deep copy

@@ -16,7 +16,7 @@
 //! "the same state" only when they are byte-identical — reach states by the same
 //! operations (or allocate up front) when you need logical equality.
 
-pub use crate::sys::arena_alloc::{Arena, InArena};
+pub use crate::heap::alloc::{Arena, InArena};
 pub use allocator_api2;
 pub use hashbrown;
 

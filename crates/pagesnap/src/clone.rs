@@ -50,8 +50,7 @@ use crate::region::{Region, RegionBuilder};
 use crate::snapshot::Snapshot;
 use crate::sys::memfd::Memfd;
 use crate::sys::page_size;
-use crate::track::{self, compare::Compare, runs, Tracker};
-use crate::Tracking;
+use crate::track::{self, runs};
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -158,10 +157,7 @@ impl Snapshot {
         let base = self.in_store(&store)?;
         let image = self.image()?;
         let map = crate::placement::private_file(image.memfd.as_fd(), len, huge, at)?;
-        let tracker: Box<dyn Tracker> = match kind {
-            Tracking::Compare => Box::new(Compare::arm_with(page_hashes(&base))),
-            kind => track::arm(kind, &map)?,
-        };
+        let tracker = track::arm_clone(kind, &map, || page_hashes(&base))?;
         Ok(Region::from_parts(map, tracker, store, base, huge))
     }
 
@@ -220,7 +216,7 @@ fn page_hashes(snap: &Snapshot) -> Vec<u128> {
 
 impl Region {
     /// Takes a clone back to the snapshot it was made from
-    /// ([`origin`](Self::origin)), in time proportional to the pages written
+    /// ([`cloned_from`](Self::cloned_from)), in time proportional to the pages written
     /// since (or changed by snapshots restored since), not to its length.
     ///
     /// Those pages are dropped (`MADV_DONTNEED`) rather than copied back: the
@@ -254,6 +250,7 @@ impl Region {
                 })?;
         }
         parts.tracker.rearm(parts.map, parts.dirty)?;
+        *parts.last_written = parts.dirty.len() as u64;
         *parts.base = origin;
         Ok(())
     }

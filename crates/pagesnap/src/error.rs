@@ -229,3 +229,9 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+impl From<crate::sys::signal::Replaced> for Error {
+    fn from(r: crate::sys::signal::Replaced) -> Self {
+        Error::HandlerReplaced { current: r.current }
+    }
+}

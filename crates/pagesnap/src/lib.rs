@@ -33,9 +33,11 @@
 //! `PAGEMAP_SCAN`, soft-dirty bits, mprotect + SIGSEGV, and full compare; see
 //! [`Tracking`] and [`probe`].
 #![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 pub mod arena;
+mod background;
 mod clone;
 mod digest;
 pub mod error;
@@ -43,10 +45,7 @@ pub mod file;
 mod fork;
 mod heap;
 mod kernel_bugs;
-mod live;
-mod live_save;
 mod placement;
-mod probe;
 mod region;
 #[cfg(feature = "remote")]
 pub mod remote;
@@ -54,22 +53,22 @@ mod snapshot;
 mod store;
 mod sys;
 mod track;
-mod tracking;
 mod verify;
 
+pub use background::{
+    Background, BackgroundReport, BackgroundSave, BackgroundSaveReport, Progress,
+};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use file::{FileError, FileInfo, FileKind, LoadOptions, SaveReport};
 pub use kernel_bugs::{known_bugs, KernelVersion, KnownBug};
-pub use live::{Background, BackgroundReport, Progress};
-pub use live_save::{BackgroundSave, BackgroundSaveReport};
-pub use probe::{probe, BackendStatus, Capabilities, UffdAccess};
 pub use region::converge::{ConvergeProgress, Converging};
 pub use region::converge_save::{ConvergedSave, ConvergingSave};
 pub use region::{Region, RegionBuilder};
 pub use snapshot::Snapshot;
 pub use store::{PageStore, StoreStats};
-pub use tracking::{ParseTrackingError, Tracking};
+pub use track::kind::{ParseTrackingError, Tracking};
+pub use track::probe::{probe, BackendStatus, Capabilities, UffdAccess};
 pub use verify::VerifyReport;
 pub use {
     arena::Arena,

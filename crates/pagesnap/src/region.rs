@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
 use crate::store::{PageStore, Threads, Tree};
-use crate::sys::mmap::{Mapping, Protection, WriteKey};
+use crate::sys::mmap::{Mapping, WriteKey};
 use crate::sys::page_size;
 use crate::track::{self, Tracker};
 use crate::Tracking;
@@ -12,8 +12,13 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod background;
 pub(crate) mod converge;
+mod converge_rounds;
 pub(crate) mod converge_save;
+mod parts;
+mod restore;
+mod verify;
 
 /// Builds a [`Region`]: `Region::builder(len).tracking(..).huge_pages(..).store(..).build()`.
 #[derive(Clone, Debug)]
@@ -25,6 +30,7 @@ pub struct RegionBuilder {
     store: Option<PageStore>,
     threads: usize,
     at: Option<usize>,
+    staging: Option<usize>,
 }
 
 impl RegionBuilder {
@@ -78,6 +84,29 @@ impl RegionBuilder {
         self
     }
 
+    /// Staging memory for background snapshots, in bytes (rounded down to
+    /// whole 2 MiB batches). A writer that touches a part of the region a
+    /// background snapshot has not saved yet copies that batch into this
+    /// memory itself and goes on; only when it is full does the writer wait
+    /// for the copier. Default: half the region for
+    /// [`background_snapshot`](Region::background_snapshot), an eighth for
+    /// [`background_save`](Region::background_save). It is mapped when a
+    /// background snapshot starts, filled only as far as writers use it at
+    /// once (slots are reused as the copier saves them) and returned when the
+    /// snapshot is done; 0 makes writers always wait for the copier.
+    ///
+    /// ```
+    /// let region = pagesnap::Region::builder(8 << 20).staging(4 << 20).build()?;
+    /// let (snap, report) = region.background_snapshot()?.wait_report()?;
+    /// assert_eq!(report.staging_bytes, 4 << 20);
+    /// # drop(snap);
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn staging(mut self, bytes: usize) -> Self {
+        self.staging = Some(bytes);
+        self
+    }
+
     /// The builder's settings, for `Snapshot::instantiate_with` (clone.rs): length
     /// as asked (not rounded), tracking, huge pages, store, address.
     #[allow(clippy::type_complexity)]
@@ -119,12 +148,14 @@ impl RegionBuilder {
             base,
             huge_pages: self.huge_pages,
             threads: Threads::at_most(self.threads),
+            staging: self.staging,
             origin: None,
             dirty: Vec::new(),
             changes: Vec::new(),
             resync: false,
             owner: crate::fork::Owner::here(),
             carried: Vec::new(),
+            last_written: 0,
         })
     }
 }
@@ -195,7 +226,7 @@ pub struct Region {
     peek_pending: Arc<AtomicUsize>,
     /// The region's entry in the background-snapshot fault table, made at the
     /// first background snapshot and kept until the region goes.
-    live: Mutex<Option<crate::live::LiveSlot>>,
+    live: Mutex<Option<crate::background::LiveSlot>>,
     /// Shared with a running background copier, which keeps it mapped (and
     /// reads it only by copying bytes out).
     map: Arc<Mapping>,
@@ -208,8 +239,12 @@ pub struct Region {
     /// The sync point: the region's contents equal `base` plus the pages the
     /// tracker reports.
     base: Snapshot,
+    /// Pages the last restore or reset wrote back (or discarded, for a reset).
+    last_written: u64,
     huge_pages: bool,
     threads: Threads,
+    /// Staging bytes for background snapshots (None: the default for its size).
+    staging: Option<usize>,
     /// For a clone (`Snapshot::instantiate`, clone.rs): the snapshot it started
     /// from, which its mapping shows wherever it has not written, and which
     /// `reset` goes back to. `None` for a region built empty.
@@ -239,6 +274,7 @@ impl Region {
             store: None,
             threads: 0,
             at: None,
+            staging: None,
         }
     }
 
@@ -345,246 +381,9 @@ impl Region {
                 .commit_pages(self.base.tree(), &self.map, &self.dirty, self.threads)?;
         Ok(Snapshot::from_tree_at(tree, self.len(), self.map.as_ptr()))
     }
-
-    /// Starts a consistent snapshot of the region as it is now, and returns as soon
-    /// as the region is protected; other threads may go on writing through
-    /// [`as_ptr`](Self::as_ptr) meanwhile. A writer that touches a batch not yet
-    /// copied waits until it is (see `live.rs` for the design). `wait()` on the
-    /// result gives the snapshot; tracking stays exact throughout, so the next
-    /// [`snapshot`](Self::snapshot) sees every write.
-    ///
-    /// ```
-    /// let mut region = pagesnap::Region::builder(8 << 20).build()?;
-    /// region.as_mut_slice().fill(123);
-    /// let bg = region.background_snapshot()?;
-    /// region.as_mut_slice()[0] = 7; // waits for its batch to be copied first
-    /// let snap = bg.wait()?;
-    /// assert!(snap.to_vec().iter().all(|&b| b == 123));
-    /// assert_eq!(region.snapshot()?.to_vec()[0], 7);
-    /// # Ok::<(), pagesnap::Error>(())
-    /// ```
-    pub fn background_snapshot(&self) -> Result<crate::Background> {
-        let job = self.live_job()?;
-        crate::live::start(job, self.peeker())
-    }
-
-    /// As [`background_snapshot`](Self::background_snapshot), but the snapshot is
-    /// streamed to a snapshot file at `path` as the copier goes (atomically and
-    /// durably, like [`Snapshot::save`]), without entering the store: extra memory
-    /// is a few buffers, not the region. [`wait`](crate::BackgroundSave::wait)
-    /// returns once the file is complete. On any error the writers are released
-    /// and the target is left untouched.
-    ///
-    /// ```
-    /// use pagesnap::{PageStore, Region, Snapshot};
-    /// let dir = std::env::temp_dir().join(format!("pagesnap-bgdoc-{}", std::process::id()));
-    /// std::fs::create_dir_all(&dir).unwrap();
-    /// let mut region = Region::builder(8 << 20).build()?;
-    /// region.as_mut_slice().fill(123);
-    /// let bg = region.background_save(dir.join("a.snap"))?;
-    /// region.as_mut_slice()[0] = 7; // waits for its batch to be copied first
-    /// let report = bg.wait()?;
-    /// let back = Snapshot::load(dir.join("a.snap"), &PageStore::new())?;
-    /// assert_eq!(back.digest(), report.digest);
-    /// assert!(back.to_vec().iter().all(|&b| b == 123));
-    /// # std::fs::remove_dir_all(&dir).unwrap();
-    /// # Ok::<(), pagesnap::Error>(())
-    /// ```
-    pub fn background_save(
-        &self,
-        path: impl AsRef<std::path::Path>,
-    ) -> Result<crate::BackgroundSave> {
-        let job = self.live_job()?;
-        crate::live_save::start(job, path.as_ref(), self.peeker())
-    }
-
-    fn live_job(&self) -> Result<crate::live::Job> {
-        self.preflight()?;
-        let unprotect_to = if self.tracking() == Tracking::Mprotect {
-            Protection::Read
-        } else {
-            Protection::ReadWrite
-        };
-        let batches = {
-            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-            if live.is_none() {
-                *live = Some(crate::live::LiveSlot::register(&self.map)?);
-            }
-            live.as_ref()
-                .map(|l| l.batches.clone())
-                .expect("registered above")
-        };
-        Ok(crate::live::Job {
-            map: self.map.clone(),
-            base: self.base.clone(),
-            busy: self.background.clone(),
-            unprotect_to,
-            batches,
-        })
-    }
-
-    /// What the copier calls to learn the pages written since the sync point.
-    /// Counts a peek pending until it has run (or been dropped unrun, as when
-    /// the start is refused: that drop must leave a running copier's count).
-    fn peeker(&self) -> impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static {
-        struct Pending(Arc<AtomicUsize>);
-        impl Drop for Pending {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::Release);
-            }
-        }
-        self.peek_pending.fetch_add(1, Ordering::AcqRel);
-        let pending = Pending(self.peek_pending.clone());
-        let (tracker, map) = (self.tracker.clone(), self.map.clone());
-        // Tracking is in doubt (a failed call could not put its pages back):
-        // the copier compares every page with the sync point as well.
-        let resync = self.resync.then(|| self.base.clone());
-        // Dirty against the sync point too, though the tracker forgot them.
-        let carried = self.carried.clone();
-        move |dirty| {
-            let r = tracker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .peek(&map, dirty);
-            let r = match (r, resync) {
-                (Ok(()), Some(base)) => crate::verify::differing(&map, &base, dirty),
-                (r, _) => r,
-            };
-            drop(pending);
-            dirty.extend_from_slice(&carried);
-            r
-        }
-    }
-
-    /// Makes the contents equal to `snap`, writing only the pages written since
-    /// the last sync point and those where it differs from `snap`. `snap` becomes
-    /// the sync point. Any snapshot of a region of this length works (from this
-    /// region, a clone, or another store — the last costs a copy into this store).
-    ///
-    /// Writers must be quiescent. After writes that raced with a snapshot or
-    /// restore, call [`verify`](Self::verify) first: it re-marks the pages the
-    /// tracker missed, so this restore rewrites them too and the region equals
-    /// `snap` again.
-    ///
-    /// On an error the region may be partly restored, but tracking stays exact:
-    /// the next snapshot equals the region's bytes, and a retried restore
-    /// finishes the job. A snapshot from another store that does not fit in
-    /// memory ([`Error::OutOfMemory`]) changes nothing.
-    pub fn restore(&mut self, snap: &Snapshot) -> Result<()> {
-        if snap.len() != self.len() {
-            return Err(Error::LengthMismatch {
-                snapshot: snap.len(),
-                region: self.len(),
-            });
-        }
-        self.preflight()?;
-        let snap = snap.in_store(&self.store)?;
-        self.wait_for_background();
-        self.resync_if_needed()?;
-        // Until the new sync point is made, a failure leaves tracking in doubt.
-        self.resync = true;
-        // 1. Pages where the sync point and `snap` differ: known from the tables
-        //    alone, written first.
-        self.changes.clear();
-        let target = snap.tree();
-        self.base.tree().diff(target, &mut self.changes);
-        self.store
-            .write_pages(&self.map, &self.changes, self.threads);
-        // 2. One collect makes the new sync point: it re-protects what step 1
-        //    wrote and reports, besides those, the pages written since the last
-        //    sync point, which must go back to `snap` too.
-        self.dirty.clear();
-        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        tracker.collect(&self.map, &mut self.dirty)?;
-        self.dirty.append(&mut self.carried);
-        self.dirty.sort_unstable();
-        self.dirty.dedup();
-        let restored = &self.changes;
-        self.dirty
-            .retain(|p| restored.binary_search_by_key(p, |c| c.0).is_err());
-        if !self.dirty.is_empty() {
-            // 3. Those pages, and a re-arm of just them. (Right after a snapshot,
-            //    the common case when backtracking, there are none.) Nothing is
-            //    allocated here: the frames are looked up page by page.
-            let pages = self.dirty.iter().map(|&p| (p, target.get(p)));
-            write_frames(&self.map, &self.store, pages);
-            tracker.rearm(&self.map, &self.dirty)?;
-        }
-        drop(tracker);
-        self.resync = false;
-        self.base = snap;
-        Ok(())
-    }
-}
-
-/// Copies each `(page, frame)` of `changes` into the region (no lock: frames
-/// are read straight from the store).
-fn write_frames(map: &Mapping, store: &PageStore, changes: impl Iterator<Item = (usize, FrameId)>) {
-    let page = page_size();
-    let mut changes = changes.peekable();
-    if changes.peek().is_none() {
-        return;
-    }
-    for (p, id) in changes {
-        map.copy_in(p * page, store.frame(id));
-    }
 }
 
 impl Region {
-    /// Compares every page with the last sync point and puts the tracker right
-    /// where it missed a write, so that the next [`snapshot`](Self::snapshot) is
-    /// exact and the next [`restore`](Self::restore) rewrites every page that
-    /// differs. Costs a read of the whole region.
-    ///
-    /// This is the way back after writers ran during a snapshot or restore (a
-    /// documented misuse whose writes the tracker may miss). Writers must be
-    /// quiescent while it runs; a running background snapshot is waited for.
-    ///
-    /// ```
-    /// let mut region = pagesnap::Region::builder(1 << 20).build()?;
-    /// region.as_mut_slice()[0] = 1;
-    /// let snap = region.snapshot()?;
-    /// let second_page = pagesnap::page_size();
-    /// region.as_mut_slice()[second_page] = 2;
-    /// let report = region.verify()?;
-    /// assert_eq!((report.changed, report.untracked), (1, 0)); // seen by the tracker
-    /// region.restore(&snap)?;
-    /// assert_eq!(region.as_slice()[second_page], 0);
-    /// # Ok::<(), pagesnap::Error>(())
-    /// ```
-    pub fn verify(&mut self) -> Result<crate::VerifyReport> {
-        self.wait_for_background();
-        while self.peek_pending.load(Ordering::Acquire) > 0 {
-            std::thread::sleep(std::time::Duration::from_micros(20));
-        }
-        let mut tracker = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
-        self.dirty.clear();
-        tracker.peek(&self.map, &mut self.dirty)?;
-        self.dirty.sort_unstable();
-        self.dirty.dedup();
-        let mut differing = Vec::new();
-        crate::verify::differing(&self.map, &self.base, &mut differing)?;
-        let changed = differing.len() as u64;
-        let tracked = &self.dirty;
-        differing.retain(|p| tracked.binary_search(p).is_err());
-        tracker.remark(&self.map, &differing)?;
-        drop(tracker);
-        self.resync = false;
-        Ok(crate::VerifyReport {
-            pages: (self.len() / page_size()) as u64,
-            changed,
-            untracked: differing.len() as u64,
-        })
-    }
-
-    /// Runs [`verify`](Self::verify) when a failed call left tracking in doubt.
-    fn resync_if_needed(&mut self) -> Result<()> {
-        if self.resync {
-            self.verify()?;
-        }
-        Ok(())
-    }
-
     /// Refuses to work in a process forked from the one that built the region —
     /// checked first, before any lock, since a thread that held one at the fork
     /// does not exist in the child — or when the tracker cannot work now.
@@ -602,74 +401,6 @@ impl Region {
         while self.background.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_micros(50));
         }
-    }
-}
-
-/// A clone's pieces, borrowed for `Region::reset` (clone.rs).
-pub(crate) struct Parts<'a> {
-    pub(crate) map: &'a Mapping,
-    pub(crate) key: &'a mut WriteKey,
-    pub(crate) tracker: std::sync::MutexGuard<'a, Box<dyn Tracker>>,
-    pub(crate) base: &'a mut Snapshot,
-    pub(crate) origin: Option<&'a Snapshot>,
-    pub(crate) dirty: &'a mut Vec<usize>,
-    /// Pages dirty against `base` that the tracker no longer reports.
-    pub(crate) carried: &'a mut Vec<usize>,
-    pub(crate) changes: &'a mut Vec<(usize, FrameId)>,
-}
-
-impl Region {
-    /// A region over `map`, whose contents equal `base` now and which `tracker`
-    /// tracks from here (clone.rs: `map` is a private view of `base`'s image).
-    pub(crate) fn from_parts(
-        map: Mapping,
-        tracker: Box<dyn Tracker>,
-        store: PageStore,
-        base: Snapshot,
-        huge_pages: bool,
-    ) -> Region {
-        let key = map.write_key().expect("a new mapping has its key");
-        Region {
-            tracker: Arc::new(Mutex::new(tracker)),
-            key,
-            peek_pending: Arc::new(AtomicUsize::new(0)),
-            live: Mutex::new(None),
-            map: Arc::new(map),
-            background: Arc::new(AtomicBool::new(false)),
-            store,
-            origin: Some(base.clone()),
-            base,
-            huge_pages,
-            threads: Threads::AUTO,
-            dirty: Vec::new(),
-            changes: Vec::new(),
-            resync: false,
-            owner: crate::fork::Owner::here(),
-            carried: Vec::new(),
-        }
-    }
-
-    /// The pieces `reset` works on, once no background snapshot runs.
-    pub(crate) fn parts(&mut self) -> Parts<'_> {
-        self.wait_for_background();
-        Parts {
-            map: &self.map,
-            key: &mut self.key,
-            tracker: self.tracker.lock().unwrap_or_else(|e| e.into_inner()),
-            base: &mut self.base,
-            origin: self.origin.as_ref(),
-            dirty: &mut self.dirty,
-            carried: &mut self.carried,
-            changes: &mut self.changes,
-        }
-    }
-
-    /// The snapshot this region was cloned from ([`Snapshot::instantiate`]), which
-    /// [`reset`](Self::reset) goes back to; `None` for a region built empty.
-    /// (Not to be confused with [`Snapshot::origin`], the address a snapshot
-    /// was taken at.)
-    pub fn cloned_from(&self) -> Option<&Snapshot> {
-        self.origin.as_ref()
     }
 }
 

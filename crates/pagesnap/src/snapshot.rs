@@ -23,7 +23,8 @@ pub struct Snapshot {
 
 struct Inner {
     tree: Tree,
-    digest: Digest,
+    /// Computed on first use: taking a snapshot hashes no table nodes.
+    digest: OnceLock<Digest>,
     len: usize,
     /// The address of the region it was taken from; 0 when unknown (a file of
     /// a format version before 3).
@@ -37,11 +38,10 @@ struct Inner {
 impl Snapshot {
     /// A snapshot of a region that was at `origin` (null: unknown).
     pub(crate) fn from_tree_at(tree: Tree, len: usize, origin: *const u8) -> Snapshot {
-        let digest = Digest(tree.digest());
         Snapshot {
             inner: Arc::new(Inner {
                 tree,
-                digest,
+                digest: OnceLock::new(),
                 len,
                 origin: origin as usize,
                 image: OnceLock::new(),
@@ -88,8 +88,16 @@ impl Snapshot {
     }
 
     /// The content digest: equal for snapshots with equal bytes and length.
+    ///
+    /// Computed on the first call, from the page table's Merkle nodes: a node
+    /// shared with a snapshot whose digest was asked for before costs nothing, so
+    /// the first call costs about what changed since then (the whole table the
+    /// first time). Later calls cost nothing.
     pub fn digest(&self) -> Digest {
-        self.inner.digest
+        *self
+            .inner
+            .digest
+            .get_or_init(|| Digest(self.inner.tree.digest()))
     }
 
     /// Length in bytes (the region's length, a whole number of pages).

@@ -80,3 +80,42 @@ fn write_failure_mid_stream_releases_writers() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A converging save whose file cannot grow (the same limit) fails with a
+/// typed error at `finish`, leaves no file at the target nor beside it, and
+/// loses no write: the region's next snapshot is exact.
+#[test]
+fn converging_save_write_failure_leaves_no_file() {
+    // SAFETY: as above (the same limit, set again for this test's order).
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        let lim = libc::rlimit {
+            rlim_cur: 256 << 10,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
+    }
+    let dir = std::env::temp_dir().join(format!("pagesnap-cvfail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for t in [Tracking::Auto, Tracking::Mprotect] {
+        let len = 16 << 20;
+        let mut region = Region::builder(len).tracking(t).build().unwrap();
+        common::fill(region.as_mut_slice(), 4);
+        let path = dir.join("c.snap");
+        let conv = region.converging_save(&path).unwrap();
+        conv.wait_converged();
+        let err = conv.finish().err().expect("the file cannot hold 16 MiB");
+        assert!(
+            matches!(&err, pagesnap::Error::File { path: p, .. } if *p == path),
+            "{t}: {err}"
+        );
+        assert!(!path.exists(), "{t}: a file at the target");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(left.is_empty(), "{t}: the temporary file was not removed");
+        region.as_mut_slice()[5] ^= 1;
+        let snap = region.snapshot().unwrap();
+        assert!(snap.to_vec() == region.as_slice(), "{t}: a write was lost");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

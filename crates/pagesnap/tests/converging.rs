@@ -137,6 +137,7 @@ fn converging_save_writes_the_finish_instant() {
         let mut region = Region::builder(len).tracking(t).build().unwrap();
         common::fill(region.as_mut_slice(), 5);
         let sync = region.snapshot().unwrap();
+        let stored = region.store().stats().unique_pages;
         let base = region.as_ptr() as usize;
         let mut stampers = common::Stampers::start(base, len, 2);
         let path = dir.join(format!("{t}.snap"));
@@ -145,6 +146,12 @@ fn converging_save_writes_the_finish_instant() {
         stampers.stop();
         let saving = conv.finish().unwrap();
         let expect = region.as_slice().to_vec();
+        // The rounds wrote into the file, not the store.
+        assert_eq!(
+            region.store().stats().unique_pages,
+            stored,
+            "{t}: the save's pages entered the store"
+        );
         // Writers may go on while the file is written.
         region.as_mut_slice()[0] ^= 1;
         let report = saving.wait().unwrap();
@@ -160,6 +167,60 @@ fn converging_save_writes_the_finish_instant() {
             next.to_vec() == region.as_slice(),
             "{t}: tracking missed writes"
         );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A save finished at once: the rounds are cut short, so the remainder is
+/// larger than the buffer `finish` holds in memory and part of it goes to the
+/// file in the pause; the file still holds exactly the region.
+#[test]
+fn converging_save_finished_at_once_with_a_large_remainder() {
+    let dir = temp_dir("large");
+    for t in common::backends() {
+        let len = 48 << 20;
+        let mut region = Region::builder(len).tracking(t).build().unwrap();
+        common::fill(region.as_mut_slice(), 21);
+        let path = dir.join(format!("{t}.snap"));
+        let report = region
+            .converging_save(&path)
+            .unwrap()
+            .finish()
+            .unwrap()
+            .wait()
+            .unwrap();
+        let back = Snapshot::load(&path, &PageStore::new()).unwrap();
+        assert_eq!(back.digest(), report.digest);
+        assert!(back.to_vec() == region.as_slice(), "{t}: file != region");
+        assert_eq!(back.digest(), region.snapshot().unwrap().digest());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A converging save dropped before `finish` (the program gave up, or
+/// panicked) leaves nothing at the target nor beside it, and loses no write.
+#[test]
+fn abandoned_converging_save_leaves_no_file() {
+    let dir = temp_dir("abandon");
+    for t in common::backends() {
+        let len = 8 << 20;
+        let mut region = Region::builder(len).tracking(t).build().unwrap();
+        common::fill(region.as_mut_slice(), 9);
+        let path = dir.join(format!("{t}.snap"));
+        let base = region.as_ptr() as usize;
+        let mut stampers = common::Stampers::start(base, len, 1);
+        let conv = region.converging_save(&path).unwrap();
+        conv.wait_converged_timeout(Duration::from_secs(60));
+        if t != Tracking::Compare {
+            assert!(conv.progress().copied > 0, "{t}: no round copied");
+        }
+        drop(conv);
+        stampers.stop();
+        assert!(!path.exists(), "{t}: a file at the target");
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert!(left.is_empty(), "{t}: a temporary file was left");
+        let snap = region.snapshot().unwrap();
+        assert!(snap.to_vec() == region.as_slice(), "{t}: a write was lost");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

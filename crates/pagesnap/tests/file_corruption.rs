@@ -9,19 +9,7 @@ use pagesnap::{page_size, Error, FileError, PageStore, Region, Snapshot};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use common::rng::XorShift as Rng;
 
 fn seed() -> u64 {
     std::env::var("PAGESNAP_CORRUPTION_SEED")
@@ -110,7 +98,7 @@ fn mutate(rng: &mut Rng, orig: &[u8]) -> (String, Vec<u8>) {
         _ => {
             let n = rng.below(80) + 1;
             for _ in 0..n {
-                v.push(rng.next() as u8);
+                v.push(rng.next_u64() as u8);
             }
             // Sometimes garbage that looks like the end of a file.
             if rng.below(4) == 0 {

@@ -55,7 +55,7 @@ fn sigkill_mid_save_leaves_the_old_file_or_none() {
     std::fs::create_dir_all(&dir).unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut seen_file = 0;
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let mut rng = common::rng::XorShift(0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id()));
     let kills = 24;
     for round in 0..kills {
         let target = dir.join("target");
@@ -85,10 +85,7 @@ fn sigkill_mid_save_leaves_the_old_file_or_none() {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(rng % 120_000));
+        std::thread::sleep(Duration::from_micros(rng.next_u64() % 120_000));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 

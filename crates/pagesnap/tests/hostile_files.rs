@@ -216,13 +216,8 @@ fn variants(v: &[u8]) -> Vec<(String, Vec<u8>)> {
         }
     }
     // Random flips: plain, and with every checksum recomputed afterwards.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = common::rng::XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut next = move || rng.next_u64();
     for i in 0..400 {
         let at = (next() % size) as usize;
         let bit = 1u8 << (next() % 8);

@@ -84,6 +84,12 @@ fn file_lazy_clone_matches() {
 }
 
 #[test]
+fn file_origin_travels_to_another_process() {
+    let d = Dir::new("origin");
+    origin_travels(&d.url());
+}
+
+#[test]
 fn memory_round_trip_and_errors() {
     let remote = Remote::open("memory://").unwrap();
     let snap = snapshot(50, 3, None);

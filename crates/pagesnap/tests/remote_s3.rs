@@ -187,3 +187,10 @@ fn s3_lazy_clone_matches() {
         lazy_clone_matches(&s3.url());
     }
 }
+
+#[test]
+fn s3_origin_travels_to_another_process() {
+    if let Some(s3) = S3::new("origin") {
+        origin_travels(&s3.url());
+    }
+}

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::rng::XorShift;
 use pagesnap::{PageStore, Region, Tracking};
 use std::io::{Read, Write};
 
@@ -22,11 +23,9 @@ fn threaded_writers_every_backend() {
                         std::thread::spawn(move || {
                             // Each thread writes a pseudo-random subset of its own pages.
                             let mut written = Vec::new();
-                            let mut x = (round * 7919 + i as u64 * 104729) | 1;
+                            let mut rng = XorShift((round * 7919 + i as u64 * 104729) | 1);
                             for k in 0..chunk / 3 {
-                                x ^= x << 13;
-                                x ^= x >> 7;
-                                x ^= x << 17;
+                                let x = rng.next_u64();
                                 let p = i * chunk + (x as usize) % chunk;
                                 let off = (x as usize >> 20) % page;
                                 let v = (round as u8).wrapping_add(k as u8) | 1;

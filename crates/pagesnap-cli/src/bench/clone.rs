@@ -12,16 +12,16 @@
 //! written once, before the rounds (reported as `image_ms`), as the first
 //! `instantiate` of a snapshot does; every timed lazy instantiate reuses it.
 
-use super::dataset::{fill_page, fresh_seed, stamp, Rng};
+use super::args::{JsonArg, SeedArg, TrackingArg};
+use super::dataset::{fill_page, stamp, Rng};
 use super::progress;
 use super::report::{ms, Target};
 use super::stats::Summary;
 use super::units::{human_bytes, ByteSize, Percent};
 use crate::CmdResult;
 use comfy_table::{presets, CellAlignment, Table};
-use pagesnap::{Region, Tracking};
+use pagesnap::Region;
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -40,15 +40,12 @@ pub struct CloneArgs {
     /// Timed rounds per method (medians are reported).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
-    /// Tracking backend of every region.
-    #[arg(long, default_value = "auto")]
-    tracking: Tracking,
-    /// Seed of the random page choice (default: from the clock; printed).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    tracking: TrackingArg,
+    #[command(flatten)]
+    seed: SeedArg,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 /// The medians of one method.
@@ -90,12 +87,12 @@ fn median(samples: &[Duration]) -> f64 {
 pub fn run(args: CloneArgs) -> CmdResult {
     let page = pagesnap::page_size();
     let mut src = Region::builder(args.size.0)
-        .tracking(args.tracking)
+        .tracking(args.tracking.get())
         .build()?;
     let (len, tracking, store) = (src.len(), src.tracking(), src.store().clone());
     let npages = len / page;
     let k = args.touch.of(npages);
-    let seed = args.seed.unwrap_or_else(fresh_seed);
+    let seed = args.seed.get();
     let kernel = &pagesnap::probe().kernel;
     println!(
         "pagesnap bench clone: {} snapshot ({tracking}), {k} pages ({}) touched per clone, \
@@ -276,7 +273,7 @@ pub fn run(args: CloneArgs) -> CmdResult {
         println!("  {}", t.line());
     }
 
-    if let Some(path) = &args.json {
+    if args.json.path().is_some() {
         let doc = json!({
             "size_bytes": len,
             "page_size": page,
@@ -301,8 +298,7 @@ pub fn run(args: CloneArgs) -> CmdResult {
             })).collect::<Vec<_>>(),
             "targets": targets.iter().map(Target::json).collect::<Vec<_>>(),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        args.json.write(&doc)?;
     }
     Ok(ExitCode::SUCCESS)
 }

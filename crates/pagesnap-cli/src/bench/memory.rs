@@ -5,15 +5,15 @@
 //! against the bytes written, plus the process's resident growth as a cross-check
 //! of that accounting (it includes allocator overhead the stats cannot see).
 
-use super::dataset::{dirty, fresh_seed, stamp, Rng};
+use super::args::{JsonArg, SeedArg, TrackingArg};
+use super::dataset::{dirty, stamp, Rng};
 use super::progress;
 use super::report::Target;
 use super::stats::Summary;
 use super::units::{human_bytes, ByteSize, Percent};
 use crate::CmdResult;
-use pagesnap::{Region, Tracking};
+use pagesnap::Region;
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -33,27 +33,24 @@ pub struct MemoryArgs {
     /// Share of the pages written before each snapshot.
     #[arg(long, default_value = "1%")]
     dirty: Percent,
-    /// Tracking backend.
-    #[arg(long, default_value = "auto")]
-    tracking: Tracking,
-    /// Seed of the random page choice (default: from the clock; printed).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    tracking: TrackingArg,
+    #[command(flatten)]
+    seed: SeedArg,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 pub fn run(args: MemoryArgs) -> CmdResult {
     let page = pagesnap::page_size();
     let mut region = Region::builder(args.size.0)
-        .tracking(args.tracking)
+        .tracking(args.tracking.get())
         .build()?;
     let (len, store) = (region.len(), region.store().clone());
     let npages = len / page;
     let k = args.dirty.of(npages);
     let n = args.snapshots as usize;
-    let seed = args.seed.unwrap_or_else(fresh_seed);
+    let seed = args.seed.get();
     let kernel = &pagesnap::probe().kernel;
     println!(
         "pagesnap bench memory: {} region ({}), {n} snapshots kept alive, {k} dirty pages ({}) \
@@ -141,7 +138,7 @@ pub fn run(args: MemoryArgs) -> CmdResult {
         println!("  {}", t.line());
     }
 
-    if let Some(path) = &args.json {
+    if args.json.path().is_some() {
         let doc = json!({
             "size_bytes": len,
             "page_size": stats.page_size,
@@ -159,8 +156,7 @@ pub fn run(args: MemoryArgs) -> CmdResult {
             "snapshot_median_ms": snapshot_ms,
             "targets": targets.iter().map(Target::json).collect::<Vec<_>>(),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        args.json.write(&doc)?;
     }
     drop(snaps);
     Ok(ExitCode::SUCCESS)

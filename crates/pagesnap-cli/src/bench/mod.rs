@@ -5,7 +5,7 @@
 //!  pagesnap bench [--size 1GiB --dirty 1% --rounds 7 …]   snapshot.rs: every method × op
 //!  pagesnap bench memory [--snapshots 100 …]              memory.rs: store size vs bytes written
 //!  pagesnap bench scale [--reserve 16GiB --use 1GiB …]    scale.rs: reserved vs used
-//!  pagesnap bench file …                                  crate::bench_file
+//!  pagesnap bench file …                                  file.rs: save, load, deltas
 //!  pagesnap bench clone [--size 1GiB --touch 1% --clones 10] clone.rs: eager vs lazy clones
 //!  pagesnap bench bgsave [--size 1GiB --writers 2]          bgsave/: the seed: fork vs both background modes
 //!  pagesnap bench remote [--size 1GiB --change 1% --touch 1%] remote.rs: push, pull, lazy clones
@@ -13,10 +13,12 @@
 //! ```
 //! Figures come from here, never from timed tests.
 
+mod args;
 mod bgsave;
 mod buffer;
 mod clone;
 mod dataset;
+mod file;
 mod fork_helper;
 mod memory;
 mod methods;
@@ -50,7 +52,7 @@ enum Sub {
     /// Snapshot time of a region reserving far more than it uses, against a dense one.
     Scale(scale::ScaleArgs),
     /// Snapshot files (save, load, deltas) against plain write(2)/read(2) of the bytes.
-    File(crate::bench_file::FileArgs),
+    File(file::FileArgs),
     /// Clones of one snapshot: eager (new region + restore) against lazy
     /// (`Snapshot::instantiate`): start, touch, reset, memory of many live clones.
     Clone(clone::CloneArgs),
@@ -70,7 +72,7 @@ pub fn run(args: Args) -> CmdResult {
         None => snapshot::run(args.main),
         Some(Sub::Memory(a)) => memory::run(a),
         Some(Sub::Scale(a)) => scale::run(a),
-        Some(Sub::File(a)) => crate::bench_file::run(a),
+        Some(Sub::File(a)) => file::run(a),
         Some(Sub::Clone(a)) => clone::run(a),
         Some(Sub::Bgsave(a)) => bgsave::run(a),
         Some(Sub::Remote(a)) => remote::run(a),

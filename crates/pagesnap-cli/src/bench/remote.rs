@@ -14,7 +14,8 @@
 //! download baseline needs a folder, so it is measured for `file://` remotes only.
 //! One run per figure: each moves the whole snapshot.
 
-use super::dataset::{fill_page, fresh_seed, Rng};
+use super::args::{JsonArg, SeedArg};
+use super::dataset::{fill_page, Rng};
 use super::report::{ms, Target};
 use super::units::{human_bytes, ByteSize, Percent};
 use crate::CmdResult;
@@ -41,12 +42,10 @@ pub struct RemoteArgs {
     /// The remote (default: a fresh folder under the temp dir, removed after).
     #[arg(long)]
     url: Option<String>,
-    /// Seed of the random page choices (default: from the clock; printed).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    seed: SeedArg,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 fn secs(t: Instant) -> f64 {
@@ -64,7 +63,7 @@ fn touch(mem: &[u8], pages: &[usize], page: usize) -> u64 {
 
 pub fn run(args: RemoteArgs) -> CmdResult {
     let page = pagesnap::page_size();
-    let seed = args.seed.unwrap_or_else(fresh_seed);
+    let seed = args.seed.get();
     let tag = format!("{}-{seed}", std::process::id());
     let folder = std::env::temp_dir().join(format!("pagesnap-bench-remote-{tag}"));
     let url = args
@@ -259,7 +258,7 @@ pub fn run(args: RemoteArgs) -> CmdResult {
         args.touch,
         eager_total_ms / lazy_total_ms
     );
-    if let Some(path) = &args.json {
+    if args.json.path().is_some() {
         let out = json!({
             "size": npages * page, "changed_pages": changed, "touched_pages": touched, "url": url, "seed": seed,
             "push_full": {"ms": push_full_ms, "pages": push_full.pages, "pages_uploaded": push_full.pages_uploaded, "bytes_uploaded": push_full.bytes_uploaded},
@@ -269,7 +268,7 @@ pub fn run(args: RemoteArgs) -> CmdResult {
             "eager": {"first_page_ms": eager_first_ms, "touch_ms": eager_total_ms},
             "targets": targets.iter().map(Target::json).collect::<Vec<_>>(),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+        args.json.write(&out)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,15 +9,15 @@
 //!              then each is snapshotted, timed (after a warm-up round)
 //! ```
 
-use super::dataset::{dirty, fill_page, fresh_seed, stamp, Rng};
+use super::args::{JsonArg, SeedArg, TrackingArg};
+use super::dataset::{dirty, fill_page, stamp, Rng};
 use super::progress;
 use super::report::{self, Row};
 use super::stats::Summary;
 use super::units::{human_bytes, ByteSize, Percent};
 use crate::CmdResult;
-use pagesnap::{PageStore, Region, Snapshot, Tracking};
+use pagesnap::{PageStore, Region, Snapshot};
 use serde_json::json;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -36,15 +36,12 @@ pub struct ScaleArgs {
     /// Measured rounds (after one warm-up round), each timing two snapshots per side.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
-    /// Tracking backend.
-    #[arg(long, default_value = "auto")]
-    tracking: Tracking,
-    /// Seed of the random page choice (default: from the clock; printed).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    tracking: TrackingArg,
+    #[command(flatten)]
+    seed: SeedArg,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 /// One side of the comparison: its region, its last snapshot, and its timings.
@@ -67,7 +64,7 @@ impl Side {
     ) -> pagesnap::Result<Side> {
         let t = Instant::now();
         let mut region = Region::builder(len)
-            .tracking(args.tracking)
+            .tracking(args.tracking.get())
             .store(store)
             .build()?;
         let arm = t.elapsed();
@@ -99,7 +96,7 @@ pub fn run(args: ScaleArgs) -> CmdResult {
     }
     let npages = used / page;
     let k = args.dirty.of(npages);
-    let seed = args.seed.unwrap_or_else(fresh_seed);
+    let seed = args.seed.get();
     let rounds = args.rounds as usize;
     let kernel = &pagesnap::probe().kernel;
     // One store per side: with a shared one, a page rewritten in one region keeps the
@@ -194,7 +191,7 @@ pub fn run(args: ScaleArgs) -> CmdResult {
     );
     println!("Target:\n  {}", target.line());
 
-    if let Some(path) = &args.json {
+    if args.json.path().is_some() {
         let doc = json!({
             "reserve_bytes": sides[0].region.len(),
             "use_bytes": used,
@@ -209,8 +206,7 @@ pub fn run(args: ScaleArgs) -> CmdResult {
             "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
             "targets": [target.json()],
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        args.json.write(&doc)?;
     }
     Ok(ExitCode::SUCCESS)
 }

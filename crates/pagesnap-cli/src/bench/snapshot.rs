@@ -11,7 +11,8 @@
 //!         (--huge-pages), as rows of one table
 //! ```
 
-use super::dataset::{fresh_seed, stamp, Rng};
+use super::args::{JsonArg, SeedArg};
+use super::dataset::{stamp, Rng};
 use super::methods::{Floor, Fork, Memcpy, Method, Op, Timings, Tracked, UffdRaw};
 use super::report::{self, Row};
 use super::stats::Summary;
@@ -49,12 +50,10 @@ pub struct MainArgs {
     /// Measure regions with transparent huge pages too, as more rows of the table.
     #[arg(long)]
     huge_pages: bool,
-    /// Seed of the random page choice (default: from the clock; printed).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// Write the results as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    seed: SeedArg,
+    #[command(flatten)]
+    json: JsonArg,
     /// Draw the medians as grouped bars to FILE.svg.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
@@ -89,7 +88,7 @@ pub fn run(args: MainArgs) -> CmdResult {
         .ok_or("--size too large")?;
     let npages = len / page;
     let kmax = args.dirty.iter().map(|d| d.of(npages)).max().unwrap_or(1);
-    let seed = args.seed.unwrap_or_else(fresh_seed);
+    let seed = args.seed.get();
     let (warmup, rounds) = (args.warmup as usize, args.rounds as usize);
     let fractions: Vec<String> = args.dirty.iter().map(|d| d.to_string()).collect();
     println!(
@@ -194,7 +193,7 @@ pub fn run(args: MainArgs) -> CmdResult {
     let (first_d, first_k) = (args.dirty[0], args.dirty[0].of(npages));
     let huge = args.huge_pages;
 
-    if let Some(path) = &args.json {
+    if args.json.path().is_some() {
         let doc = json!({
             "size_bytes": len,
             "page_size": page,
@@ -213,8 +212,7 @@ pub fn run(args: MainArgs) -> CmdResult {
             "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
             "targets": targets.iter().map(report::Target::json).collect::<Vec<_>>(),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        args.json.write(&doc)?;
     }
     if let Some(path) = &args.plot {
         let title = format!(

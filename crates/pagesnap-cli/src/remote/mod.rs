@@ -147,6 +147,7 @@ pub fn ls(args: LsArgs) -> CmdResult {
                     "pages": s.pages,
                     "digest": s.digest.to_string(),
                     "manifest_bytes": s.manifest_bytes,
+                    "origin": s.origin,
                 })
             })
             .collect();

@@ -123,6 +123,11 @@ static void basics(ps_store *store, int tracking) {
     CHECK(ps_restore(r, snap) == 0);
     CHECK(ps_region_last_op(r, &op) == 0);
     CHECK(op.op == 2 && op.changed_pages > 0);
+    /* what it wrote back: the table differences and the page written since */
+    CHECK(op.written_pages >= op.changed_pages);
+    CHECK(ps_restore(r, snap) == 0); /* nothing written since: nothing to do */
+    CHECK(ps_region_last_op(r, &op) == 0);
+    CHECK(op.op == 2 && op.changed_pages == 0 && op.written_pages == 0);
     CHECK(ps_region_last_op(r, NULL) == -1);
     CHECK(ps_snapshot_free(changed) == 0 && ps_snapshot_free(same) == 0);
     ps_heap_usage after = usage(r);
@@ -154,7 +159,23 @@ static void basics(ps_store *store, int tracking) {
     CHECK(ps_heap_alloc(tiny, ps_page_size()) == NULL);
     CHECK(ps_region_free(tiny) == 0);
 
+    /* letting go of the sync point drains the store once the caller's handles
+     * are gone, and the next snapshot is still exact */
+    ps_stats st;
     CHECK(ps_snapshot_free(snap) == 0);
+    CHECK(ps_store_stats(store, &st) == 0 && st.unique_pages > 0);
+    CHECK(ps_region_release_sync_point(r) == 0);
+    CHECK(ps_store_stats(store, &st) == 0 && st.unique_pages == 0);
+    ps_snapshot *again = ps_snapshot_take(r);
+    CHECK(again != NULL);
+    CHECK(ps_region_last_op(r, &op) == 0 && op.new_stored_pages > 0);
+    head = ps_heap_root(r, 3);
+    CHECK(head != NULL && head->value == 999);
+    CHECK(ps_restore(r, again) == 0);
+    CHECK(ps_heap_root(r, 3) == head && head->value == 999);
+    CHECK(ps_snapshot_free(again) == 0);
+    CHECK(ps_region_release_sync_point(NULL) == -1);
+    CHECK_ERROR("ps_region");
     CHECK(ps_region_free(r) == 0);
     CHECK(ps_heap_alloc(r, 1) == NULL);
     CHECK_ERROR("not a live ps_region");

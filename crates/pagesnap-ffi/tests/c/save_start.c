@@ -66,6 +66,8 @@ int main(int argc, char **argv) {
     CHECK(ps_save_job_wait(job, &report) == 0);
     CHECK(report.pages == (64u << 20) / ps_page_size());
     CHECK(report.file_bytes > 0 && report.stored_pages > 0); /* equal filler pages are stored once */
+    /* the writer met the save: the time it was held up is counted */
+    CHECK(report.writer_waits == 0 || report.writer_wait_ns > 0);
     CHECK(ps_save_job_done(job) == -1);
     atomic_store(&stop, 1);
     CHECK(pthread_join(t, NULL) == 0);

@@ -63,7 +63,9 @@ impl Pending {
         tmp_name.push(name);
         tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
         let tmp = dir.join(tmp_name);
+        // Readable too: a converging save reads back what it wrote.
         let file = OpenOptions::new()
+            .read(true)
             .write(true)
             .create_new(true)
             .mode(0o600)

@@ -78,6 +78,7 @@
 //! caller accepts from an untrusted file.
 
 mod atomic;
+mod encode;
 mod error;
 mod format;
 #[cfg(test)]
@@ -85,6 +86,7 @@ mod format_origin_tests;
 mod load;
 mod options;
 mod read;
+pub(crate) mod rounds;
 pub(crate) mod stream;
 mod write;
 

@@ -17,26 +17,22 @@
 //! pages themselves.
 
 use super::atomic::Pending;
+use super::encode::{join, push_page, Encoder};
 use super::error::FileError;
 use super::format::{
-    FileKind, Footer, Header, Run, HEADER_LEN, MAX_RUN, VERSION_TABLE_LAST_ORIGIN, ZERO_DATA,
+    FileKind, Header, Run, COMPRESSED, HEADER_LEN, RECORD_HEADER_LEN, VERSION_TABLE_LAST_ORIGIN,
+    ZERO_DATA,
 };
-use super::write::{push_run, RecordEncoder};
-use crate::digest::{combine, page_hash};
+use crate::digest::page_hash;
 use crate::store::frames::{is_zero, FrameId};
-use crate::store::tree::{FANOUT, LEAF};
+use crate::store::tree::StreamDigest;
 use crate::store::PageStore;
 use crate::Digest;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
-/// Bytes gathered before each write(2).
-const FLUSH: usize = 1 << 20;
 /// Recent region pages kept for deduplication (bytes: this × the page size).
 const RECENT: usize = 256;
-/// Tallest page table (as in `store::tree`).
-const MAX_HEIGHT: u32 = 10;
 
 /// What a streamed file holds.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +41,11 @@ pub(crate) struct StreamReport {
     pub(crate) bytes: u64,
     pub(crate) stored_pages: u64,
     pub(crate) digest: Digest,
+    /// Pages the table lists (the non-zero ones).
+    pub(crate) listed: u64,
+    /// Records stored lz4-compressed, and the bytes all records store.
+    pub(crate) compressed: u64,
+    pub(crate) stored_bytes: u64,
 }
 
 /// One batch's part of the table and of the digest, kept until its turn.
@@ -56,13 +57,10 @@ struct BatchOut {
 /// A snapshot file being streamed.
 pub(crate) struct StreamWriter {
     pending: Pending,
-    buf: Vec<u8>,
-    written: u64,
-    enc: RecordEncoder,
+    out: Encoder,
     page: usize,
     pages: usize,
     zero_hash: u128,
-    records: u64,
     listed: u64,
     by_frame: HashMap<FrameId, u32>,
     recent: HashMap<u128, (u32, Box<[u8]>)>,
@@ -70,12 +68,7 @@ pub(crate) struct StreamWriter {
     ahead: BTreeMap<usize, (usize, BatchOut)>,
     next_page: usize,
     runs: Vec<Run>,
-    merkle: Merkle,
-}
-
-fn io(op: impl Into<String>) -> impl FnOnce(std::io::Error) -> FileError {
-    let op = op.into();
-    move |source| FileError::Io { op, source }
+    digest: StreamDigest,
 }
 
 impl StreamWriter {
@@ -96,43 +89,22 @@ impl StreamWriter {
             parent: [0; 16],
             origin: origin as u64,
         };
-        let mut buf = Vec::with_capacity(FLUSH + 2 * page);
-        buf.extend_from_slice(&header.encode());
         let pages = len / page;
+        let zero_hash = page_hash(&vec![0u8; page]);
         Ok(StreamWriter {
             pending,
-            buf,
-            written: 0,
-            enc: RecordEncoder::new(page),
+            out: Encoder::new(&header),
             page,
             pages,
-            zero_hash: page_hash(&vec![0u8; page]),
-            records: 0,
+            zero_hash,
             listed: 0,
             by_frame: HashMap::new(),
             recent: HashMap::new(),
             ahead: BTreeMap::new(),
             next_page: 0,
             runs: Vec::new(),
-            merkle: Merkle::new(pages, page_hash(&vec![0u8; page])),
+            digest: StreamDigest::new(pages, zero_hash),
         })
-    }
-
-    fn flush(&mut self) -> Result<(), FileError> {
-        let at = self.written;
-        self.pending
-            .file
-            .write_all(&self.buf)
-            .map_err(io(format!("write {} bytes at byte {at}", self.buf.len())))?;
-        self.written += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-
-    fn record(&mut self, bytes: &[u8]) -> u32 {
-        self.enc.encode(bytes, &mut self.buf);
-        self.records += 1;
-        u32::try_from(self.records - 1).expect("fewer than 2^32 records")
     }
 
     /// Writes pages `first .. first + base.len()`: page `first + i` holds base
@@ -157,62 +129,148 @@ impl StreamWriter {
             let (hash, data) = if dirty.get(k) == Some(&p) {
                 let bytes = &dirty_bytes[k * page..(k + 1) * page];
                 k += 1;
-                let hash = page_hash(bytes);
-                if hash == self.zero_hash && is_zero(bytes) {
-                    (hash, ZERO_DATA)
-                } else {
-                    let hit = self
-                        .recent
-                        .get(&hash)
-                        .filter(|(_, b)| **b == *bytes)
-                        .map(|(d, _)| *d);
-                    let d = match hit {
-                        Some(d) => d,
-                        None => {
-                            let d = self.record(bytes);
-                            if self.recent.len() >= RECENT {
-                                self.recent.clear();
-                            }
-                            self.recent.insert(hash, (d, bytes.into()));
-                            d
-                        }
-                    };
-                    (hash, d)
-                }
-            } else if id == FrameId::ZERO {
-                (self.zero_hash, ZERO_DATA)
+                self.put_bytes(bytes)
             } else {
-                let d = match self.by_frame.get(&id) {
-                    Some(&d) => d,
-                    None => {
-                        let d = self.record(store.frame(id));
-                        self.by_frame.insert(id, d);
-                        d
-                    }
-                };
-                (store.frame_hash(id), d)
+                self.put_frame(id, store)
             };
             out.hashes.push(hash);
             if data != ZERO_DATA {
                 self.listed += 1;
-                push_run(&mut out.runs, p as u64, data);
+                push_page(&mut out.runs, p as u64, data);
             }
         }
         debug_assert_eq!(k, dirty.len());
         self.ahead.insert(first, (base.len(), out));
         while let Some((n, out)) = self.ahead.remove(&self.next_page) {
             for h in out.hashes {
-                self.merkle.push(h);
+                self.digest.push(h);
             }
             for r in out.runs {
                 join(&mut self.runs, r);
             }
             self.next_page += n;
         }
-        if self.buf.len() >= FLUSH {
-            self.flush()?;
+        self.flush_if_full()
+    }
+
+    /// Stores `bytes` (one page read from the region) unless it is zero or
+    /// equals a recent page: its hash and data index.
+    pub(crate) fn put_bytes(&mut self, bytes: &[u8]) -> (u128, u32) {
+        self.put_hashed(bytes, page_hash(bytes))
+    }
+
+    /// [`put_bytes`](Self::put_bytes) of a page whose hash is known.
+    pub(crate) fn put_hashed(&mut self, bytes: &[u8], hash: u128) -> (u128, u32) {
+        if hash == self.zero_hash && is_zero(bytes) {
+            return (hash, ZERO_DATA);
         }
-        Ok(())
+        let hit = self
+            .recent
+            .get(&hash)
+            .filter(|(_, b)| **b == *bytes)
+            .map(|(d, _)| *d);
+        let d = match hit {
+            Some(d) => d,
+            None => {
+                let d = self.out.record(bytes);
+                if self.recent.len() >= RECENT {
+                    self.recent.clear();
+                }
+                self.recent.insert(hash, (d, bytes.into()));
+                d
+            }
+        };
+        (hash, d)
+    }
+
+    /// Stores `bytes` (one non-zero page, hashed `hash`) as a record of its own,
+    /// uncompressed: the quickest way in, for a writer that must not dawdle.
+    pub(crate) fn put_raw(&mut self, bytes: &[u8], hash: u128) -> (u128, u32) {
+        (hash, self.out.record_raw(bytes))
+    }
+
+    /// Stores frame `id` of `store` once per frame: its hash and data index.
+    pub(crate) fn put_frame(&mut self, id: FrameId, store: &PageStore) -> (u128, u32) {
+        if id == FrameId::ZERO {
+            return (self.zero_hash, ZERO_DATA);
+        }
+        let d = match self.by_frame.get(&id) {
+            Some(&d) => d,
+            None => {
+                let d = self.out.record(store.frame(id));
+                self.by_frame.insert(id, d);
+                d
+            }
+        };
+        (store.frame_hash(id), d)
+    }
+
+    /// Writes out the gathered records once they fill the buffer.
+    pub(crate) fn flush_if_full(&mut self) -> Result<(), FileError> {
+        self.out.flush_if_full(&mut self.pending.file)
+    }
+
+    /// Lists the next page in page order as holding `data` (hashed `hash`), for a
+    /// writer that places every page itself instead of by batches.
+    pub(crate) fn push_next(&mut self, hash: u128, data: u32) {
+        debug_assert!(self.ahead.is_empty());
+        self.digest.push(hash);
+        if data != ZERO_DATA {
+            self.listed += 1;
+            push_page(&mut self.runs, self.next_page as u64, data);
+        }
+        self.next_page += 1;
+    }
+
+    /// Records stored so far; the next one gets this data index.
+    pub(crate) fn records(&self) -> u64 {
+        self.out.records()
+    }
+
+    /// Where the next record will start in the file.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.out.position()
+    }
+
+    /// Decodes the record that starts at file offset `at` into `out` (one page).
+    pub(crate) fn read_record(&self, at: u64, out: &mut [u8]) -> Result<(), FileError> {
+        let page = self.page;
+        let head = RECORD_HEADER_LEN as usize;
+        let mut stored = vec![0u8; head + page];
+        let read_back = |what: &str| {
+            let op = format!("{what} the record at byte {at}");
+            move |source| FileError::Io { op, source }
+        };
+        let word = if let Some(b) = self.out.buffered_from(at) {
+            let word = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+            let len = (word & !COMPRESSED) as usize;
+            stored[..head + len].copy_from_slice(&b[..head + len]);
+            word
+        } else {
+            use std::os::unix::fs::FileExt;
+            let f = &self.pending.file;
+            f.read_exact_at(&mut stored[..head], at)
+                .map_err(read_back("read back"))?;
+            let word = u32::from_le_bytes(stored[..4].try_into().expect("4 bytes"));
+            let len = (word & !COMPRESSED) as usize;
+            f.read_exact_at(&mut stored[head..head + len], at + head as u64)
+                .map_err(read_back("read back"))?;
+            word
+        };
+        let len = (word & !COMPRESSED) as usize;
+        let body = &stored[head..head + len];
+        if word & COMPRESSED == 0 {
+            out.copy_from_slice(body);
+            return Ok(());
+        }
+        let invalid = |e: String| {
+            read_back("decode")(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        };
+        match lz4_flex::block::decompress_into(body, out) {
+            Ok(n) if n == page => Ok(()),
+            Ok(_) => Err(invalid("short page".into())),
+            Err(e) => Err(invalid(e.to_string())),
+        }
     }
 
     /// Writes the table and the footer, and makes the file the target's contents.
@@ -221,174 +279,27 @@ impl StreamWriter {
             self.next_page, self.pages,
             "every batch is written before finish"
         );
-        let digest = Digest(self.merkle.finish());
-        self.flush()?;
-        let table_off = self.written;
-        let start = self.buf.len();
-        self.buf
-            .extend_from_slice(&(self.runs.len() as u64).to_le_bytes());
-        for run in &self.runs {
-            run.encode(&mut self.buf);
-        }
-        let crc = crc32c::crc32c(&self.buf[start..]);
-        self.buf.extend_from_slice(&crc.to_le_bytes());
-        let file_len = table_off + self.buf.len() as u64 + super::format::FOOTER_LEN;
-        let footer = Footer {
+        let digest = Digest(self.digest.finish());
+        let table_off = self.out.position();
+        self.out.table(&self.runs);
+        let stored_pages = self.out.records();
+        let (compressed, stored_bytes) = (self.out.compressed(), self.out.stored_bytes());
+        let bytes = self.out.finish(
+            &mut self.pending.file,
             table_off,
-            data_off: HEADER_LEN,
-            data_count: self.records,
-            file_len,
-            digest: digest.to_bytes(),
-            table_last: true,
-        };
-        self.buf.extend_from_slice(&footer.encode());
-        self.flush()?;
-        debug_assert_eq!(self.written, file_len);
+            HEADER_LEN,
+            digest.to_bytes(),
+        )?;
         let report = StreamReport {
             pages: self.pages as u64,
-            bytes: file_len,
-            stored_pages: self.records,
+            bytes,
+            stored_pages,
             digest,
+            listed: self.listed,
+            compressed,
+            stored_bytes,
         };
         self.pending.commit()?;
         Ok(report)
-    }
-}
-
-/// Appends `r` to `runs` (sorted, disjoint), extending the last run when `r`
-/// continues it.
-fn join(runs: &mut Vec<Run>, r: Run) {
-    if let Some(last) = runs.last_mut() {
-        let fits = u64::from(last.count) + u64::from(r.count) <= u64::from(MAX_RUN);
-        let continues = last.end() == r.first
-            && fits
-            && if last.repeat || r.repeat || last.data == ZERO_DATA {
-                last.repeat == r.repeat && last.data == r.data
-            } else {
-                u64::from(last.data) + u64::from(last.count) == u64::from(r.data)
-            };
-        if continues {
-            last.count += r.count;
-            return;
-        }
-    }
-    runs.push(r);
-}
-
-/// The page table's Merkle digest (as `store::tree` computes it: leaves of
-/// [`LEAF`] page hashes, inner nodes of [`FANOUT`] children, pages past the end
-/// zero, the page count mixed in at the root), from page hashes pushed in page
-/// order. The test below holds it to the tree's.
-struct Merkle {
-    pages: usize,
-    height: u32,
-    /// `levels[k]`: digests of complete nodes of height `k - 1` (page hashes at
-    /// 0) whose parent is not complete yet.
-    levels: Vec<Vec<u128>>,
-    /// `zero[k]`: what an all-zero entry of `levels[k]` holds.
-    zero: Vec<u128>,
-}
-
-/// Entries per node at level `k`.
-fn group(k: usize) -> usize {
-    if k == 0 {
-        LEAF
-    } else {
-        FANOUT
-    }
-}
-
-impl Merkle {
-    fn new(pages: usize, zero_hash: u128) -> Merkle {
-        let bits = FANOUT.trailing_zeros();
-        let mut height = 0;
-        while height < MAX_HEIGHT && (LEAF << (bits * height)) < pages {
-            height += 1;
-        }
-        let mut zero = vec![zero_hash];
-        for k in 1..=height as usize + 1 {
-            let below = vec![zero[k - 1]; group(k - 1)];
-            zero.push(combine(&below));
-        }
-        Merkle {
-            pages,
-            height,
-            levels: (0..height as usize + 2)
-                .map(|k| Vec::with_capacity(group(k)))
-                .collect(),
-            zero,
-        }
-    }
-
-    fn push_at(&mut self, mut k: usize, mut h: u128) {
-        loop {
-            self.levels[k].push(h);
-            if k > self.height as usize || self.levels[k].len() < group(k) {
-                return;
-            }
-            h = combine(&self.levels[k]);
-            self.levels[k].clear();
-            k += 1;
-        }
-    }
-
-    fn push(&mut self, h: u128) {
-        self.push_at(0, h);
-    }
-
-    fn finish(&mut self) -> u128 {
-        for k in 0..=self.height as usize {
-            if !self.levels[k].is_empty() {
-                while self.levels[k].len() < group(k) {
-                    let z = self.zero[k];
-                    self.levels[k].push(z);
-                }
-                let h = combine(&self.levels[k]);
-                self.levels[k].clear();
-                self.push_at(k + 1, h);
-            }
-        }
-        let top = self.height as usize + 1;
-        let root = self.levels[top].first().copied().unwrap_or(self.zero[top]);
-        combine(&[self.pages as u128, root])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::{Staged, Tree};
-
-    /// The streamed digest equals the tree's, for sizes around every boundary.
-    #[test]
-    fn merkle_matches_the_tree() {
-        let page = crate::sys::page_size();
-        let store = PageStore::new();
-        let zero_hash = page_hash(&vec![0u8; page]);
-        for pages in [
-            1,
-            2,
-            LEAF - 1,
-            LEAF,
-            LEAF + 1,
-            LEAF * FANOUT,
-            LEAF * FANOUT + 3,
-            5000,
-        ] {
-            let mut changes = Staged::new(&store);
-            let mut m = Merkle::new(pages, zero_hash);
-            for p in 0..pages {
-                if p % 7 == 3 {
-                    m.push(zero_hash);
-                } else {
-                    let mut b = vec![0u8; page];
-                    b[..8].copy_from_slice(&(p as u64 % 300 + 1).to_le_bytes());
-                    let id = changes.add(p, &b).expect("memory for the store");
-                    m.push(store.frame_hash(id));
-                }
-            }
-            let tree = store.commit(&Tree::zero(&store, pages), changes);
-            assert_eq!(m.finish(), tree.digest(), "{pages} pages");
-        }
     }
 }

@@ -1,27 +1,54 @@
-//! A converging snapshot saved to a file: the rounds of `converge.rs`, then
-//! `finish` (the pause: the remainder's copy) hands the snapshot of that
-//! instant to a thread that writes the file (atomically and durably, like
-//! `Snapshot::save`) and then lets it go. The region's sync point stays where
-//! it was, as with `background_save`: the store keeps nothing once the file is
-//! written.
+//! A converging snapshot saved to a file: the rounds of `converge_rounds.rs`
+//! copy straight into the file (`file/rounds.rs`: each round appends the pages
+//! it copies, and the table names each page's last copy), then `finish` (the
+//! pause) copies the remainder into a bounded buffer and hands it to a thread
+//! that appends it, lists the other pages from the sync point's frames, and
+//! writes the table, atomically and durably, like `Snapshot::save`. The
+//! region's sync point stays where it was, as with `background_save`: nothing
+//! enters the store.
 //!
-//! Memory: until the file is written, the copied pages (those written since the
-//! sync point) live in the store, deduplicated.
+//! Memory: per page of the region a record index and a hash (0.7 %), one chunk
+//! of copied pages, the writer's buffer, and the remainder at finish (up to
+//! [`REMAINDER_BUFFER`]; a larger remainder goes to the file in the pause) —
+//! never the region's pages.
 
-use super::converge::{ConvergeProgress, Converging};
+use super::converge::ConvergeProgress;
+use super::converge_rounds::{RoundRun, Sink};
 use super::Region;
 use crate::error::{Error, Result};
-use crate::file::stream::StreamWriter;
-use crate::file::SaveReport;
+use crate::file::rounds::RoundFile;
+use crate::file::{FileError, FileKind, SaveReport};
+use crate::snapshot::Snapshot;
+use crate::sys::mmap::Mapping;
+use crate::sys::page_size;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Most bytes of remainder `finish` keeps in memory for the file thread (a
+/// larger remainder goes to the file in the pause, uncompressed: the pause
+/// grows, memory does not).
+const REMAINDER_BUFFER: usize = 32 << 20;
+
 /// A converging save in progress, from [`Region::converging_save`]; call
-/// [`finish`](Self::finish) while writers are quiescent.
+/// [`finish`](Self::finish) while writers are quiescent. Dropping it without
+/// `finish` stops the rounds and removes the partial file; the target is
+/// left as it was.
 pub struct ConvergingSave<'r> {
-    inner: Converging<'r>,
-    path: PathBuf,
+    run: RoundRun<'r, FileCopies>,
+    /// The thread that completes the file, started beforehand so that the
+    /// pause does not start one; it ends at once if `finish` never comes.
+    completer: Option<(SyncSender<Tail>, JoinHandle<Result<SaveReport>>)>,
+}
+
+/// What `finish` hands the completing thread: the file, the remainder held
+/// in memory (pages and their bytes) and the sync point.
+struct Tail {
+    sink: FileCopies,
+    pages: Vec<usize>,
+    bytes: Vec<u8>,
+    base: Snapshot,
 }
 
 /// The file being written after [`ConvergingSave::finish`]; writers already
@@ -30,11 +57,47 @@ pub struct ConvergedSave {
     thread: Option<JoinHandle<Result<SaveReport>>>,
 }
 
+/// The file side: the file of the rounds' copies.
+pub(super) struct FileCopies {
+    file: RoundFile,
+    path: PathBuf,
+}
+
+impl FileCopies {
+    fn err(&self) -> impl FnOnce(FileError) -> Error + '_ {
+        move |source| Error::File {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+impl Sink for FileCopies {
+    fn copy(
+        &mut self,
+        map: &Mapping,
+        pages: &[usize],
+        go_on: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<usize> {
+        let r = self.file.copy(map, pages, go_on);
+        r.map_err(self.err())
+    }
+
+    fn keep_changed(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+        let r = self.file.keep_changed(map, dirty);
+        r.map_err(self.err())
+    }
+}
+
 impl Region {
-    /// As [`converging_snapshot`](Self::converging_snapshot), but the result is
-    /// written to a snapshot file at `path` once [`finish`](ConvergingSave::finish)
-    /// has taken it, off the caller's thread. Fails here, before any round, if
-    /// the file cannot be created.
+    /// As [`converging_snapshot`](Self::converging_snapshot), but the snapshot
+    /// of the [`finish`](ConvergingSave::finish) instant goes to a snapshot file
+    /// at `path`: the rounds copy into the file as they go, never into the
+    /// store, so extra memory stays small whatever the region's size; after
+    /// `finish`, a thread completes the file (atomically and durably, like
+    /// [`Snapshot::save`]) while writers run again. The region's sync point
+    /// does not move. Fails here, before any round, if the file cannot be
+    /// created.
     ///
     /// ```
     /// use pagesnap::{PageStore, Region, Snapshot};
@@ -53,18 +116,33 @@ impl Region {
     /// ```
     pub fn converging_save(&mut self, path: impl AsRef<Path>) -> Result<ConvergingSave<'_>> {
         let path = path.as_ref().to_path_buf();
-        // Fail early on a target that cannot be written (the probe file goes).
-        drop(
-            StreamWriter::create(&path, self.len(), self.as_ptr() as usize).map_err(|source| {
+        let file =
+            RoundFile::create(&path, self.len(), self.as_ptr() as usize).map_err(|source| {
                 Error::File {
                     path: path.clone(),
                     source,
                 }
-            })?,
-        );
+            })?;
+        let sink = FileCopies {
+            file,
+            path: path.clone(),
+        };
+        let (tx, rx) = sync_channel::<Tail>(1);
+        let completer = std::thread::Builder::new()
+            .name("pagesnap-save".into())
+            .spawn(move || {
+                let tail = rx.recv().map_err(|_| Error::BackgroundBusy)?;
+                complete(tail, &path)
+            })
+            .map_err(|source| Error::Background {
+                step: "spawn save thread",
+                addr: self.as_ptr() as usize,
+                len: self.len(),
+                source,
+            })?;
         Ok(ConvergingSave {
-            inner: self.converging_snapshot()?,
-            path,
+            run: RoundRun::start(self, sink)?,
+            completer: Some((tx, completer)),
         })
     }
 }
@@ -72,48 +150,114 @@ impl Region {
 impl ConvergingSave<'_> {
     /// Rounds completed so far.
     pub fn rounds(&self) -> u64 {
-        self.inner.rounds()
+        self.run.progress().rounds
     }
 
     /// Rounds, pages copied, and whether the rounds have stopped.
     pub fn progress(&self) -> ConvergeProgress {
-        self.inner.progress()
+        self.run.progress()
     }
 
     /// Whether the rounds have stopped on their own.
     pub fn is_converged(&self) -> bool {
-        self.inner.is_converged()
+        self.run.is_converged()
     }
 
     /// Blocks until the rounds have stopped (bounded, whatever the writers do).
     pub fn wait_converged(&self) {
-        self.inner.wait_converged()
+        self.run.wait_converged()
     }
 
     /// As [`wait_converged`](Self::wait_converged), for at most `limit`.
     pub fn wait_converged_timeout(&self, limit: Duration) -> bool {
-        self.inner.wait_converged_timeout(limit)
+        self.run.wait_converged_timeout(limit)
     }
 
     /// Call while writers are quiescent: copies the remainder (the pause) and
-    /// starts writing the file of this instant; writers may go on as soon as
-    /// it returns.
-    pub fn finish(self) -> Result<ConvergedSave> {
-        let path = self.path;
-        let snap = self.inner.finish_unsynced()?;
-        let thread = std::thread::Builder::new()
-            .name("pagesnap-save".into())
-            .spawn(move || snap.save(&path))
-            .map_err(|source| Error::Background {
-                step: "spawn save thread",
-                addr: 0,
-                len: 0,
-                source,
-            })?;
+    /// starts completing the file of this instant; writers may go on as soon
+    /// as it returns. On error the target is left as it was.
+    pub fn finish(mut self) -> Result<ConvergedSave> {
+        let rest = self.run.remainder()?;
+        let mut sink = rest.sink;
+        // The sync point does not move: what the tracker forgot stays dirty.
+        self.run.give_back(rest.collected);
+        let region = self.run.region();
+        let map = region.map.clone();
+        let base: Snapshot = region.base.clone();
+        let page = page_size();
+        // The remainder is small once the rounds converged: into memory, so
+        // the pause is a copy; past the buffer, straight into the file.
+        let held = rest.dirty.len().min(REMAINDER_BUFFER / page);
+        let (now, later) = rest.dirty.split_at(rest.dirty.len() - held);
+        let quick = |sink: &mut FileCopies, pages: &[usize]| {
+            let r = sink.file.copy_quick(&map, pages);
+            r.map_err(sink.err())
+        };
+        quick(&mut sink, now)?;
+        let mut bytes = Vec::new();
+        if bytes.try_reserve_exact(later.len() * page).is_err() {
+            quick(&mut sink, later)?;
+        } else {
+            bytes.resize(later.len() * page, 0);
+            for (i, &p) in later.iter().enumerate() {
+                map.copy_out(p * page, &mut bytes[i * page..(i + 1) * page]);
+            }
+        }
+        let pages = if bytes.is_empty() {
+            Vec::new()
+        } else {
+            later.to_vec()
+        };
+        let (tx, thread) = self.completer.take().expect("finish runs once");
+        let tail = Tail {
+            sink,
+            pages,
+            bytes,
+            base,
+        };
+        if tx.send(tail).is_err() {
+            // The thread is gone (it cannot be, short of a panic): say why.
+            return Err(match thread.join() {
+                Ok(Err(e)) => e,
+                _ => Error::BackgroundBusy,
+            });
+        }
         Ok(ConvergedSave {
             thread: Some(thread),
         })
     }
+}
+
+/// The file thread: the held remainder, then the table; the file's report.
+fn complete(tail: Tail, path: &Path) -> Result<SaveReport> {
+    let Tail {
+        mut sink,
+        pages,
+        bytes,
+        base,
+    } = tail;
+    let page = page_size();
+    let at = |source| Error::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    for (i, &p) in pages.iter().enumerate() {
+        sink.file
+            .put(p, &bytes[i * page..(i + 1) * page])
+            .map_err(at)?;
+    }
+    let r = sink.file.finish(base.tree(), base.store()).map_err(at)?;
+    Ok(SaveReport {
+        kind: FileKind::Full,
+        bytes: r.bytes,
+        uncompressed_bytes: r.bytes - r.stored_bytes + r.stored_pages * page as u64,
+        pages: r.pages,
+        listed_pages: r.listed,
+        zero_pages: 0,
+        stored_pages: r.stored_pages,
+        compressed_pages: r.compressed,
+        digest: r.digest,
+    })
 }
 
 impl ConvergedSave {

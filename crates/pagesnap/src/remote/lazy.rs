@@ -4,10 +4,9 @@
 use super::error::RemoteError;
 use super::lazy_handler::{Handler, Server};
 use super::Remote;
-use crate::sys::mmap::{Mapping, Protection};
-use crate::sys::{uffd_missing, userfaultfd};
+use crate::sys::mmap::Mapping;
+use crate::sys::userfaultfd::{self, Mode, Unusable};
 use crate::{Digest, PageStore, Region};
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Set to `1` to make [`Remote::instantiate`] pull eagerly, as it does where
@@ -56,84 +55,94 @@ pub struct LazyStats {
 }
 
 impl Remote {
-    /// A clone of the snapshot `name`, returned as soon as its manifest and the
-    /// remote's pack indexes are read; its pages are fetched on first touch, with
-    /// read-ahead of their neighbours. See [`LazyClone`].
+    /// A clone of the snapshot `name`, returned as soon as its manifest is read
+    /// (one request); its pages are fetched on first touch, with read-ahead of
+    /// their neighbours. See [`LazyClone`].
     pub fn instantiate(&self, name: &str) -> Result<LazyClone, RemoteError> {
+        self.instantiate_lazily(name, None)
+    }
+
+    /// As [`instantiate`](Self::instantiate), with the clone mapped at `addr`:
+    /// at the snapshot's [`origin`](super::RemoteSnapshot::origin), pointers inside it
+    /// stay valid. The range must be free ([`crate::Error::AddressTaken`]
+    /// otherwise, inside [`RemoteError::Clone`]).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("pagesnap-doc-at-{}", std::process::id()));
+    /// # let remote = pagesnap::remote::Remote::open(&format!("file://{}", dir.display()))?;
+    /// # let mut region = pagesnap::Region::builder(1 << 16).build()?;
+    /// # region.as_mut_slice()[0] = 1;
+    /// # remote.push(&region.snapshot()?, "heap")?;
+    /// # drop(region); // frees the origin, as on another host
+    /// let info = remote.info("heap")?;
+    /// if let Some(origin) = info.origin {
+    ///     let clone = remote.instantiate_at("heap", origin)?;
+    ///     assert_eq!(clone.as_slice().as_ptr() as usize, origin);
+    /// }
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn instantiate_at(&self, name: &str, addr: usize) -> Result<LazyClone, RemoteError> {
+        self.instantiate_lazily(name, Some(addr))
+    }
+
+    fn instantiate_lazily(&self, name: &str, at: Option<usize>) -> Result<LazyClone, RemoteError> {
         let shared = &self.shared;
         let manifest = shared.manifest(name)?;
         let len = usize::try_from(manifest.len).map_err(|_| RemoteError::TooLarge {
             what: "the clone",
             bytes: manifest.len,
         })?;
-        let why_eager = match std::env::var(EAGER_ENV) {
-            Ok(v) if v == "1" => Some(format!("{EAGER_ENV}=1 asks for an eager pull")),
-            _ => None,
-        };
-        let uffd = match why_eager {
-            Some(note) => Err(note),
-            None => userfaultfd::open().map_err(|f| {
-                format!(
-                    "userfaultfd is unavailable (userfaultfd(2): {}; /dev/userfaultfd: {}); pulled the whole snapshot first",
-                    f.syscall, f.device
-                )
-            }),
-        };
-        let uffd = uffd.and_then(|(fd, _)| match userfaultfd::api(&fd, 0) {
-            Ok(_) => Ok(fd),
-            Err(e) => Err(format!(
-                "the userfaultfd handshake failed ({e}); pulled the whole snapshot first"
-            )),
-        });
-        let fd = match uffd {
-            Ok(fd) => fd,
-            Err(note) => return self.eager(name, note),
-        };
-        let (wanted, packs) = shared.locate(name, &manifest)?;
-        let page = crate::sys::page_size();
-        let map = Mapping::anonymous(len, Protection::ReadWrite, false).map_err(|source| {
-            RemoteError::Lazy {
-                step: "mmap of the clone",
-                source,
+        let fd = match std::env::var(EAGER_ENV) {
+            Ok(v) if v == "1" => {
+                return self.eager(name, at, format!("{EAGER_ENV}=1 asks for an eager pull"))
             }
-        })?;
-        if let Err(e) = uffd_missing::register_missing(&fd, map.as_ptr() as usize, len) {
+            _ => match userfaultfd::open_with_api(0) {
+                Ok((fd, _, _)) => fd,
+                Err(e) => {
+                    let why = match e {
+                        Unusable::Open(_) => "userfaultfd is unavailable",
+                        Unusable::Api(_) => "the userfaultfd handshake failed",
+                    };
+                    return self.eager(
+                        name,
+                        at,
+                        format!("{why} ({e}); pulled the whole snapshot first"),
+                    );
+                }
+            },
+        };
+        let places = shared.places(name, &manifest)?.into_owned();
+        let map = crate::placement::anonymous(len, false, at).map_err(RemoteError::Clone)?;
+        let base = map.as_ptr() as usize;
+        if let Err(e) = userfaultfd::register(&fd, base, len, Mode::Missing) {
             return match e.raw_os_error() {
-                Some(libc::EPERM | libc::EINVAL | libc::ENOSYS) => self.eager(
-                    name,
-                    format!("userfaultfd cannot register missing-page faults here ({e}); pulled the whole snapshot first"),
-                ),
+                Some(libc::EPERM | libc::EINVAL | libc::ENOSYS) => {
+                    // Give the range back first: an eager clone may want it.
+                    drop(map);
+                    self.eager(
+                        name,
+                        at,
+                        format!("userfaultfd cannot register missing-page faults here ({e}); pulled the whole snapshot first"),
+                    )
+                }
                 _ => Err(RemoteError::Lazy {
                     step: "UFFDIO_REGISTER (missing)",
                     source: e,
                 }),
             };
         }
-        let mut hashes = vec![None; len / page];
-        let mut seen = HashSet::new();
-        let mut repeated = HashSet::new();
-        for &(p, h) in &manifest.pages {
-            hashes[p as usize] = Some(h);
-            if !seen.insert(h) {
-                repeated.insert(h);
-            }
-        }
-        let mut at = HashMap::new();
-        for (pack, slots) in wanted {
-            for (slot, h) in slots {
-                at.insert(h, super::index::Location { pack, slot });
-            }
-        }
         let handler = Handler::start(Server {
             uffd: fd,
             shared: shared.clone(),
             name: name.to_string(),
-            base: map.as_ptr() as usize,
-            page,
-            hashes,
-            at,
-            packs,
-            repeated,
+            base,
+            page: crate::sys::page_size(),
+            pages: len / crate::sys::page_size(),
+            table: manifest.pages,
+            places,
+            repeats: manifest.repeats,
         })?;
         Ok(LazyClone {
             inner: Inner::Lazy { handler, map },
@@ -142,9 +151,13 @@ impl Remote {
         })
     }
 
-    fn eager(&self, name: &str, note: String) -> Result<LazyClone, RemoteError> {
+    fn eager(&self, name: &str, at: Option<usize>, note: String) -> Result<LazyClone, RemoteError> {
         let snap = self.pull(name, &PageStore::new())?;
-        let region = snap.instantiate().map_err(RemoteError::Clone)?;
+        let region = match at {
+            None => snap.instantiate(),
+            Some(addr) => snap.instantiate_at(addr),
+        }
+        .map_err(RemoteError::Clone)?;
         Ok(LazyClone {
             inner: Inner::Eager { region, note },
             name: name.to_string(),

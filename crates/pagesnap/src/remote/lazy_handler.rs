@@ -14,12 +14,12 @@
 //! position with the same contents costs no request.
 
 use super::error::RemoteError;
-use super::index::Location;
+use super::places::Places;
 use super::pull::fetch_from_pack;
 use super::Shared;
 use crate::sys::uffd_missing::{self, EventFd};
 use bytes::Bytes;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -57,12 +57,15 @@ pub(super) struct Server {
     /// Start address of the clone's mapping.
     pub(super) base: usize,
     pub(super) page: usize,
-    /// The content hash of each page; `None` for zero pages.
-    pub(super) hashes: Vec<Option<u128>>,
-    pub(super) at: HashMap<u128, Location>,
-    pub(super) packs: Vec<String>,
-    /// Hashes held at more than one page: kept once fetched.
-    pub(super) repeated: HashSet<u128>,
+    /// Pages in the clone.
+    pub(super) pages: usize,
+    /// (page, hash) of each non-zero page, in page order: the manifest's table,
+    /// searched per fault rather than expanded per page up front.
+    pub(super) table: Vec<(u64, u128)>,
+    /// Where each entry of `table` lives.
+    pub(super) places: Places,
+    /// Hashes held at more than one page, sorted: kept once fetched.
+    pub(super) repeats: Vec<u128>,
 }
 
 impl Handler {
@@ -100,7 +103,7 @@ impl Drop for Handler {
 }
 
 fn run(mut server: Server, stop: &EventFd, counters: &Counters) {
-    let pages = server.hashes.len();
+    let pages = server.pages;
     let mut present = vec![false; pages];
     let mut cache: HashMap<u128, Bytes> = HashMap::new();
     let (mut window, mut next) = (MIN_WINDOW, usize::MAX);
@@ -160,11 +163,15 @@ impl Server {
         counters: &Counters,
     ) -> Result<(), Box<dyn std::error::Error>> {
         let page = self.page;
+        let hashes: Vec<Option<u128>> = (start..end).map(|p| self.hash_of(p)).collect();
         let mut wanted: BTreeMap<u32, Vec<(u32, u128)>> = BTreeMap::new();
-        for (&here, &hash) in present[start..end].iter().zip(&self.hashes[start..end]) {
-            if let (false, Some(h)) = (here, hash) {
+        for (i, &here) in present[start..end].iter().enumerate() {
+            if let (false, Some(h)) = (here, hashes[i]) {
                 if !cache.contains_key(&h) {
-                    let loc = self.at[&h];
+                    let entry = self
+                        .entry_of(start + i)
+                        .expect("a page with a hash has an entry");
+                    let loc = self.places.of(entry as u64);
                     let slots = wanted.entry(loc.pack).or_default();
                     if !slots.iter().any(|s| s.1 == h) {
                         slots.push((loc.slot, h));
@@ -176,7 +183,7 @@ impl Server {
         for (pack, mut slots) in wanted {
             slots.sort_unstable();
             counters.requests.fetch_add(1, Relaxed);
-            let pages = self.fetch(&self.packs[pack as usize], slots)?;
+            let pages = self.fetch(&self.places.packs[pack as usize], slots)?;
             for (h, b) in pages {
                 counters.bytes.fetch_add(b.len() as u64, Relaxed);
                 got.insert(h, b);
@@ -193,7 +200,7 @@ impl Server {
             let first = p;
             buf.clear();
             while p < end && !present[p] {
-                match self.hashes[p] {
+                match hashes[p - start] {
                     None => buf.resize(buf.len() + page, 0),
                     Some(h) => {
                         let data = got
@@ -211,11 +218,21 @@ impl Server {
             uffd_missing::copy(&self.uffd, self.base + first * page, &buf, page)?;
         }
         for (h, b) in got {
-            if self.repeated.contains(&h) {
+            if self.repeats.binary_search(&h).is_ok() {
                 cache.insert(h, b);
             }
         }
         Ok(())
+    }
+
+    /// The entry of `table` for page `p`; `None` for a zero page.
+    fn entry_of(&self, p: usize) -> Option<usize> {
+        self.table.binary_search_by_key(&(p as u64), |e| e.0).ok()
+    }
+
+    /// The content hash of page `p`; `None` for a zero page.
+    fn hash_of(&self, p: usize) -> Option<u128> {
+        self.entry_of(p).map(|e| self.table[e].1)
     }
 
     /// One pack's pages, tried a few times (object stores retry transient errors
@@ -227,8 +244,7 @@ impl Server {
     ) -> Result<Vec<(u128, Bytes)>, RemoteError> {
         let mut tries = 0;
         loop {
-            let page_of =
-                |h: u128| self.hashes.iter().position(|x| *x == Some(h)).unwrap_or(0) as u64;
+            let page_of = |h: u128| self.table.iter().find(|e| e.1 == h).map_or(0, |e| e.0);
             let got = self.shared.block_on(fetch_from_pack(
                 &*self.shared.store,
                 pack,

@@ -2,11 +2,11 @@
 
 use super::error::RemoteError;
 use super::format::{Manifest, MANIFEST_HEADER, MANIFEST_SUFFIX, SNAPSHOTS};
-use super::{store_error, Remote, PARALLEL};
+use super::{check_name, manifest_path, store_error, Remote, Shared, PARALLEL};
 use crate::Digest;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::ObjectStoreExt;
+use object_store::{ObjectMeta, ObjectStoreExt};
 
 /// One snapshot in a remote, from [`Remote::list`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,10 @@ pub struct RemoteSnapshot {
     pub pages: u64,
     /// The size of its manifest object in bytes.
     pub manifest_bytes: u64,
+    /// Where its region was mapped when it was pushed, if known (see
+    /// [`Snapshot::origin`](crate::Snapshot::origin) and
+    /// [`Remote::instantiate_at`]).
+    pub origin: Option<usize>,
 }
 
 impl Remote {
@@ -45,22 +49,7 @@ impl Remote {
                     .to_string();
                 Some((name, m))
             }))
-            .map(|(name, meta)| async move {
-                let path = meta.location;
-                let head = shared
-                    .store
-                    .get_range(&path, 0..(MANIFEST_HEADER as u64).min(meta.size))
-                    .await
-                    .map_err(|e| store_error("download", &path, e))?;
-                let h = Manifest::decode_header(path.as_ref(), &head)?;
-                Ok::<_, RemoteError>(RemoteSnapshot {
-                    name,
-                    len: h.len,
-                    digest: h.digest,
-                    pages: h.entries,
-                    manifest_bytes: meta.size,
-                })
-            })
+            .map(|(name, meta)| described(shared, name, meta))
             .buffer_unordered(PARALLEL)
             .try_collect::<Vec<_>>()
             .await
@@ -68,4 +57,47 @@ impl Remote {
         found.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(found)
     }
+
+    /// The snapshot `name` as [`list`](Self::list) describes it (one small ranged
+    /// request, after a metadata one): its length, digest, origin, ….
+    pub fn info(&self, name: &str) -> Result<RemoteSnapshot, RemoteError> {
+        check_name(name)?;
+        let shared = &*self.shared;
+        let path = manifest_path(name);
+        shared.block_on(async {
+            let meta = match shared.store.head(&path).await {
+                Ok(meta) => meta,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(RemoteError::NotFound {
+                        name: name.to_string(),
+                    })
+                }
+                Err(e) => return Err(store_error("metadata", &path, e)),
+            };
+            described(shared, name.to_string(), meta).await
+        })
+    }
+}
+
+/// A snapshot from the header of its manifest `meta`.
+async fn described(
+    shared: &Shared,
+    name: String,
+    meta: ObjectMeta,
+) -> Result<RemoteSnapshot, RemoteError> {
+    let path = meta.location;
+    let head = shared
+        .store
+        .get_range(&path, 0..(MANIFEST_HEADER as u64).min(meta.size))
+        .await
+        .map_err(|e| store_error("download", &path, e))?;
+    let h = Manifest::decode_header(path.as_ref(), &head)?;
+    Ok(RemoteSnapshot {
+        name,
+        len: h.len,
+        digest: h.digest,
+        pages: h.entries,
+        manifest_bytes: meta.size,
+        origin: usize::try_from(h.origin).ok().filter(|&o| o != 0),
+    })
 }

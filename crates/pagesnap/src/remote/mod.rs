@@ -6,7 +6,8 @@
 //!                              packs/H.pack + H.idx  pages, content-addressed,
 //!                              packs/…               a few MiB per pack
 //!                              snapshots/NAME.snap   manifest: length, digest,
-//!                                                    page → hash table
+//!                                                    origin, page → hash table,
+//!                                                    where each page is
 //!                                                    ◄──instantiate── host C: clone,
 //!                                                       pages fetched on first touch
 //! ```
@@ -18,7 +19,9 @@
 //! create-only, so concurrent pushes cannot clobber one another; the manifest goes
 //! last, so an interrupted push leaves no manifest naming missing pages (only
 //! unreferenced packs, which later pushes reuse). A pull checks every page against
-//! its hash and the rebuilt snapshot against the manifest's digest.
+//! its hash and the rebuilt snapshot against the manifest's digest. The manifest
+//! also says which pack and slot holds each page, so a pull or a lazy clone reads
+//! no pack index: a lazy clone starts after one request.
 //!
 //! The object store is asynchronous; [`Remote`] runs it on a small private runtime,
 //! so its API is blocking. Don't call it from inside an async runtime's worker
@@ -47,6 +50,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(test)]
+mod compat_tests;
 mod error;
 mod format;
 mod index;
@@ -54,6 +59,7 @@ mod lazy;
 mod lazy_handler;
 mod list;
 mod open;
+mod places;
 mod pull;
 mod push;
 

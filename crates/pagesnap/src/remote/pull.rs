@@ -4,16 +4,20 @@
 use super::error::RemoteError;
 use super::format::Manifest;
 use super::index::Location;
+use super::places::Places;
 use super::{
     check_name, manifest_path, pack_path, store_error, Remote, Shared, Transfer, PARALLEL,
 };
 use crate::digest::page_hash;
+use crate::store::IdentityHasher;
 use crate::store::{PageStore, Staged, Tree};
 use crate::Snapshot;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 
 impl Remote {
     /// Downloads the snapshot `name` into `store`, checking every page against
@@ -98,7 +102,8 @@ impl Remote {
         // locate() found every hash, and every fetched page was checked; the
         // digest below confirms the table is whole.
         let tree = store.commit(&Tree::zero(store, pages), staged);
-        let snap = Snapshot::from_tree_at(tree, pages * page, std::ptr::null());
+        let snap =
+            Snapshot::from_tree_at(tree, pages * page, manifest.origin as usize as *const u8);
         if snap.digest() != manifest.digest {
             return Err(RemoteError::Digest {
                 name: name.to_string(),
@@ -149,26 +154,44 @@ impl Shared {
         name: &str,
         manifest: &Manifest,
     ) -> Result<(Wanted, Vec<String>), RemoteError> {
-        let mut known = self.known();
-        known.refresh(self)?;
+        let places = self.places(name, manifest)?;
         let mut wanted = Wanted::new();
-        let mut seen = std::collections::HashSet::new();
-        for &(p, h) in &manifest.pages {
-            let Some(&Location { pack, slot }) = known.at.get(&h) else {
-                return Err(RemoteError::MissingPage {
-                    name: name.to_string(),
-                    page: p,
-                    hash: h,
-                });
-            };
+        let mut seen: HashSet<u128, BuildHasherDefault<IdentityHasher>> = HashSet::default();
+        for (entry, &(_, h)) in manifest.pages.iter().enumerate() {
             if seen.insert(h) {
+                let Location { pack, slot } = places.of(entry as u64);
                 wanted.entry(pack).or_default().push((slot, h));
             }
         }
         for slots in wanted.values_mut() {
             slots.sort_unstable();
         }
-        Ok((wanted, known.packs.clone()))
+        Ok((wanted, places.packs.clone()))
+    }
+
+    /// Where the pages of `manifest` live: as it says, or (a version-1 manifest)
+    /// as the remote's pack indexes say.
+    pub(super) fn places<'m>(
+        &self,
+        name: &str,
+        manifest: &'m Manifest,
+    ) -> Result<Cow<'m, Places>, RemoteError> {
+        if let Some(places) = &manifest.places {
+            return Ok(Cow::Borrowed(places));
+        }
+        let mut known = self.known();
+        known.refresh(self)?;
+        let places = Places::build(manifest.pages.iter().map(|e| e.1), &known.packs, |h| {
+            known.at.get(&h).copied()
+        });
+        places.map(Cow::Owned).map_err(|entry| {
+            let (page, hash) = manifest.pages[entry as usize];
+            RemoteError::MissingPage {
+                name: name.to_string(),
+                page,
+                hash,
+            }
+        })
     }
 }
 

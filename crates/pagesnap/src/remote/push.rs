@@ -1,7 +1,8 @@
 //! Push: upload the pages the remote lacks in packs, then the manifest.
 
 use super::error::RemoteError;
-use super::format::{Manifest, PackIndex};
+use super::format::{repeated, Manifest, PackIndex};
+use super::places::Places;
 use super::{
     check_name, index_path, manifest_path, pack_path, store_error, Remote, Transfer, PARALLEL,
 };
@@ -104,6 +105,19 @@ impl Remote {
             Ok(())
         });
         result?;
+        // Every page is in a known pack now; the manifest records where, so
+        // readers need no pack index.
+        let places = Places::build(table.iter().map(|e| e.1), &known.packs, |h| {
+            known.at.get(&h).copied()
+        })
+        .map_err(|entry| {
+            let (page, hash) = table[entry as usize];
+            RemoteError::MissingPage {
+                name: name.to_string(),
+                page,
+                hash,
+            }
+        })?;
         drop(known);
 
         // Last, the manifest: once it exists, every page it names is in a pack.
@@ -111,7 +125,10 @@ impl Remote {
             page_size: page as u32,
             len: snapshot.len() as u64,
             digest: snapshot.digest(),
+            origin: snapshot.origin().unwrap_or(0) as u64,
+            repeats: repeated(&table),
             pages: table,
+            places: Some(places),
         };
         let path = manifest_path(name);
         let bytes = manifest.encode();

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use error::StoreError;
+#[cfg(feature = "remote")]
 pub(crate) use index::IdentityHasher;
 pub(crate) use parallel::Threads;
 pub(crate) use staged::Staged;

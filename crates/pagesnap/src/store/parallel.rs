@@ -15,6 +15,18 @@ use std::sync::OnceLock;
 /// some hundred microseconds, against tens for a thread).
 const MIN_PAGES_PER_THREAD: usize = 512;
 
+/// Pages a live copy stores between two calls of its `go_on`.
+const LIVE_CHUNK: usize = 512;
+
+/// How the pages of a mapping may be read.
+#[derive(Clone, Copy)]
+enum Src {
+    /// Nobody writes them meanwhile: read in place.
+    Quiescent,
+    /// Other threads may write them: copied out first.
+    Live,
+}
+
 /// How many threads a snapshot or restore may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Threads(usize);
@@ -86,14 +98,7 @@ impl PageStore {
         pages: &[usize],
         threads: Threads,
     ) -> Result<Tree, StoreError> {
-        let page = self.shared.frames.page_size();
-        let stage = |part: &[usize]| -> Result<Staged, StoreError> {
-            let mut staged = Staged::with_capacity(self, part.len());
-            for &p in part {
-                staged.add(p, src.range(p * page, page))?;
-            }
-            Ok(staged)
-        };
+        let stage = |part: &[usize]| self.stage(src, part, Src::Quiescent);
         let n = threads.for_pages(pages.len());
         let staged = if n <= 1 {
             stage(pages)?
@@ -106,6 +111,58 @@ impl PageStore {
             all
         };
         Ok(self.commit(base, staged))
+    }
+
+    /// As [`commit_pages`](Self::commit_pages), for a mapping other threads may
+    /// be writing meanwhile (a converging round): each page is copied out, never
+    /// referenced, before it is stored, on this thread, [`LIVE_CHUNK`] pages at a
+    /// time; after each chunk `go_on` is told how many it stored and answers
+    /// whether to go on. Returns the new table and how many of `pages` (a
+    /// prefix) it holds: fewer than all when `go_on` said stop or memory ran
+    /// out (the chunk that failed is not taken).
+    pub(crate) fn commit_pages_live(
+        &self,
+        base: &Tree,
+        src: &Mapping,
+        pages: &[usize],
+        go_on: &mut dyn FnMut(usize) -> bool,
+    ) -> (Tree, usize) {
+        let mut all = Staged::new(self);
+        let mut done = 0;
+        for chunk in pages.chunks(LIVE_CHUNK) {
+            match self.stage(src, chunk, Src::Live) {
+                Ok(staged) => all.append(staged),
+                // Dropping what the chunk staged hands its pages back.
+                Err(_) => break,
+            }
+            done += chunk.len();
+            if !go_on(chunk.len()) {
+                break;
+            }
+        }
+        (self.commit(base, all), done)
+    }
+
+    /// Stages the pages `part` of `src`. On error nothing of `part` is kept.
+    fn stage(&self, src: &Mapping, part: &[usize], how: Src) -> Result<Staged, StoreError> {
+        let page = self.shared.frames.page_size();
+        let mut staged = Staged::with_capacity(self, part.len());
+        let mut buf = match how {
+            Src::Quiescent => Vec::new(),
+            Src::Live => vec![0u8; page],
+        };
+        for &p in part {
+            let bytes = match how {
+                Src::Quiescent => src.range(p * page, page),
+                Src::Live => {
+                    // Writers may be writing this page: no reference to it.
+                    src.copy_out(p * page, &mut buf);
+                    &buf[..]
+                }
+            };
+            staged.add(p, bytes)?;
+        }
+        Ok(staged)
     }
 
     /// Writes each `(page, frame)` of `changes` (frames the caller holds) into

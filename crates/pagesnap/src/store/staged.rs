@@ -58,6 +58,7 @@ impl Staged {
 
     /// Stages page `page` with frame `id`, which this `Staged` already holds
     /// (from [`add`](Self::add)), as one more reference to it.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
     pub(crate) fn add_same(&mut self, page: usize, id: FrameId) {
         debug_assert!(self.pages.iter().any(|c| c.1 == id));
         self.store.shared.frames.retain(id);

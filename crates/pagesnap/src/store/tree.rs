@@ -15,45 +15,93 @@
 //! A new snapshot copies only the paths to the pages that changed; every other
 //! subtree is shared with the previous table by `Arc`, so metadata grows with the
 //! changes, not with the region. Each node carries a Merkle digest of its subtree,
-//! computed when the node is built. Each leaf slot holds one reference to its
+//! computed the first time it is asked for and kept: a snapshot costs no hashing
+//! of the table, and a digest costs only the nodes no earlier digest covered. Each leaf slot holds one reference to its
 //! frame; a leaf's references are dropped when the last table holding the leaf goes.
 
+mod merkle;
 mod runs;
 
+pub(crate) use merkle::StreamDigest;
+use merkle::{height, table_digest, BITS, FANOUT, LEAF, MAX_HEIGHT};
 pub(crate) use runs::{PageRun, RunFrames};
 
 use super::frames::FrameId;
 use super::{PageStore, Shared};
 use crate::digest::{combine, page_hash};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-
-const BITS: u32 = 6;
-/// Children per inner node.
-pub(crate) const FANOUT: usize = 1 << BITS;
-/// Pages per leaf.
-pub(crate) const LEAF: usize = 16;
-/// Tallest tree: 16·64^10 pages is beyond any address space.
-const MAX_HEIGHT: u32 = 10;
 
 pub(crate) enum Node {
     Leaf {
         frames: [FrameId; LEAF],
-        digest: u128,
+        digest: Memo,
     },
     Inner {
         children: Box<[Arc<Node>; FANOUT]>,
-        digest: u128,
+        digest: Memo,
     },
+}
+
+/// A node's digest once computed. `lo == 0` means not yet: a digest whose low
+/// half is 0 (one in 2^64) is computed again at each use rather than kept.
+#[derive(Default)]
+pub(crate) struct Memo {
+    lo: AtomicU64,
+    hi: AtomicU64,
+}
+
+impl Memo {
+    fn known(digest: u128) -> Memo {
+        let memo = Memo::default();
+        memo.get_or(|| digest);
+        memo
+    }
+
+    /// The digest, from `compute` the first time. Threads racing here compute
+    /// the same value; `hi` is stored before `lo` is published.
+    fn get_or(&self, compute: impl FnOnce() -> u128) -> u128 {
+        let lo = self.lo.load(Ordering::Acquire);
+        if lo != 0 {
+            return (u128::from(self.hi.load(Ordering::Relaxed)) << 64) | u128::from(lo);
+        }
+        let digest = compute();
+        self.hi.store((digest >> 64) as u64, Ordering::Relaxed);
+        self.lo.store(digest as u64, Ordering::Release);
+        digest
+    }
 }
 
 const LEAF_BYTES: u64 = (std::mem::size_of::<Node>() + 16) as u64;
 const INNER_BYTES: u64 = (std::mem::size_of::<Node>() + 16 + 8 * FANOUT) as u64;
 
 impl Node {
-    fn digest(&self) -> u128 {
+    pub(super) fn leaf(frames: [FrameId; LEAF]) -> Node {
+        Node::Leaf {
+            frames,
+            digest: Memo::default(),
+        }
+    }
+
+    pub(super) fn inner(children: [Arc<Node>; FANOUT]) -> Node {
+        Node::Inner {
+            children: Box::new(children),
+            digest: Memo::default(),
+        }
+    }
+
+    /// The Merkle digest of the subtree: of a leaf, its 16 page hashes; of an
+    /// inner node, its 64 children's digests. Computed on first use (reading the
+    /// frames' hashes from `st`), then kept.
+    fn digest(&self, st: &Shared) -> u128 {
         match self {
-            Node::Leaf { digest, .. } | Node::Inner { digest, .. } => *digest,
+            Node::Leaf { frames, digest } => {
+                digest.get_or(|| combine(&frames.map(|id| st.frames.hash(id))))
+            }
+            Node::Inner { children, digest } => digest.get_or(|| {
+                let below: [u128; FANOUT] = std::array::from_fn(|i| children[i].digest(st));
+                combine(&below)
+            }),
         }
     }
 }
@@ -63,17 +111,18 @@ fn zero_node(height: u32) -> &'static Arc<Node> {
     static ZERO: OnceLock<Vec<Arc<Node>>> = OnceLock::new();
     let nodes = ZERO.get_or_init(|| {
         let zero_hash = page_hash(&vec![0u8; crate::sys::page_size()]);
+        let mut digest = combine(&[zero_hash; LEAF]);
         let leaf = Arc::new(Node::Leaf {
             frames: [FrameId::ZERO; LEAF],
-            digest: combine(&[zero_hash; LEAF]),
+            digest: Memo::known(digest),
         });
         let mut nodes = vec![leaf];
         for h in 1..=MAX_HEIGHT {
             let below = nodes[h as usize - 1].clone();
-            let digest = combine(&[below.digest(); FANOUT]);
+            digest = combine(&[digest; FANOUT]);
             nodes.push(Arc::new(Node::Inner {
                 children: Box::new(std::array::from_fn(|_| below.clone())),
-                digest,
+                digest: Memo::known(digest),
             }));
         }
         nodes
@@ -98,10 +147,7 @@ pub(crate) struct Tree {
 impl Tree {
     /// The table of `pages` zero pages.
     pub(crate) fn zero(store: &PageStore, pages: usize) -> Tree {
-        let mut height = 0;
-        while height < MAX_HEIGHT && (LEAF << (BITS * height)) < pages {
-            height += 1;
-        }
+        let height = height(pages);
         Tree {
             root: Some(zero_node(height).clone()),
             height,
@@ -122,9 +168,11 @@ impl Tree {
         &self.store
     }
 
-    /// The Merkle digest of the table (with its length mixed in).
+    /// The Merkle digest of the table (with its length mixed in). The first call
+    /// on a table hashes the nodes no earlier digest covered (those its snapshot
+    /// made), later calls cost nothing.
     pub(crate) fn digest(&self) -> u128 {
-        combine(&[self.pages as u128, self.root().digest()])
+        table_digest(self.pages, self.root().digest(&self.store.shared))
     }
 
     /// A new table equal to this one except at `changes` (page, frame), which must be
@@ -246,13 +294,9 @@ fn update(
                     st.frames.retain(*id);
                 }
             }
-            let digest = combine(&new.map(|id| st.frames.hash(id)));
             st.nodes.fetch_add(1, Ordering::Relaxed);
             st.node_bytes.fetch_add(LEAF_BYTES, Ordering::Relaxed);
-            Arc::new(Node::Leaf {
-                frames: new,
-                digest,
-            })
+            Arc::new(Node::leaf(new))
         }
         Node::Inner { children, .. } => {
             let span = child_span(height);
@@ -272,13 +316,9 @@ fn update(
             if !any {
                 return node.clone();
             }
-            let digests: [u128; FANOUT] = std::array::from_fn(|i| new_children[i].digest());
             st.nodes.fetch_add(1, Ordering::Relaxed);
             st.node_bytes.fetch_add(INNER_BYTES, Ordering::Relaxed);
-            Arc::new(Node::Inner {
-                children: Box::new(new_children),
-                digest: combine(&digests),
-            })
+            Arc::new(Node::inner(new_children))
         }
     }
 }
@@ -313,5 +353,44 @@ impl Drop for Tree {
                 Ordering::Relaxed,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(store: &PageStore, tag: u8) -> FrameId {
+        let mut b = vec![0u8; crate::sys::page_size()];
+        b[0] = tag;
+        store.test_insert(&b)
+    }
+
+    /// Digests are computed on demand and kept per node: a table whose shared
+    /// nodes were digested through an earlier table gets the digest of a table
+    /// built afresh (another store, nothing digested before) with its contents.
+    #[test]
+    fn kept_digests_equal_fresh_ones() {
+        let pages = 5000;
+        let (a, b) = (PageStore::new(), PageStore::new());
+        let ids_a: Vec<FrameId> = (1..=3).map(|t| page(&a, t)).collect();
+        let ids_b: Vec<FrameId> = (1..=3).map(|t| page(&b, t)).collect();
+        let first = [(7, ids_a[0]), (4000, ids_a[1])];
+        let parent = Tree::zero(&a, pages).with_changes(&first);
+        let parent_digest = parent.digest();
+        a.test_retain(ids_a[2]);
+        let child = parent.with_changes(&[(4001, ids_a[2])]);
+        let fresh = Tree::zero(&b, pages).with_changes(&[
+            (7, ids_b[0]),
+            (4000, ids_b[1]),
+            (4001, ids_b[2]),
+        ]);
+        assert_eq!(child.digest(), fresh.digest());
+        assert_ne!(child.digest(), parent_digest);
+        assert_eq!(
+            parent.digest(),
+            parent_digest,
+            "kept, not recomputed differently"
+        );
     }
 }

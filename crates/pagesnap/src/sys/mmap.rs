@@ -30,7 +30,7 @@ pub(crate) enum Protection {
 }
 
 impl Protection {
-    fn bits(self) -> libc::c_int {
+    pub(crate) fn bits(self) -> libc::c_int {
         match self {
             Protection::Read => libc::PROT_READ,
             Protection::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
@@ -277,6 +277,7 @@ impl Mapping {
     }
 
     /// The whole mapping as bytes, for a mapping that never issued a key.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
     pub(crate) fn as_slice(&self) -> &[u8] {
         assert!(
             !self.keyed.load(Ordering::Acquire),

@@ -1,17 +1,19 @@
 //! Thin wrappers around the Linux mechanisms pagesnap uses.
 //!
-//! Every `unsafe` block of the crate lives in this folder, one file per mechanism;
-//! each wrapper states the invariant it relies on in a `// SAFETY:` line, and
-//! everything above `sys/` is safe Rust.
+//! Every `unsafe` block of the crate that talks to the kernel lives in this
+//! folder, one file per mechanism; each wrapper states the invariant it relies on
+//! in a `// SAFETY:` line. The only other unsafe code is the heap's allocator
+//! (`heap/alloc.rs`), fenced in its own module. `sys/` imports nothing from the
+//! layers above it.
 #![allow(unsafe_code)]
 
-pub(crate) mod arena_alloc;
 pub(crate) mod futex;
 pub(crate) mod memfd;
 pub(crate) mod mmap;
 pub(crate) mod pagemap;
 pub(crate) mod process;
 pub(crate) mod signal;
+pub(crate) mod staging;
 #[cfg(feature = "remote")]
 pub(crate) mod uffd_missing;
 pub(crate) mod userfaultfd;

@@ -10,8 +10,10 @@
 //! handler that was installed before ours (or to the default action, which kills
 //! the process with `SIGSEGV`), so a real crash still crashes.
 //!
-//! A second table serves background snapshots (see `live.rs`): there, a write to
-//! a batch the copier has not saved yet parks the writer on a futex until it has.
+//! A second table serves background snapshots (see `background/mod.rs`): there, a write to
+//! a batch not saved yet copies the batch into the snapshot's staging pool
+//! (`staging.rs`), lifts its protection and goes on; only when the pool is full
+//! does it park the writer on a futex until a copier has saved the batch.
 //!
 //! Every entry records the process that registered it. In a child forked from
 //! that process the entry is a copy with no tracker or copier behind it: a write
@@ -27,8 +29,12 @@
 //!
 //! ```text
 //!  BACKGROUND[i]: start, len, batch bytes
-//!                 states ──► [AtomicU32; batches]  PENDING → REQUESTED → COPYING → COPIED
-//!                 requests ► AtomicUsize           bumped when a writer asks for a batch
+//!                 batches ─► BatchStates
+//!                   states   [AtomicU32; batches]  PENDING → (REQUESTED) → COPYING
+//!                                                  → COPIED, or → STAGED by a writer
+//!                   requests AtomicUsize           bumped when a writer asks for a batch
+//!                   pool     staging pool of the running snapshot (null: none)
+//!                   inside   writers using the pool right now
 //!                 pid                              the registering process
 //!  SLOTS[i]: start ──► first byte of a region      (0 = slot free)
 //!            pid       the registering process
@@ -38,6 +44,7 @@
 #![allow(unsafe_code)]
 
 use super::process;
+use super::staging::{self, StagingPool};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -69,6 +76,9 @@ pub(crate) const REQUESTED: u32 = 1;
 pub(crate) const COPYING: u32 = 2;
 /// Saved (or never needed saving): writes may go ahead.
 pub(crate) const COPIED: u32 = 3;
+/// Copied by a writer into the staging pool and writable again; a copier has
+/// yet to save the copy (then it becomes `COPIED`). Writes may go ahead.
+pub(crate) const STAGED: u32 = 4;
 
 /// How many background snapshots can run at once in one process.
 pub(crate) const MAX_BACKGROUND: usize = 1024;
@@ -77,8 +87,7 @@ struct BackgroundEntry {
     start: AtomicUsize,
     len: AtomicUsize,
     batch: AtomicUsize,
-    states: AtomicPtr<AtomicU32>,
-    requests: AtomicPtr<AtomicUsize>,
+    batches: AtomicPtr<BatchStates>,
     pid: AtomicU32,
 }
 
@@ -87,8 +96,7 @@ const NO_BACKGROUND: BackgroundEntry = BackgroundEntry {
     start: AtomicUsize::new(0),
     len: AtomicUsize::new(0),
     batch: AtomicUsize::new(0),
-    states: AtomicPtr::new(std::ptr::null_mut()),
-    requests: AtomicPtr::new(std::ptr::null_mut()),
+    batches: AtomicPtr::new(std::ptr::null_mut()),
     pid: AtomicU32::new(0),
 };
 static BACKGROUND: [BackgroundEntry; MAX_BACKGROUND] = [NO_BACKGROUND; MAX_BACKGROUND];
@@ -99,6 +107,82 @@ pub(crate) struct BatchStates {
     pub(crate) states: Box<[AtomicU32]>,
     /// Bumped each time a writer requests a batch.
     pub(crate) requests: AtomicUsize,
+    /// Nanoseconds writers spent in the handler on batches of this region:
+    /// staging their batch, or waiting for the copier.
+    pub(crate) waited_ns: AtomicU64,
+    /// The running snapshot's staging pool (null: none), see [`publish`](Self::publish).
+    pool: AtomicPtr<StagingPool>,
+    /// Handlers between loading `pool` and being done with it.
+    inside: AtomicUsize,
+}
+
+impl BatchStates {
+    /// `n` batches, all in `state`, no pool.
+    pub(crate) fn new(n: usize, state: u32) -> BatchStates {
+        BatchStates {
+            states: (0..n).map(|_| AtomicU32::new(state)).collect(),
+            requests: AtomicUsize::new(0),
+            waited_ns: AtomicU64::new(0),
+            pool: AtomicPtr::new(std::ptr::null_mut()),
+            inside: AtomicUsize::new(0),
+        }
+    }
+
+    /// Lets faulting writers stage their batches into `pool` until the returned
+    /// guard drops; the guard keeps the pool alive and, on drop, waits until no
+    /// handler uses it any more.
+    pub(crate) fn publish(self: &Arc<Self>, pool: Arc<StagingPool>) -> Published {
+        self.pool
+            .store(Arc::as_ptr(&pool) as *mut StagingPool, Ordering::SeqCst);
+        Published {
+            batches: self.clone(),
+            pool,
+        }
+    }
+
+    /// From the handler: stages batch `b` at `[addr, addr + len)` if a pool is
+    /// published and has room.
+    fn stage(&self, b: usize, addr: usize, len: usize) -> staging::Staged {
+        // SeqCst pairs with `Published::drop`: either it sees us inside, or we
+        // see the pool withdrawn.
+        self.inside.fetch_add(1, Ordering::SeqCst);
+        let pool = self.pool.load(Ordering::SeqCst);
+        let r = if pool.is_null() {
+            staging::Staged::NoRoom
+        } else {
+            // SAFETY: a published pool stays alive until `Published::drop` has
+            // withdrawn it and seen `inside` at zero, which our increment above
+            // (made before the load) prevents until we decrement below.
+            unsafe { &*pool }.stage(&self.states[b], b, addr, len)
+        };
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+/// A staging pool published to the handler; withdrawn on drop.
+pub(crate) struct Published {
+    batches: Arc<BatchStates>,
+    pool: Arc<StagingPool>,
+}
+
+impl Published {
+    pub(crate) fn pool(&self) -> &StagingPool {
+        &self.pool
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        self.batches
+            .pool
+            .store(std::ptr::null_mut(), Ordering::SeqCst);
+        // A handler that loaded the pointer before the store above is counted:
+        // wait for it to leave (a memcpy of one batch at most).
+        while self.batches.inside.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
 }
 
 /// One past the highest table index ever used: the handler scans no further.
@@ -132,12 +216,8 @@ pub(crate) fn register_background(
         .ok_or(RegisterError::Full)?;
     BACKGROUND_HIGH.fetch_max(index + 1, Ordering::Release);
     let e = &BACKGROUND[index];
-    e.states
-        .store(shared.states.as_ptr() as *mut AtomicU32, Ordering::Relaxed);
-    e.requests.store(
-        &shared.requests as *const AtomicUsize as *mut AtomicUsize,
-        Ordering::Relaxed,
-    );
+    e.batches
+        .store(Arc::as_ptr(&shared) as *mut BatchStates, Ordering::Relaxed);
     e.batch.store(batch, Ordering::Relaxed);
     e.len.store(len, Ordering::Relaxed);
     e.pid.store(process::id(), Ordering::Relaxed);
@@ -273,16 +353,33 @@ fn on_fault(addr: usize) -> bool {
         }
         in_background = true;
         let start = e.start.load(Ordering::Relaxed);
-        let b = (addr - start) / e.batch.load(Ordering::Relaxed);
-        // SAFETY: states has len/batch entries (rounded up) and b indexes one of
-        // them; it and `requests` are kept alive by the BackgroundSlot.
-        let (state, requests) = unsafe {
-            (
-                &*e.states.load(Ordering::Relaxed).add(b),
-                &*e.requests.load(Ordering::Relaxed),
-            )
+        let (len, batch) = (
+            e.len.load(Ordering::Relaxed),
+            e.batch.load(Ordering::Relaxed),
+        );
+        let b = (addr - start) / batch;
+        // SAFETY: the BatchStates is kept alive by the BackgroundSlot that
+        // published it; its states have len/batch entries (rounded up), and b
+        // (addr - start < len) indexes one of them.
+        let batches = unsafe { &*e.batches.load(Ordering::Relaxed) };
+        let state = &batches.states[b];
+        let entered = monotonic_ns();
+        let waited = || {
+            let ns = monotonic_ns().saturating_sub(entered);
+            batches.waited_ns.fetch_add(ns, Ordering::Relaxed);
         };
-        if wait_until_copied(state, requests) {
+        if matches!(state.load(Ordering::Acquire), PENDING | REQUESTED) {
+            let from = b * batch;
+            let here = batch.min(len - from);
+            if batches.stage(b, start + from, here) == staging::Staged::Done {
+                // Copied and writable again: retry the write.
+                waited();
+                return true;
+            }
+        }
+        let retry = wait_until_copied(state, &batches.requests);
+        waited();
+        if retry {
             // Retry the write: the batch is saved and (unless the mprotect
             // tracker also watches it) writable again.
             return true;
@@ -322,15 +419,15 @@ fn covers(start: &AtomicUsize, len: &AtomicUsize, addr: usize) -> bool {
     start != 0 && addr >= start && addr - start < len.load(Ordering::Relaxed)
 }
 
-/// The writer's side of a background batch: returns at once if `state` is
-/// `COPIED` (false: nothing waited); otherwise asks the copier for the batch
-/// (PENDING → REQUESTED, counted in `requests`) and sleeps until it is `COPIED`
-/// (true).
+/// The writer's side of a background batch it could not stage: returns at once
+/// if `state` is `COPIED` or `STAGED` (false: nothing waited); otherwise asks
+/// the copier for the batch (PENDING → REQUESTED, counted in `requests`) and
+/// sleeps until it is `COPIED` or `STAGED` (true).
 fn wait_until_copied(state: &AtomicU32, requests: &AtomicUsize) -> bool {
     let mut waited = false;
     loop {
         match state.load(Ordering::Acquire) {
-            COPIED => return waited,
+            COPIED | STAGED => return waited,
             PENDING => {
                 if state
                     .compare_exchange(PENDING, REQUESTED, Ordering::AcqRel, Ordering::Acquire)
@@ -345,6 +442,20 @@ fn wait_until_copied(state: &AtomicU32, requests: &AtomicUsize) -> bool {
             }
         }
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, from the handler (clock_gettime is
+/// async-signal-safe; `Instant::now` is not promised to be).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// `mprotect(addr, len, PROT_READ | PROT_WRITE)` from the handler; true if done.
@@ -367,12 +478,6 @@ fn make_writable(addr: usize, len: usize) -> bool {
 pub(crate) struct Replaced {
     /// The handler installed instead (`SIG_DFL` = 0, `SIG_IGN` = 1).
     pub(crate) current: usize,
-}
-
-impl From<Replaced> for crate::error::Error {
-    fn from(r: Replaced) -> Self {
-        crate::error::Error::HandlerReplaced { current: r.current }
-    }
 }
 
 /// Set while the last [`check`] found another handler installed.

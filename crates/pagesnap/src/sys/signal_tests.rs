@@ -12,10 +12,7 @@ fn mapping(pages: usize) -> Mapping {
 }
 
 fn batches(n: usize, state: u32) -> Arc<BatchStates> {
-    Arc::new(BatchStates {
-        states: (0..n).map(|_| AtomicU32::new(state)).collect(),
-        requests: AtomicUsize::new(0),
-    })
+    Arc::new(BatchStates::new(n, state))
 }
 
 /// Whether the page at `addr` is mapped writable, from /proc/self/maps (a write

@@ -1,8 +1,11 @@
 //! # Safety
 //!
 //! userfaultfd in `MISSING` mode, for clones filled lazily from a remote store:
-//! register a range, read its page-fault messages, and resolve each fault with
-//! `UFFDIO_COPY`, plus the `eventfd` + `poll` that stop the handler thread.
+//! read the page-fault messages of a range registered with
+//! [`userfaultfd::register`](super::userfaultfd::register), and resolve each
+//! fault with `UFFDIO_COPY`, plus the `eventfd` + `poll` that stop the handler
+//! thread. Opening the fd and its handshake are
+//! [`userfaultfd::open_with_api`](super::userfaultfd::open_with_api).
 //!
 //! `UFFDIO_COPY` writes into this process's memory, so its proof matters: the kernel
 //! fills only pages of a range registered with this userfaultfd that are not
@@ -12,11 +15,8 @@
 //! properly laid out `linux_raw_sys` struct living across the call.
 #![allow(unsafe_code)]
 
-use linux_raw_sys::general::{
-    uffd_msg, uffdio_copy, uffdio_range, uffdio_register, UFFDIO_REGISTER_MODE_MISSING,
-    UFFD_EVENT_PAGEFAULT,
-};
-use linux_raw_sys::ioctl::{UFFDIO_COPY, UFFDIO_REGISTER, UFFDIO_WAKE};
+use linux_raw_sys::general::{uffd_msg, uffdio_copy, uffdio_range, UFFD_EVENT_PAGEFAULT};
+use linux_raw_sys::ioctl::{UFFDIO_COPY, UFFDIO_WAKE};
 use std::io;
 use std::mem::{size_of, MaybeUninit};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -27,26 +27,6 @@ const _: () = assert!(size_of::<uffdio_copy>() == 40);
 const _: () = assert!(size_of::<uffdio_range>() == 16);
 const _: () = assert!(UFFDIO_COPY == (3 << 30) | (40 << 16) | (0xAA << 8) | 0x03);
 const _: () = assert!(UFFDIO_WAKE == (2 << 30) | (16 << 16) | (0xAA << 8) | 0x02);
-
-/// `UFFDIO_REGISTER` of `[addr, addr + len)` in missing-page mode.
-pub(crate) fn register_missing(fd: &OwnedFd, addr: usize, len: usize) -> io::Result<()> {
-    let mut arg = uffdio_register {
-        range: uffdio_range {
-            start: addr as u64,
-            len: len as u64,
-        },
-        mode: UFFDIO_REGISTER_MODE_MISSING as u64,
-        ioctls: 0,
-    };
-    // SAFETY: arg is a valid uffdio_register living across the call; the kernel
-    // checks the range is mapped in this process.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), UFFDIO_REGISTER as libc::c_ulong, &mut arg) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 /// `UFFDIO_COPY` of `src` to `dst` (page aligned, `src.len()` a whole number of
 /// pages), waking the threads waiting there. Pages already present are skipped

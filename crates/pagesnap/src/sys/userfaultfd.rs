@@ -9,8 +9,8 @@
 #![allow(unsafe_code)]
 
 use linux_raw_sys::general::{
-    uffdio_api, uffdio_range, uffdio_register, uffdio_writeprotect, UFFDIO_REGISTER_MODE_WP,
-    UFFD_API, UFFD_USER_MODE_ONLY,
+    uffdio_api, uffdio_range, uffdio_register, uffdio_writeprotect, UFFDIO_REGISTER_MODE_MISSING,
+    UFFDIO_REGISTER_MODE_WP, UFFD_API, UFFD_USER_MODE_ONLY,
 };
 use linux_raw_sys::ioctl::{UFFDIO_API, UFFDIO_REGISTER, UFFDIO_WRITEPROTECT};
 use std::fs::OpenOptions;
@@ -111,14 +111,58 @@ pub(crate) fn api(fd: &OwnedFd, features: u64) -> io::Result<u64> {
     }
 }
 
-/// `UFFDIO_REGISTER` of `[addr, addr + len)` in write-protect mode.
-pub(crate) fn register_wp(fd: &OwnedFd, addr: usize, len: usize) -> io::Result<()> {
+/// Why no usable userfaultfd could be had.
+#[derive(Debug)]
+pub(crate) enum Unusable {
+    /// Neither way of opening one worked.
+    Open(OpenFailure),
+    /// One opened, but the `UFFDIO_API` handshake failed.
+    Api(io::Error),
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unusable::Open(o) => write!(
+                f,
+                "userfaultfd(2): {}; /dev/userfaultfd: {}",
+                o.syscall, o.device
+            ),
+            Unusable::Api(e) => write!(f, "UFFDIO_API: {e}"),
+        }
+    }
+}
+
+/// A userfaultfd after the `UFFDIO_API` handshake asking for `features` (0: none,
+/// which reports every supported one): the fd, how it was had, the features the
+/// kernel supports.
+pub(crate) fn open_with_api(features: u64) -> Result<(OwnedFd, Source, u64), Unusable> {
+    let (fd, source) = open().map_err(Unusable::Open)?;
+    let supported = api(&fd, features).map_err(Unusable::Api)?;
+    Ok((fd, source, supported))
+}
+
+/// How a range is registered: which faults it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Writes to write-protected pages.
+    WriteProtect,
+    /// Accesses to pages not present.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
+    Missing,
+}
+
+/// `UFFDIO_REGISTER` of `[addr, addr + len)` in `mode`.
+pub(crate) fn register(fd: &OwnedFd, addr: usize, len: usize, mode: Mode) -> io::Result<()> {
     let mut arg = uffdio_register {
         range: uffdio_range {
             start: addr as u64,
             len: len as u64,
         },
-        mode: UFFDIO_REGISTER_MODE_WP as u64,
+        mode: match mode {
+            Mode::WriteProtect => UFFDIO_REGISTER_MODE_WP,
+            Mode::Missing => UFFDIO_REGISTER_MODE_MISSING,
+        } as u64,
         ioctls: 0,
     };
     // SAFETY: arg is a valid uffdio_register living across the call; the kernel
@@ -129,6 +173,11 @@ pub(crate) fn register_wp(fd: &OwnedFd, addr: usize, len: usize) -> io::Result<(
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// `UFFDIO_REGISTER` of `[addr, addr + len)` in write-protect mode.
+pub(crate) fn register_wp(fd: &OwnedFd, addr: usize, len: usize) -> io::Result<()> {
+    register(fd, addr, len, Mode::WriteProtect)
 }
 
 /// `UFFDIO_WRITEPROTECT` of `[addr, addr + len)`: protect (`wp`) or lift protection.

@@ -4,12 +4,14 @@
 //! snapshot or restore). Writers are quiescent during `collect`, `peek` and `rearm`.
 
 pub(crate) mod compare;
+pub(crate) mod kind;
 mod mprotect;
+pub(crate) mod probe;
 pub(crate) mod soft_dirty;
 pub(crate) mod uffd_wp;
 
 use crate::error::{Error, Result};
-use crate::sys::mmap::Mapping;
+use crate::sys::mmap::{Mapping, Protection};
 use crate::Tracking;
 
 /// A backend that finds written pages of one region.
@@ -35,11 +37,28 @@ pub(crate) trait Tracker: Send + Sync {
     /// a superset of what `peek` reported), and none of it may show as dirty.
     fn rearm(&mut self, map: &Mapping, written: &[usize]) -> Result<()>;
 
+    /// pagesnap is about to write `pages` (sorted, unique) itself: lift their
+    /// protection in one call per run where the backend can, so the writes take
+    /// no fault each. Afterwards the pages count as written since the sync point
+    /// (the next `collect` or `peek` reports them and re-arms them). The default
+    /// does nothing: each write is then tracked like the application's own.
+    fn lift(&mut self, _map: &Mapping, _pages: &[usize]) -> Result<()> {
+        Ok(())
+    }
+
     /// Marks `pages` (sorted, unique) written since the sync point again, so the
     /// next `collect` or `peek` reports them: a call that collected them failed
     /// before it could save them, or they were found to differ from the sync
     /// point behind the tracker's back (`Region::verify`). Allocates nothing.
     fn remark(&mut self, map: &Mapping, pages: &[usize]) -> Result<()>;
+
+    /// The protection a page gets back once a background copier has copied it
+    /// and lifts the write protection it put on: read-write, except under a
+    /// backend that tracks by protection itself (mprotect keeps pages read-only
+    /// until their first write faults).
+    fn unprotect_to(&self) -> Protection {
+        Protection::ReadWrite
+    }
 }
 
 /// A tracker for `map` of the concrete backend `kind` (not `Auto`).
@@ -53,17 +72,32 @@ pub(crate) fn arm(kind: Tracking, map: &Mapping) -> Result<Box<dyn Tracker>> {
     })
 }
 
+/// A tracker for `map` of the concrete backend `kind`, whose content is a
+/// clone's: what it already holds is known, so a backend that compares content
+/// starts from `hashes` (each page's hash, computed only if needed) instead of
+/// the zero page.
+pub(crate) fn arm_clone(
+    kind: Tracking,
+    map: &Mapping,
+    hashes: impl FnOnce() -> Vec<u128>,
+) -> Result<Box<dyn Tracker>> {
+    match kind {
+        Tracking::Compare => Ok(Box::new(compare::Compare::arm_with(hashes()))),
+        kind => arm(kind, map),
+    }
+}
+
 /// The concrete backend `asked` stands for: `Auto` goes to `PAGESNAP_TRACKING`
 /// or the best one available; an explicit choice must be available.
 pub(crate) fn resolve(asked: Tracking) -> Result<Tracking> {
     let choice = match asked {
         Tracking::Auto => match Tracking::from_env()? {
             Some(t) => t,
-            None => return Ok(crate::probe().auto),
+            None => return Ok(probe::probe().auto),
         },
         t => t,
     };
-    let caps = crate::probe();
+    let caps = probe::probe();
     match caps.backend(choice) {
         Some(b) if b.available => Ok(choice),
         Some(b) => Err(Error::Unavailable {

@@ -113,6 +113,10 @@ impl Tracker for Mprotect {
         Tracking::Mprotect
     }
 
+    fn unprotect_to(&self) -> Protection {
+        Protection::Read
+    }
+
     fn ready(&mut self) -> Result<()> {
         self.faults_reach_us()
     }
@@ -150,6 +154,24 @@ impl Tracker for Mprotect {
         // faults and sets the bit again).
         for &p in pages {
             self.bits[p / 64].fetch_or(1 << (p % 64), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn lift(&mut self, map: &Mapping, pages: &[usize]) -> Result<()> {
+        // The bits first: whatever happens below, `collect` re-protects these
+        // pages. Then one mprotect per run instead of a SIGSEGV round trip per page.
+        self.remark(map, pages)?;
+        let page = page_size();
+        for (first, n) in runs(pages) {
+            map.protect(first * page, n * page, Protection::ReadWrite)
+                .map_err(|source| Error::Track {
+                    backend: Tracking::Mprotect,
+                    step: "mprotect(PROT_READ | PROT_WRITE)",
+                    addr: map.as_ptr() as usize + first * page,
+                    len: n * page,
+                    source,
+                })?;
         }
         Ok(())
     }

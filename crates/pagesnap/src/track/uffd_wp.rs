@@ -50,6 +50,10 @@ pub(crate) struct UffdWp {
     armed: Vec<bool>,
 }
 
+/// Shortest run of pages a restore unprotects in one call before writing it
+/// back; shorter runs take their write faults instead.
+const LIFT_MIN_RUN: usize = 8;
+
 fn track_err(step: &'static str, addr: usize, len: usize) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Track {
         backend: Tracking::UffdWp,
@@ -171,6 +175,38 @@ impl UffdWp {
         Ok(())
     }
 
+    /// Lifts the write protection of `pages` (sorted, unique), one
+    /// `UFFDIO_WRITEPROTECT` per run within a chunk. PAGEMAP_SCAN reports a page
+    /// as written when its uffd-wp bit is clear, so this marks them written. A page
+    /// of an unarmed chunk needs nothing: it is not protected, and differs from the
+    /// chunk's sync image only if populated — populated pages there are reported
+    /// anyway.
+    fn unprotect(&mut self, pages: &[usize]) -> Result<()> {
+        self.unprotect_runs(runs(pages))
+    }
+
+    /// [`unprotect`](Self::unprotect) of `(first, count)` runs of pages.
+    fn unprotect_runs(&mut self, runs: impl Iterator<Item = (usize, usize)>) -> Result<()> {
+        let page = page_size();
+        for (first, n) in runs {
+            let mut p = first;
+            while p < first + n {
+                let c = p * page / self.chunk;
+                let chunk_end = ((c + 1) * self.chunk / page).min(first + n);
+                if self.armed[c] {
+                    let (addr, len) = (self.start + p * page, (chunk_end - p) * page);
+                    userfaultfd::write_protect(&self.fd, addr, len, false).map_err(track_err(
+                        "UFFDIO_WRITEPROTECT (unprotect)",
+                        addr,
+                        len,
+                    ))?;
+                }
+                p = chunk_end;
+            }
+        }
+        Ok(())
+    }
+
     fn arm_all(&mut self, chunks: &[usize]) -> Result<()> {
         for (first, n) in runs(chunks).collect::<Vec<_>>() {
             self.arm_chunks(first, n)?;
@@ -198,28 +234,16 @@ impl Tracker for UffdWp {
     }
 
     fn remark(&mut self, _map: &Mapping, pages: &[usize]) -> Result<()> {
-        // PAGEMAP_SCAN reports a page as written when its uffd-wp bit is clear:
-        // lifting the protection marks it. A page of an unarmed chunk needs
-        // nothing: it differs from the chunk's sync image only if populated,
-        // and populated pages there are reported anyway.
-        let page = page_size();
-        for (first, n) in runs(pages) {
-            let mut p = first;
-            while p < first + n {
-                let c = p * page / self.chunk;
-                let chunk_end = ((c + 1) * self.chunk / page).min(first + n);
-                if self.armed[c] {
-                    let (addr, len) = (self.start + p * page, (chunk_end - p) * page);
-                    userfaultfd::write_protect(&self.fd, addr, len, false).map_err(track_err(
-                        "UFFDIO_WRITEPROTECT (unprotect)",
-                        addr,
-                        len,
-                    ))?;
-                }
-                p = chunk_end;
-            }
-        }
-        Ok(())
+        self.unprotect(pages)
+    }
+
+    fn lift(&mut self, _map: &Mapping, pages: &[usize]) -> Result<()> {
+        // Unprotected, a page is writable without a fault and reads as written
+        // to PAGEMAP_SCAN: the collect or rearm after pagesnap's writes re-protects it.
+        // Only runs of LIFT_MIN_RUN pages or more: one ioctl costs about one write
+        // fault, and the faults of scattered pages are taken by the writing
+        // threads in parallel, while lifting happens on one thread.
+        self.unprotect_runs(runs(pages).filter(|&(_, n)| n >= LIFT_MIN_RUN))
     }
 
     fn rearm(&mut self, _map: &Mapping, written: &[usize]) -> Result<()> {

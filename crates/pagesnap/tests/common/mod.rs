@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod oracle;
+pub mod rng;
 
 use pagesnap::{probe, Tracking};
 
@@ -22,12 +24,9 @@ pub fn backends() -> Vec<Tracking> {
 
 /// A deterministic byte stream (xorshift) for test data.
 pub fn fill(buf: &mut [u8], seed: u64) {
-    let mut x = seed | 1;
+    let mut x = rng::XorShift(seed | 1);
     for b in buf {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
+        *b = x.next_u64() as u8;
     }
 }
 

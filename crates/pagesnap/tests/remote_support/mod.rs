@@ -4,6 +4,9 @@
 //! cache, a second pusher, a push killed midway).
 #![allow(dead_code)]
 
+#[path = "../common/rng.rs"]
+mod rng;
+
 use pagesnap::remote::{PushReport, Remote, RemoteError};
 use pagesnap::{page_size, PageStore, Region, Snapshot};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,13 +25,12 @@ pub trait Raw {
 
 /// Deterministic page contents: page `i` of seed `s` (never all zeros).
 pub fn page_bytes(seed: u64, i: usize, out: &mut [u8]) {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ (i as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let mut x = rng::XorShift(
+        seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (i as u64 + 1).wrapping_mul(0xbf58_476d_1ce4_e5b9),
+    );
     for chunk in out.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
+        let b = x.next_u64().to_le_bytes();
         chunk.copy_from_slice(&b[..chunk.len()]);
     }
 }
@@ -137,6 +139,16 @@ pub fn child_role() {
             println!("digest={}", snap.digest());
             let clone = remote.instantiate(name).unwrap();
             println!("lazy={}", clone.is_lazy());
+            println!("equal={}", clone.as_slice() == snap.to_vec().as_slice());
+        }
+        ["at", url, name, origin] => {
+            let remote = Remote::open(url).unwrap();
+            let snap = remote.pull(name, &PageStore::new()).unwrap();
+            println!("pulled_origin={}", snap.origin().unwrap_or(0));
+            let clone = remote
+                .instantiate_at(name, origin.parse().unwrap())
+                .unwrap();
+            println!("clone_at={}", clone.as_slice().as_ptr() as usize);
             println!("equal={}", clone.as_slice() == snap.to_vec().as_slice());
         }
         _ => panic!("unknown role {args:?}"),
@@ -249,13 +261,10 @@ pub fn corruption_is_detected(url: &str, raw: &dyn Raw) {
 /// pulls whole, and a later push of the same contents completes.
 pub fn killed_push_leaves_remote_consistent(url: &str, rounds: usize) {
     let remote = Remote::open(url).unwrap();
-    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id());
+    let mut rng = rng::XorShift(0x2545_f491_4f6c_dd1du64 ^ u64::from(std::process::id()));
     for _ in 0..rounds {
         let child = spawn_child(&["pushloop", url, "2048"]);
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(300 + rng % 900));
+        std::thread::sleep(Duration::from_millis(300 + rng.next_u64() % 900));
         let mut child = child;
         let _ = child.kill();
         let _ = child.wait();
@@ -310,4 +319,24 @@ pub fn lazy_clone_matches(url: &str) {
     // Writes stay in the clone: another one reads the original.
     let again = remote.instantiate("lazy").unwrap();
     assert_eq!(again.as_slice()[5], snap.to_vec()[5]);
+}
+
+/// The origin travels with a snapshot: a pull in another process returns it, and
+/// a lazy clone started there at the origin holds the same bytes at that address.
+pub fn origin_travels(url: &str) {
+    let snap = snapshot(64, 31, None);
+    let origin = snap.origin().expect("a region's snapshot knows its origin");
+    let remote = Remote::open(url).unwrap();
+    remote.push(&snap, "placed").unwrap();
+    assert_eq!(remote.info("placed").unwrap().origin, Some(origin));
+    assert_eq!(
+        remote.pull("placed", &PageStore::new()).unwrap().origin(),
+        Some(origin)
+    );
+    let out = run_child(&["at", url, "placed", &origin.to_string()]);
+    assert_eq!(field(&out, "pulled_origin"), origin.to_string());
+    assert_eq!(field(&out, "clone_at"), origin.to_string());
+    assert_eq!(field(&out, "equal"), "true");
+    let err = remote.info("absent").unwrap_err();
+    assert!(matches!(err, RemoteError::NotFound { .. }), "{err}");
 }

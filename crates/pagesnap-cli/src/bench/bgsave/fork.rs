@@ -76,6 +76,7 @@ pub fn round(
         extra_rss_mb: peak.saturating_sub(baseline) as f64 / (1 << 20) as f64,
         verified: None,
         faults: None,
+        staged: None,
         rounds: None,
     })
 }

@@ -19,10 +19,15 @@ pub fn round(
     len: usize,
     nwriters: usize,
     huge: bool,
+    staging: Option<usize>,
 ) -> Result<Round, Box<dyn std::error::Error>> {
     let page = pagesnap::page_size();
     let go = Arc::new(Barrier::new(nwriters + 1));
-    let mut region = Region::builder(len).huge_pages(huge).build()?;
+    let mut builder = Region::builder(len).huge_pages(huge);
+    if let Some(bytes) = staging {
+        builder = builder.staging(bytes);
+    }
+    let mut region = builder.build()?;
     for (i, p) in region.as_mut_slice().chunks_exact_mut(page).enumerate() {
         data.fill(i * page, p);
     }
@@ -42,7 +47,7 @@ pub fn round(
             Ok(ms(tw.elapsed()))
         };
     let t0 = Instant::now();
-    let (pause, writers_ms, snap, faults, rounds, point_in_time);
+    let (pause, writers_ms, snap, faults, staged, rounds, point_in_time);
     match method {
         "pagesnap" | "pagesnap-save" => {
             point_in_time = true;
@@ -52,17 +57,18 @@ pub fn round(
                 pause = t0.elapsed();
                 writers_ms = run_writers(ws)?;
                 let (s, report) = bg.wait_report()?;
-                (snap, faults) = (Some(s), Some(report.faults));
+                (snap, faults, staged) = (Some(s), Some(report.faults), Some(report.staged));
             } else {
                 let bg = region.background_save(&file)?;
                 pause = t0.elapsed();
                 writers_ms = run_writers(ws)?;
-                (snap, faults) = (None, Some(bg.wait()?.faults));
+                let report = bg.wait()?;
+                (snap, faults, staged) = (None, Some(report.faults), Some(report.staged));
             }
         }
         "pagesnap-converge" | "pagesnap-converge-save" => {
             point_in_time = false;
-            faults = None;
+            (faults, staged) = (None, None);
             if method == "pagesnap-converge" {
                 let conv = region.converging_snapshot()?;
                 writers_ms = run_writers(ws)?;
@@ -108,6 +114,7 @@ pub fn round(
         extra_rss_mb: peak.saturating_sub(baseline) as f64 / (1 << 20) as f64,
         verified: Some(verified),
         faults,
+        staged,
         rounds,
     })
 }

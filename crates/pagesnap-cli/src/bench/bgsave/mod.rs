@@ -28,11 +28,11 @@ mod fork;
 mod live;
 mod sampler;
 
+use super::args::JsonArg;
 use super::units::{human_bytes, ByteSize};
 use crate::CmdResult;
 use data::Data;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -61,12 +61,16 @@ pub struct BgsaveArgs {
     /// incompressible) or `seed` (every byte 123).
     #[arg(long, value_enum, default_value_t = Data::Distinct)]
     data: Data,
-    /// Write the medians as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArg,
     /// Map the array with transparent huge pages.
     #[arg(long)]
     huge_pages: bool,
+    /// Staging memory of the point-in-time methods, where writers copy the
+    /// parts they are about to overwrite (default: the library's, half the
+    /// array for `pagesnap` and an eighth for `pagesnap-save`).
+    #[arg(long)]
+    staging: Option<ByteSize>,
     /// Methods to run, comma-separated: none, fork, pagesnap, pagesnap-save,
     /// pagesnap-converge, pagesnap-converge-save.
     #[arg(long, value_delimiter = ',', default_values_t = METHODS.map(String::from))]
@@ -86,6 +90,8 @@ pub struct Round {
     pub verified: Option<bool>,
     /// Batches writers waited for (point-in-time methods).
     pub faults: Option<u64>,
+    /// Batches writers copied into staging memory themselves (point-in-time).
+    pub staged: Option<u64>,
     /// Copy rounds before finish (converging methods).
     pub rounds: Option<u64>,
 }
@@ -112,6 +118,9 @@ pub fn run(args: BgsaveArgs) -> CmdResult {
         }
         if let Some(x) = r.faults {
             v["faults"] = json!(x);
+        }
+        if let Some(x) = r.staged {
+            v["staged"] = json!(x);
         }
         if let Some(x) = r.rounds {
             v["rounds"] = json!(x);
@@ -145,6 +154,9 @@ pub fn run(args: BgsaveArgs) -> CmdResult {
             if args.huge_pages {
                 cmd.arg("--huge-pages");
             }
+            if let Some(s) = args.staging {
+                cmd.args(["--staging", &s.0.to_string()]);
+            }
             let out = cmd.stderr(Stdio::inherit()).output()?;
             if !out.status.success() {
                 return Err(format!("{m} round {i} failed: {}", out.status).into());
@@ -164,7 +176,7 @@ pub fn run(args: BgsaveArgs) -> CmdResult {
         if m.starts_with("pagesnap") {
             r["verified"] = json!(rounds.iter().all(|x| x["verified"] == json!(true)));
         }
-        for k in ["faults", "rounds"] {
+        for k in ["faults", "staged", "rounds"] {
             if rounds.iter().any(|x| x.get(k).is_some()) {
                 r[k] = json!(med(k));
             }
@@ -180,11 +192,8 @@ pub fn run(args: BgsaveArgs) -> CmdResult {
         "huge_pages": args.huge_pages,
         "results": results,
     });
-    if let Some(path) = &args.json {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    if let Some(path) = args.json.path() {
+        args.json.write(&doc)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
@@ -196,7 +205,7 @@ fn one(method: &str, args: &BgsaveArgs) -> Result<Round, Box<dyn std::error::Err
     let (n, huge, data) = (args.writers, args.huge_pages, args.data);
     match method {
         "none" | "fork" => fork::round(method == "fork", data, len, n, huge),
-        m => live::round(m, data, len, n, huge),
+        m => live::round(m, data, len, n, huge, args.staging.map(|s| s.0)),
     }
 }
 

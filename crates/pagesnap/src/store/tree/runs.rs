@@ -18,7 +18,6 @@
 //! [`Tree::with_changes`] copies them — a few per run and height.
 
 use super::{child_span, zero_node, Node, Tree, BITS, FANOUT, INNER_BYTES, LEAF, LEAF_BYTES};
-use crate::digest::combine;
 use crate::store::frames::FrameId;
 use crate::store::Shared;
 use std::collections::HashMap;
@@ -111,20 +110,15 @@ impl Builder<'_> {
         for &id in &frames {
             self.st.frames.retain(id);
         }
-        let digest = combine(&frames.map(|id| self.st.frames.hash(id)));
         self.st.nodes.fetch_add(1, Ordering::Relaxed);
         self.st.node_bytes.fetch_add(LEAF_BYTES, Ordering::Relaxed);
-        Arc::new(Node::Leaf { frames, digest })
+        Arc::new(Node::leaf(frames))
     }
 
     fn inner(&mut self, children: [Arc<Node>; FANOUT]) -> Arc<Node> {
-        let digests: [u128; FANOUT] = std::array::from_fn(|i| children[i].digest());
         self.st.nodes.fetch_add(1, Ordering::Relaxed);
         self.st.node_bytes.fetch_add(INNER_BYTES, Ordering::Relaxed);
-        Arc::new(Node::Inner {
-            children: Box::new(children),
-            digest: combine(&digests),
-        })
+        Arc::new(Node::inner(children))
     }
 
     /// The node of `height` holding pages `at ..` of `run` (all of them in the run).

@@ -87,21 +87,15 @@ pub fn probe() -> &'static Capabilities {
 
 fn run() -> Capabilities {
     let mut uffd_features = 0u64;
-    let userfaultfd = match userfaultfd::open() {
-        Ok((fd, source)) => match userfaultfd::api(&fd, 0) {
-            Ok(f) => {
-                uffd_features = f;
-                Ok(match source {
-                    userfaultfd::Source::SyscallUserMode => UffdAccess::UserModeOnly,
-                    userfaultfd::Source::Device => UffdAccess::Device,
-                })
-            }
-            Err(e) => Err(format!("UFFDIO_API: {e}")),
-        },
-        Err(f) => Err(format!(
-            "userfaultfd(2): {}; /dev/userfaultfd: {}",
-            f.syscall, f.device
-        )),
+    let userfaultfd = match userfaultfd::open_with_api(0) {
+        Ok((_, source, features)) => {
+            uffd_features = features;
+            Ok(match source {
+                userfaultfd::Source::SyscallUserMode => UffdAccess::UserModeOnly,
+                userfaultfd::Source::Device => UffdAccess::Device,
+            })
+        }
+        Err(e) => Err(e.to_string()),
     };
     let wp_async = uffd_features & u64::from(userfaultfd::FEATURE_WP_ASYNC) != 0;
     let wp_unpopulated = uffd_features & u64::from(userfaultfd::FEATURE_WP_UNPOPULATED) != 0;

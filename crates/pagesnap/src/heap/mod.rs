@@ -24,9 +24,11 @@
 //! # Ok::<(), pagesnap::Error>(())
 //! ```
 
+pub(crate) mod alloc;
+
+use self::alloc::RawHeap;
 use crate::arena::InArena;
 use crate::error::Result;
-use crate::sys::arena_alloc::{self, RawHeap};
 use crate::{Arena, Digest, PageStore, Region, RegionBuilder, Snapshot, StoreStats, Tracking};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,7 +205,7 @@ impl<F: Family> Heap<F> {
 
     /// The smallest heap length that holds the allocator state (plus the root).
     pub fn min_len() -> usize {
-        arena_alloc::min_len()
+        alloc::min_len()
     }
 }
 

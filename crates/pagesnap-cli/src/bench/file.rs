@@ -11,6 +11,8 @@
 //! Medians over `--rounds`; `full.snap` and `delta.snap` are left in `--dir` for
 //! `pagesnap inspect` / `pagesnap verify`.
 
+use crate::bench::args::JsonArg;
+use crate::bench::dataset::Rng;
 use crate::bench::units::{ByteSize, Percent};
 use crate::CmdResult;
 use pagesnap::{PageStore, Region, Snapshot};
@@ -40,36 +42,17 @@ pub struct FileArgs {
     /// `full.snap` and `delta.snap` are left there.
     #[arg(long, visible_alias = "keep")]
     dir: Option<PathBuf>,
-    /// Also write the results as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for c in buf.chunks_mut(8) {
-            let x = self.next().to_le_bytes();
-            c.copy_from_slice(&x[..c.len()]);
-        }
-    }
-}
-
+/// Random (incompressible) bytes, or half random and half zeros when `mixed`.
 fn fill_page(rng: &mut Rng, page: &mut [u8], mixed: bool) {
-    if mixed {
-        let half = page.len() / 2;
-        rng.fill(&mut page[..half]);
-        page[half..].fill(0);
-    } else {
-        rng.fill(page);
+    let random = if mixed { page.len() / 2 } else { page.len() };
+    for c in page[..random].chunks_mut(8) {
+        c.copy_from_slice(&rng.next_u64().to_le_bytes()[..c.len()]);
     }
+    page[random..].fill(0);
 }
 
 /// write(2) of `bytes` into a new file, then fsync: (time to write, time with fsync).
@@ -118,7 +101,7 @@ pub fn run(args: FileArgs) -> CmdResult {
     let mut region = Region::builder(args.size.0).build()?;
     let len = region.len();
     let pages = len / ps;
-    let mut rng = Rng(0x243f_6a88_85a3_08d3);
+    let mut rng = Rng::new(0x243f_6a88_85a3_08d3);
     for page in region.as_mut_slice().chunks_mut(ps) {
         fill_page(&mut rng, page, mixed);
     }
@@ -129,7 +112,7 @@ pub fn run(args: FileArgs) -> CmdResult {
     let mut dirty_bytes = Vec::with_capacity(dirty_pages * ps);
     let mut n = 0;
     while n < dirty_pages {
-        let p = (rng.next() % pages as u64) as usize;
+        let p = (rng.next_u64() % pages as u64) as usize;
         if !std::mem::replace(&mut chosen[p], true) {
             let page = &mut region.as_mut_slice()[p * ps..(p + 1) * ps];
             fill_page(&mut rng, page, mixed);
@@ -250,7 +233,7 @@ pub fn run(args: FileArgs) -> CmdResult {
     );
     println!("files left: {} {}", full.display(), delta.display());
 
-    if let Some(path) = &args.json {
+    if args.json.path().is_some() {
         let times: serde_json::Map<String, serde_json::Value> = m
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
@@ -275,7 +258,7 @@ pub fn run(args: FileArgs) -> CmdResult {
             "delta_uncompressed_bytes": delta_report.uncompressed_bytes,
             "files": [full.display().to_string(), delta.display().to_string()],
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")?;
+        args.json.write(&doc)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,27 +4,29 @@
 //! ```text
 //!  background_save(path):  create the temporary file (fails here, before any
 //!                          protection, if the path is not writable)
-//!                          protect + peek + lift clean batches, as live.rs does
-//!  copier, per batch (writers' requests first, else address order):
-//!    batch with dirty pages: claim, copy its dirty pages into a 2 MiB buffer,
-//!                            lift the protection, wake the writers — then
-//!    every batch:            write its pages: dirty ones from the buffer, the
+//!                          protect + peek + lift clean batches, as mod.rs says
+//!  copier (drive.rs), per batch, from a writer's staged copy or its own:
+//!    every batch:            write its pages: dirty ones from the copy, the
 //!                            others from the sync point's frames (in the store)
 //!  end:                      table + footer, fsync, rename, fsync the directory
 //! ```
 //!
-//! Nothing is inserted into the store: extra memory is the batch buffer, the
-//! writer's output buffer and dedup cache, and the page table being built.
+//! Nothing is inserted into the store: extra memory is the staging pool, the
+//! batch buffer, the writer's output buffer and dedup cache, and the page table
+//! being built.
 //! Any error (a failed write, a full disk) stops the copier, which lifts all
 //! protection and wakes every writer before the error is returned; the
 //! temporary file is removed.
 
+use super::drive::{drive, Sink};
+use super::{Job, Progress, Shared};
 use crate::error::{Error, Result};
 use crate::file::stream::{StreamReport, StreamWriter};
 use crate::fork::Owner;
-use crate::live::{self, claim, drive, lift, Job, Progress, Shared};
 use crate::store::frames::FrameId;
+use crate::store::{PageStore, Tree};
 use crate::sys::page_size;
+use crate::sys::staging::StagingPool;
 use crate::Digest;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,8 +62,16 @@ pub struct BackgroundSaveReport {
     pub bytes: u64,
     /// From the instant of protection until the file was complete and durable.
     pub duration: Duration,
-    /// Batches served ahead of order because a writer waited for them.
+    /// Batches writers had to wait for (the staging pool was full).
     pub faults: u64,
+    /// Batches writers copied themselves into the staging pool and went on.
+    pub staged: u64,
+    /// Bytes of the staging pool (extra memory, at most).
+    pub staging_bytes: u64,
+    /// Most bytes staged at once.
+    pub staging_peak_bytes: u64,
+    /// Time writers spent held up by the save, all writers together.
+    pub writers_waited: Duration,
     /// The saved snapshot's digest.
     pub digest: Digest,
 }
@@ -94,6 +104,10 @@ impl BackgroundSave {
             bytes: r.bytes,
             duration: self.shared.duration(),
             faults: p.faults,
+            staged: p.staged,
+            staging_bytes: p.staging_bytes,
+            staging_peak_bytes: p.staging_peak_bytes,
+            writers_waited: p.writers_waited,
             digest: r.digest,
         })
     }
@@ -114,15 +128,16 @@ impl Drop for BackgroundSave {
 
 /// Starts a background save of the job's region to `path`.
 pub(crate) fn start(
-    job: Job,
+    mut job: Job,
     path: &Path,
     peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
 ) -> Result<BackgroundSave> {
+    job.staging = Some(super::staging_or(&job, super::STAGING_SAVE));
     let path: PathBuf = path.to_path_buf();
     let writer =
         StreamWriter::create(&path, job.map.len(), job.map.as_ptr() as usize).map_err(at(&path))?;
-    let (thread, shared) = live::start_with(job, peek, move |job, shared, dirty, batch| {
-        save(job, shared, dirty, batch, writer, &path)
+    let (thread, shared) = super::start_with(job, peek, move |job, shared, dirty, batch, pool| {
+        save(job, shared, dirty, batch, pool, writer, &path)
     })?;
     Ok(BackgroundSave {
         thread: Some(thread),
@@ -138,42 +153,51 @@ fn at(path: &Path) -> impl FnOnce(crate::file::FileError) -> Error + '_ {
     }
 }
 
-/// The copier: every batch, writers' requests first, into the file.
+/// Every batch into the file: dirty pages from the copy, the others from the
+/// sync point's frames.
+struct FileSink<'a> {
+    writer: StreamWriter,
+    path: &'a Path,
+    store: PageStore,
+    tree: &'a Tree,
+    pages_per_batch: usize,
+    npages: usize,
+    frames: Vec<FrameId>,
+}
+
+impl Sink for FileSink<'_> {
+    fn batch(&mut self, b: usize, dirty: &[usize], bytes: &[u8]) -> Result<()> {
+        let first = b * self.pages_per_batch;
+        let end = (first + self.pages_per_batch).min(self.npages);
+        self.frames.clear();
+        self.frames.extend((first..end).map(|p| self.tree.get(p)));
+        self.writer
+            .write_batch(first, &self.frames, dirty, bytes, &self.store)
+            .map_err(at(self.path))
+    }
+}
+
+/// The copier: every batch, into the file.
 fn save(
     job: &Job,
     shared: &Shared,
     dirty: &[usize],
     batch: usize,
-    mut writer: StreamWriter,
+    pool: Option<&StagingPool>,
+    writer: StreamWriter,
     path: &Path,
 ) -> Result<StreamReport> {
-    let (map, page) = (&*job.map, page_size());
+    let page = page_size();
     let pages_per_batch = batch / page;
-    let npages = map.len() / page;
-    let store = job.base.store().clone();
-    let tree = job.base.tree();
-    let mut buf = live::batch_buffer(batch)?;
-    let mut frames: Vec<FrameId> = Vec::with_capacity(pages_per_batch);
-    drive(job, shared, |b| {
-        let first = b * pages_per_batch;
-        let end = (first + pages_per_batch).min(npages);
-        let lo = dirty.partition_point(|&p| p < first);
-        let hi = dirty.partition_point(|&p| p < end);
-        let mine = &dirty[lo..hi];
-        if !mine.is_empty() {
-            if !claim(shared, b) {
-                return Ok(()); // served already, ahead of order
-            }
-            for (i, &p) in mine.iter().enumerate() {
-                map.copy_out(p * page, &mut buf[i * page..(i + 1) * page]);
-            }
-            lift(job, shared, b, batch, mine.len())?;
-        }
-        frames.clear();
-        frames.extend((first..end).map(|p| tree.get(p)));
-        writer
-            .write_batch(first, &frames, mine, &buf[..mine.len() * page], &store)
-            .map_err(at(path))
-    })?;
-    writer.finish().map_err(at(path))
+    let mut sink = FileSink {
+        writer,
+        path,
+        store: job.base.store().clone(),
+        tree: job.base.tree(),
+        pages_per_batch,
+        npages: job.map.len() / page,
+        frames: Vec::with_capacity(pages_per_batch),
+    };
+    drive(job, shared, dirty, batch, pool, &mut sink)?;
+    sink.writer.finish().map_err(at(path))
 }

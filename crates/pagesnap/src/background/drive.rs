@@ -1,0 +1,256 @@
+//! The copier core, shared by every sink: serves each batch of the region
+//! once, whoever copied it, and hands its dirty pages to a [`Sink`].
+//!
+//! ```text
+//!  loop until every batch is served:
+//!    1. batches a writer waits for (REQUESTED; the pool was full):
+//!       claim, copy from the region, lift, wake — then sink
+//!    2. staged copies (a writer copied its batch into a slot): sink from the
+//!       slot, free the slot, mark the batch COPIED
+//!    3. the next batch in address order (or following a writer that waited):
+//!       PENDING → claim, copy, lift, sink; COPIED by the start (no dirty
+//!       page) → sink it empty; a writer has it → it comes back through 2.
+//!  then: was pagesnap's SIGSEGV handler in place all along?
+//! ```
+
+use super::start::{claim, release_all};
+use super::{Job, Shared};
+use crate::error::{Error, Result};
+use crate::sys::futex;
+use crate::sys::page_size;
+use crate::sys::signal::{self, COPIED, REQUESTED};
+use crate::sys::staging::{FilledSlot, StagingPool};
+use std::sync::atomic::Ordering;
+
+/// Where a batch's pages go: the store (`store.rs`) or a file (`save.rs`).
+pub(crate) trait Sink {
+    /// Saves batch `b`, whose pages written since the sync point are `dirty`
+    /// (sorted), with their bytes at the instant in `bytes` (page `i` of
+    /// `dirty` at `i * page`). Called once per batch of the region, in any
+    /// order; `dirty` is empty for a batch with nothing written.
+    fn batch(&mut self, b: usize, dirty: &[usize], bytes: &[u8]) -> Result<()>;
+}
+
+/// The copier's batch buffer, or an error when memory is short.
+pub(crate) fn batch_buffer(batch: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(batch)
+        .map_err(|_| Error::OutOfMemory {
+            what: "the copier's batch buffer",
+            bytes: batch,
+        })?;
+    buf.resize(batch, 0);
+    Ok(buf)
+}
+
+/// Serves every batch once into `sink` (see the module docs). On an error,
+/// stops, lifts all protection and wakes every writer — none is ever left
+/// parked — and returns the error. Once every batch is served, checks that
+/// pagesnap's handler was still installed: if another replaced it, a write
+/// after the instant may have gone in unseen, and the result is an error.
+/// Records the copier's finishing time either way.
+pub(crate) fn drive(
+    job: &Job,
+    shared: &Shared,
+    dirty: &[usize],
+    batch: usize,
+    pool: Option<&StagingPool>,
+    sink: &mut impl Sink,
+) -> Result<()> {
+    let mut copier = Copier {
+        job,
+        shared,
+        dirty,
+        batch,
+        pages_per_batch: batch / page_size(),
+        buf: batch_buffer(batch)?,
+        done: vec![false; shared.batches.states.len()],
+        left: shared.batches.states.len(),
+        sink,
+    };
+    let mut result = copier.run(pool);
+    if result.is_ok() {
+        result = signal::check().map_err(Error::from);
+    }
+    if result.is_err() {
+        let _ = release_all(&job.map, job.unprotect_to, &shared.batches);
+    }
+    shared.finish();
+    result
+}
+
+struct Copier<'a, S: Sink> {
+    job: &'a Job,
+    shared: &'a Shared,
+    dirty: &'a [usize],
+    batch: usize,
+    pages_per_batch: usize,
+    buf: Vec<u8>,
+    /// Batches handed to the sink.
+    done: Vec<bool>,
+    left: usize,
+    sink: &'a mut S,
+}
+
+impl<S: Sink> Copier<'_, S> {
+    fn run(&mut self, pool: Option<&StagingPool>) -> Result<()> {
+        /// Most writers followed at once.
+        const CURSORS: usize = 16;
+        let states = &self.shared.batches.states;
+        let n = states.len();
+        let mut cursors: Vec<usize> = Vec::with_capacity(CURSORS);
+        let mut turn = 0;
+        let mut seen_requests = 0;
+        let mut next = 0;
+        while self.left > 0 {
+            // 1. Writers waiting (the pool was full, or there is none).
+            let requests = self.shared.batches.requests.load(Ordering::Acquire);
+            if requests != seen_requests {
+                seen_requests = requests;
+                for b in 0..n {
+                    if !self.done[b]
+                        && states[b].load(Ordering::Acquire) == REQUESTED
+                        && self.direct(b)?
+                    {
+                        // Follow this writer: replace the cursor that led here.
+                        match cursors.iter().position(|&c| c == b) {
+                            Some(i) => cursors[i] = b + 1,
+                            None if cursors.len() < CURSORS => cursors.push(b + 1),
+                            None => cursors[turn % CURSORS] = b + 1,
+                        }
+                    }
+                }
+                continue;
+            }
+            // 2. Staged copies: free their slots for the next writers.
+            if let Some(slot) = pool.and_then(|p| p.take_filled()) {
+                self.staged(slot)?;
+                continue;
+            }
+            // 3. Ahead of the writers that waited, then address order.
+            cursors.retain(|&c| c < n && !self.done[c]);
+            let b = if !cursors.is_empty() {
+                turn = (turn + 1) % cursors.len();
+                let c = cursors[turn];
+                cursors[turn] = c + 1;
+                Some(c)
+            } else {
+                while next < n && (self.done[next] || self.with_writer(next)) {
+                    next += 1;
+                }
+                (next < n).then_some(next)
+            };
+            match b {
+                Some(b) => self.in_order(b)?,
+                // Every batch left is with a writer, copying it into a slot.
+                None if !pool.is_some_and(|p| p.has_filled()) => std::thread::yield_now(),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Batch `b` in its turn: copied here if nobody has it; sunk empty if the
+    /// start lifted it (nothing written since the sync point); left alone if
+    /// a writer has it (it comes back staged).
+    fn in_order(&mut self, b: usize) -> Result<()> {
+        if !self.direct(b)? && self.shared.batches.states[b].load(Ordering::Acquire) == COPIED {
+            self.serve(b, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Whether a writer has claimed batch `b` (not done) to stage it.
+    fn with_writer(&self, b: usize) -> bool {
+        use crate::sys::signal::{COPYING, STAGED};
+        matches!(
+            self.shared.batches.states[b].load(Ordering::Acquire),
+            COPYING | STAGED
+        )
+    }
+
+    /// Batch `b`'s dirty pages, as a range of `self.dirty`.
+    fn range(&self, b: usize) -> (usize, usize) {
+        let first = b * self.pages_per_batch;
+        let lo = self.dirty.partition_point(|&p| p < first);
+        let hi = self
+            .dirty
+            .partition_point(|&p| p < first + self.pages_per_batch);
+        (lo, hi)
+    }
+
+    /// Claims batch `b` and copies it from the region (it is still protected),
+    /// lifts it and wakes its writers, then sinks it. False if someone else
+    /// has it or it is saved already.
+    fn direct(&mut self, b: usize) -> Result<bool> {
+        let states = &self.shared.batches.states;
+        if self.done[b] || !claim(states, b) {
+            return Ok(false);
+        }
+        let (map, page) = (&*self.job.map, page_size());
+        let (lo, hi) = self.range(b);
+        let dirty = self.dirty;
+        let mine = &dirty[lo..hi];
+        for (i, &p) in mine.iter().enumerate() {
+            map.copy_out(p * page, &mut self.buf[i * page..(i + 1) * page]);
+        }
+        // Writers go on as soon as the bytes are out; the sink follows.
+        let from = b * self.batch;
+        let to = (from + self.batch).min(map.len());
+        let lifted = map.protect(from, to - from, self.job.unprotect_to);
+        states[b].store(COPIED, Ordering::Release);
+        futex::wake_all(&states[b]);
+        lifted.map_err(|source| Error::Background {
+            step: "mprotect (lift)",
+            addr: map.as_ptr() as usize + from,
+            len: to - from,
+            source,
+        })?;
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.serve(b, &buf[..mine.len() * page]);
+        self.buf = buf;
+        r.map(|()| true)
+    }
+
+    /// Sinks a writer's staged copy and frees its slot.
+    fn staged(&mut self, slot: FilledSlot<'_>) -> Result<()> {
+        let b = slot.batch();
+        let page = page_size();
+        let (lo, hi) = self.range(b);
+        let dirty = self.dirty;
+        let mine = &dirty[lo..hi];
+        let first = b * self.pages_per_batch;
+        let contiguous =
+            mine.first() == Some(&first) && mine.last() == Some(&(first + mine.len() - 1));
+        let r = if mine.is_empty() || contiguous {
+            self.serve(b, &slot.bytes()[..mine.len() * page])
+        } else {
+            // Gather the dirty pages out of the batch's copy.
+            let mut buf = std::mem::take(&mut self.buf);
+            for (i, &p) in mine.iter().enumerate() {
+                let at = (p - first) * page;
+                buf[i * page..(i + 1) * page].copy_from_slice(&slot.bytes()[at..at + page]);
+            }
+            let r = self.serve(b, &buf[..mine.len() * page]);
+            self.buf = buf;
+            r
+        };
+        drop(slot);
+        self.shared.staged.fetch_add(1, Ordering::Relaxed);
+        self.shared.batches.states[b].store(COPIED, Ordering::Release);
+        r
+    }
+
+    /// Hands batch `b` to the sink and counts it done.
+    fn serve(&mut self, b: usize, bytes: &[u8]) -> Result<()> {
+        let (lo, hi) = self.range(b);
+        let dirty = self.dirty;
+        let mine = &dirty[lo..hi];
+        self.done[b] = true;
+        self.left -= 1;
+        self.shared
+            .copied
+            .fetch_add(mine.len() as u64, Ordering::Relaxed);
+        self.sink.batch(b, mine, bytes)
+    }
+}

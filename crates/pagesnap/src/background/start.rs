@@ -1,0 +1,215 @@
+//! Starting a background snapshot: the staging pool, the instant of
+//! protection, the copier thread, and lifting the batches with nothing to save.
+
+use super::{batch_bytes, Job, Shared};
+use crate::error::{Error, Result};
+use crate::sys::futex;
+use crate::sys::mmap::{Mapping, Protection};
+use crate::sys::page_size;
+use crate::sys::signal::{self, BatchStates, COPIED, COPYING, PENDING, REQUESTED};
+use crate::sys::staging::StagingPool;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Protects the region and starts a copier running `body`, which is given the
+/// job, the shared state, the dirty pages (sorted), the batch size and the
+/// staging pool, and must serve every batch (see [`drive`](super::drive::drive)).
+pub(crate) fn start_with<T, F>(
+    job: Job,
+    peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
+    body: F,
+) -> Result<(JoinHandle<Result<T>>, Arc<Shared>)>
+where
+    T: Send + 'static,
+    F: FnOnce(&Job, &Shared, &[usize], usize, Option<&StagingPool>) -> Result<T> + Send + 'static,
+{
+    if job.busy.swap(true, Ordering::AcqRel) {
+        return Err(Error::BackgroundBusy);
+    }
+    // Writers must fault into pagesnap's handler to stage or wait for their batch.
+    if let Err(replaced) = signal::check() {
+        job.busy.store(false, Ordering::Release);
+        return Err(replaced.into());
+    }
+    let busy = job.busy.clone();
+    let started = start_inner(job, peek, body);
+    if started.is_err() {
+        busy.store(false, Ordering::Release);
+    }
+    started
+}
+
+/// Makes every batch writable again (as it was before) and `COPIED`, and
+/// wakes every writer: after an error, or when there is no copier.
+pub(crate) fn release_all(
+    map: &Mapping,
+    unprotect_to: Protection,
+    batches: &BatchStates,
+) -> std::io::Result<()> {
+    let r = map.protect(0, map.len(), unprotect_to);
+    for s in batches.states.iter() {
+        s.store(COPIED, Ordering::Release);
+        futex::wake_all(s);
+    }
+    r
+}
+
+fn start_inner<T, F>(
+    job: Job,
+    peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
+    body: F,
+) -> Result<(JoinHandle<Result<T>>, Arc<Shared>)>
+where
+    T: Send + 'static,
+    F: FnOnce(&Job, &Shared, &[usize], usize, Option<&StagingPool>) -> Result<T> + Send + 'static,
+{
+    let map = &job.map;
+    let len = map.len();
+    let addr = map.as_ptr() as usize;
+    let batch = batch_bytes(len);
+    let batches = job.batches.clone();
+    debug_assert_eq!(batches.states.len(), len.div_ceil(batch));
+    // Mapped before the instant (a failure is reported here, with nothing
+    // protected yet); published to the handler only once the peek is done.
+    let slots = job.staging.unwrap_or(0) / batch;
+    let pool = match slots {
+        0 => None,
+        n => Some(Arc::new(
+            StagingPool::new(n, batch, job.unprotect_to).map_err(|source| Error::Background {
+                step: "mmap (staging pool)",
+                addr,
+                len: n * batch,
+                source,
+            })?,
+        )),
+    };
+    for st in batches.states.iter() {
+        st.store(PENDING, Ordering::Release);
+    }
+    let requests_before = batches.requests.load(Ordering::Acquire);
+    let waited_before = batches.waited_ns.load(Ordering::Acquire);
+    let started = Instant::now();
+    map.protect(0, len, Protection::Read).map_err(|source| {
+        let _ = release_all(map, job.unprotect_to, &batches);
+        Error::Background {
+            step: "mprotect(PROT_READ)",
+            addr,
+            len,
+            source,
+        }
+    })?;
+    // Everything else happens in the copier: the caller's pause is the
+    // protection alone.
+    let shared = Arc::new(Shared {
+        copied: AtomicU64::new(0),
+        total: AtomicU64::new(0),
+        staged: AtomicU64::new(0),
+        staging_peak: AtomicU64::new(0),
+        staging_bytes: pool.as_ref().map_or(0, |p| p.bytes() as u64),
+        batches,
+        requests_before,
+        waited_before,
+        started,
+        finished_ns: AtomicU64::new(0),
+    });
+    let thread_shared = shared.clone();
+    let (map, unprotect_to) = (job.map.clone(), job.unprotect_to);
+    let thread = std::thread::Builder::new()
+        .name("pagesnap-copier".into())
+        .spawn(move || {
+            let shared = &thread_shared;
+            let mut dirty = Vec::new();
+            // The peek runs while every batch is still protected (writers that
+            // fault meanwhile wait), so what it sees and leaves behind in the
+            // tracker is exact; only then may writers lift batches themselves.
+            let mut published = None;
+            let r = peek(&mut dirty)
+                .and_then(|()| lift_clean(&job, shared, &mut dirty, batch))
+                .and_then(|()| {
+                    published = pool.map(|p| shared.batches.publish(p));
+                    body(
+                        &job,
+                        shared,
+                        &dirty,
+                        batch,
+                        published.as_ref().map(|p| p.pool()),
+                    )
+                });
+            if r.is_err() {
+                let _ = release_all(&job.map, job.unprotect_to, &shared.batches);
+                shared.finish();
+            }
+            if let Some(p) = published.as_ref().map(|p| p.pool()) {
+                shared
+                    .staging_peak
+                    .store(p.peak_bytes() as u64, Ordering::Relaxed);
+            }
+            // Withdraw the pool (waiting out any writer still inside it) and
+            // unmap it before the caller learns that the copy is done.
+            drop(published);
+            job.busy.store(false, Ordering::Release);
+            r
+        })
+        .map_err(|source| {
+            // No copier: release the writers here (the pool went with the
+            // closure, withdrawn).
+            let _ = release_all(&map, unprotect_to, &shared.batches);
+            Error::Background {
+                step: "spawn copier thread",
+                addr,
+                len,
+                source,
+            }
+        })?;
+    Ok((thread, shared))
+}
+
+/// The copier's first step: sorts the dirty pages and makes the batches without
+/// any writable again at once (their pages equal the sync point's).
+fn lift_clean(job: &Job, shared: &Shared, dirty: &mut Vec<usize>, batch: usize) -> Result<()> {
+    let (map, page) = (&*job.map, page_size());
+    let len = map.len();
+    let states = &shared.batches.states;
+    if !dirty.windows(2).all(|w| w[0] < w[1]) {
+        dirty.sort_unstable();
+        dirty.dedup();
+    }
+    shared.total.store(dirty.len() as u64, Ordering::Relaxed);
+    let pages_per_batch = batch / page;
+    let mut has_dirty = vec![false; states.len()];
+    for &p in dirty.iter() {
+        has_dirty[p / pages_per_batch] = true;
+    }
+    let clean: Vec<usize> = (0..states.len())
+        .filter(|&b| !has_dirty[b] && claim(states, b))
+        .collect();
+    for (first, n) in crate::track::runs(&clean) {
+        let from = first * batch;
+        let to = ((first + n) * batch).min(len);
+        let lifted = map.protect(from, to - from, job.unprotect_to);
+        for s in &states[first..first + n] {
+            s.store(COPIED, Ordering::Release);
+            futex::wake_all(s);
+        }
+        lifted.map_err(|source| Error::Background {
+            step: "mprotect (lift)",
+            addr: map.as_ptr() as usize + from,
+            len: to - from,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Claims batch `b` for copying: true if it was waiting (`PENDING` or
+/// `REQUESTED`) and is now `COPYING`, ours; false if someone else has it (a
+/// writer staging it, another copier) or it is saved.
+pub(crate) fn claim(states: &[std::sync::atomic::AtomicU32], b: usize) -> bool {
+    let s = &states[b];
+    [PENDING, REQUESTED].into_iter().any(|from| {
+        s.compare_exchange(from, COPYING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    })
+}

@@ -1,0 +1,123 @@
+//! Starting background snapshots and saves of a region: the job handed to the
+//! copier (`crate::background`), and the peek of what was written since the
+//! sync point.
+
+use super::Region;
+use crate::error::Result;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+impl Region {
+    /// Starts a consistent snapshot of the region as it is now, and returns as soon
+    /// as the region is protected; other threads may go on writing through
+    /// [`as_ptr`](Self::as_ptr) meanwhile. A writer that touches a 2 MiB batch
+    /// not yet copied copies it into staging memory itself and goes on (see
+    /// [`RegionBuilder::staging`](super::RegionBuilder::staging)); only when that memory is full does it wait
+    /// for the copier (see `background/mod.rs` for the design). `wait()` on the
+    /// result gives the snapshot; tracking stays exact throughout, so the next
+    /// [`snapshot`](Self::snapshot) sees every write.
+    ///
+    /// ```
+    /// let mut region = pagesnap::Region::builder(8 << 20).build()?;
+    /// region.as_mut_slice().fill(123);
+    /// let bg = region.background_snapshot()?;
+    /// region.as_mut_slice()[0] = 7; // its batch is copied first
+    /// let snap = bg.wait()?;
+    /// assert!(snap.to_vec().iter().all(|&b| b == 123));
+    /// assert_eq!(region.snapshot()?.to_vec()[0], 7);
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn background_snapshot(&self) -> Result<crate::Background> {
+        let job = self.live_job()?;
+        crate::background::start(job, self.peeker())
+    }
+
+    /// As [`background_snapshot`](Self::background_snapshot), but the snapshot is
+    /// streamed to a snapshot file at `path` as the copier goes (atomically and
+    /// durably, like [`Snapshot::save`](crate::Snapshot::save)), without entering the store: extra memory
+    /// is a few buffers, not the region. [`wait`](crate::BackgroundSave::wait)
+    /// returns once the file is complete. On any error the writers are released
+    /// and the target is left untouched.
+    ///
+    /// ```
+    /// use pagesnap::{PageStore, Region, Snapshot};
+    /// let dir = std::env::temp_dir().join(format!("pagesnap-bgdoc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let mut region = Region::builder(8 << 20).build()?;
+    /// region.as_mut_slice().fill(123);
+    /// let bg = region.background_save(dir.join("a.snap"))?;
+    /// region.as_mut_slice()[0] = 7; // its batch is copied first
+    /// let report = bg.wait()?;
+    /// let back = Snapshot::load(dir.join("a.snap"), &PageStore::new())?;
+    /// assert_eq!(back.digest(), report.digest);
+    /// assert!(back.to_vec().iter().all(|&b| b == 123));
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), pagesnap::Error>(())
+    /// ```
+    pub fn background_save(
+        &self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<crate::BackgroundSave> {
+        let job = self.live_job()?;
+        crate::background::save::start(job, path.as_ref(), self.peeker())
+    }
+
+    fn live_job(&self) -> Result<crate::background::Job> {
+        self.preflight()?;
+        let unprotect_to = self
+            .tracker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unprotect_to();
+        let batches = {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            if live.is_none() {
+                *live = Some(crate::background::LiveSlot::register(&self.map)?);
+            }
+            live.as_ref()
+                .map(|l| l.batches.clone())
+                .expect("registered above")
+        };
+        Ok(crate::background::Job {
+            map: self.map.clone(),
+            base: self.base.clone(),
+            busy: self.background.clone(),
+            unprotect_to,
+            batches,
+            staging: self.staging,
+        })
+    }
+
+    /// What the copier calls to learn the pages written since the sync point.
+    /// Counts a peek pending until it has run (or been dropped unrun, as when
+    /// the start is refused: that drop must leave a running copier's count).
+    fn peeker(&self) -> impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static {
+        struct Pending(Arc<AtomicUsize>);
+        impl Drop for Pending {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Release);
+            }
+        }
+        self.peek_pending.fetch_add(1, Ordering::AcqRel);
+        let pending = Pending(self.peek_pending.clone());
+        let (tracker, map) = (self.tracker.clone(), self.map.clone());
+        // Tracking is in doubt (a failed call could not put its pages back):
+        // the copier compares every page with the sync point as well.
+        let resync = self.resync.then(|| self.base.clone());
+        // Dirty against the sync point too, though the tracker forgot them.
+        let carried = self.carried.clone();
+        move |dirty| {
+            let r = tracker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .peek(&map, dirty);
+            let r = match (r, resync) {
+                (Ok(()), Some(base)) => crate::verify::differing(&map, &base, dirty),
+                (r, _) => r,
+            };
+            drop(pending);
+            dirty.extend_from_slice(&carried);
+            r
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! # Safety
+//!
+//! The staging pool of a background snapshot: memory, allocated when the
+//! snapshot starts, into which a writer copies the batch it faulted on from
+//! inside the SIGSEGV handler, so that it can lift the batch's protection and
+//! go on at once instead of waiting for a copier.
+//!
+//! ```text
+//!  mem:   [ slot 0 | slot 1 | … ]   one batch (2 MiB) each
+//!  free:  [AtomicU64]               bit set = slot free (writers take, copiers give)
+//!  holds: [AtomicUsize]             batch + 1 once its copy is complete, else 0
+//!
+//!  writer, in the handler (async-signal-safe: atomics, memcpy, mprotect, futex):
+//!    take a free slot ─► claim the batch (PENDING/REQUESTED → COPYING)
+//!    ─► memcpy the batch into the slot ─► mprotect(batch, writable)
+//!    ─► holds[slot] = batch + 1 ─► state = STAGED, wake waiters ─► retry the write
+//!  copier: [`StagingPool::take_filled`] ─► hash / write the slot ─► slot freed
+//! ```
+//!
+//! The claim makes a batch's copy exclusive: whoever moves it out of `PENDING`
+//! (or `REQUESTED`) copies it — a writer into a slot, or a copier — and nobody
+//! else lifts its protection, so the bytes copied are the batch at the instant.
+#![allow(unsafe_code)]
+
+use super::mmap::{Mapping, Protection};
+use super::signal::{COPYING, PENDING, REQUESTED, STAGED};
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// A pool of batch-sized slots; see the module docs.
+pub(crate) struct StagingPool {
+    mem: Mapping,
+    slot_bytes: usize,
+    slots: usize,
+    free: Box<[AtomicU64]>,
+    holds: Box<[AtomicUsize]>,
+    /// What a staged batch goes back to (writable, or read-only under the
+    /// mprotect tracker).
+    unprotect_to: Protection,
+    /// Most slots in use at once.
+    peak: AtomicUsize,
+    in_use: AtomicUsize,
+}
+
+/// What [`StagingPool::stage`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Staged {
+    /// The batch is copied into a slot and writable again: retry the write.
+    Done,
+    /// Someone else has the batch (a copier or another writer): wait for it.
+    Taken,
+    /// No slot free, or the protection could not be lifted: wait for a copier.
+    NoRoom,
+}
+
+impl StagingPool {
+    /// A pool of `slots` slots of `slot_bytes` each (memory is mapped now and
+    /// filled as slots are first used).
+    pub(crate) fn new(
+        slots: usize,
+        slot_bytes: usize,
+        unprotect_to: Protection,
+    ) -> io::Result<StagingPool> {
+        let len = slots
+            .checked_mul(slot_bytes)
+            .filter(|&l| l > 0)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let mem = Mapping::anonymous(len, Protection::ReadWrite, false)?;
+        let words = slots.div_ceil(64);
+        let free = (0..words)
+            .map(|w| {
+                let n = (slots - w * 64).min(64);
+                AtomicU64::new(if n == 64 { u64::MAX } else { (1 << n) - 1 })
+            })
+            .collect();
+        let holds = (0..slots).map(|_| AtomicUsize::new(0)).collect();
+        Ok(StagingPool {
+            mem,
+            slot_bytes,
+            slots,
+            free,
+            holds,
+            unprotect_to,
+            peak: AtomicUsize::new(0),
+            in_use: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes of staging memory (the most it can hold).
+    pub(crate) fn bytes(&self) -> usize {
+        self.slots * self.slot_bytes
+    }
+
+    /// Most bytes staged at once so far.
+    pub(crate) fn peak_bytes(&self) -> usize {
+        self.peak.load(Ordering::Relaxed) * self.slot_bytes
+    }
+
+    /// A free slot, lowest first (so the slots already touched are reused).
+    /// Async-signal-safe.
+    fn take(&self) -> Option<usize> {
+        for (w, word) in self.free.iter().enumerate() {
+            let mut bits = word.load(Ordering::Acquire);
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                match word.compare_exchange_weak(
+                    bits,
+                    bits & !(1 << bit),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        let n = self.in_use.fetch_add(1, Ordering::Relaxed) + 1;
+                        self.peak.fetch_max(n, Ordering::Relaxed);
+                        return Some(w * 64 + bit);
+                    }
+                    Err(now) => bits = now,
+                }
+            }
+        }
+        None
+    }
+
+    fn give(&self, slot: usize) {
+        self.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.free[slot / 64].fetch_or(1 << (slot % 64), Ordering::Release);
+    }
+
+    /// From the SIGSEGV handler: copies the batch `[addr, addr + len)`, whose
+    /// state is `state`, into a free slot and lifts its protection. `batch` is
+    /// its index. Async-signal-safe: atomics, one memcpy, mprotect and a futex
+    /// wake; no allocation, no lock.
+    pub(crate) fn stage(&self, state: &AtomicU32, batch: usize, addr: usize, len: usize) -> Staged {
+        if len > self.slot_bytes {
+            return Staged::NoRoom;
+        }
+        let Some(slot) = self.take() else {
+            return Staged::NoRoom;
+        };
+        let claimed = [PENDING, REQUESTED].into_iter().any(|from| {
+            state
+                .compare_exchange(from, COPYING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        if !claimed {
+            self.give(slot);
+            return Staged::Taken;
+        }
+        // SAFETY: the source is `len` bytes of a live region registered with the
+        // handler (the caller found it in the background table), readable (it is
+        // protected read-only, not PROT_NONE), and nobody writes it: the batch is
+        // COPYING, claimed by this thread, so its protection stays on until we
+        // lift it below. The destination is slot `slot` (< slots, len ≤
+        // slot_bytes) of this pool's own mapping, taken from `free` by this
+        // thread alone, so nobody else reads or writes it until it is given
+        // back. The two mappings are distinct, so the ranges cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                addr as *const u8,
+                self.mem.as_ptr().add(slot * self.slot_bytes),
+                len,
+            );
+        }
+        // SAFETY: [addr, addr + len) is page-aligned (a batch of a registered
+        // region) and lies inside it; mprotect is async-signal-safe, and the
+        // protection given back is the one the region had before the snapshot.
+        let lifted =
+            unsafe { libc::mprotect(addr as *mut libc::c_void, len, self.unprotect_to.bits()) };
+        if lifted != 0 {
+            // Leave the batch to a copier (which reports the failure if it
+            // cannot lift it either).
+            self.give(slot);
+            state.store(REQUESTED, Ordering::Release);
+            super::futex::wake_all(state);
+            return Staged::NoRoom;
+        }
+        self.holds[slot].store(batch + 1, Ordering::Release);
+        state.store(STAGED, Ordering::Release);
+        super::futex::wake_all(state);
+        Staged::Done
+    }
+
+    /// A slot whose copy is complete, if any, taken by the caller until the
+    /// returned guard drops (which frees the slot).
+    pub(crate) fn take_filled(&self) -> Option<FilledSlot<'_>> {
+        for (slot, h) in self.holds.iter().enumerate() {
+            let held = h.load(Ordering::Acquire);
+            if held != 0
+                && h.compare_exchange(held, 0, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                return Some(FilledSlot {
+                    pool: self,
+                    slot,
+                    batch: held - 1,
+                });
+            }
+        }
+        None
+    }
+
+    /// Whether any slot holds a complete copy not yet taken.
+    pub(crate) fn has_filled(&self) -> bool {
+        self.holds.iter().any(|h| h.load(Ordering::Acquire) != 0)
+    }
+}
+
+/// A staged batch's copy, held by one copier; the slot is freed on drop.
+pub(crate) struct FilledSlot<'a> {
+    pool: &'a StagingPool,
+    slot: usize,
+    batch: usize,
+}
+
+impl FilledSlot<'_> {
+    /// The batch it holds a copy of.
+    pub(crate) fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The copy: the batch's bytes at the instant, from its first byte.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.pool
+            .mem
+            .range(self.slot * self.pool.slot_bytes, self.pool.slot_bytes)
+    }
+}
+
+impl Drop for FilledSlot<'_> {
+    fn drop(&mut self) {
+        self.pool.give(self.slot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::page_size;
+
+    #[test]
+    fn a_writer_stages_a_pending_batch_once_and_the_copier_takes_it() {
+        let page = page_size();
+        let region = Mapping::anonymous(4 * page, Protection::ReadWrite, false).unwrap();
+        region.copy_in(0, &vec![9u8; 2 * page]);
+        region.protect(0, 2 * page, Protection::Read).unwrap();
+        let pool = StagingPool::new(1, 2 * page, Protection::ReadWrite).unwrap();
+        let state = AtomicU32::new(PENDING);
+        let addr = region.as_ptr() as usize;
+        assert_eq!(pool.stage(&state, 0, addr, 2 * page), Staged::Done);
+        assert_eq!(state.load(Ordering::Acquire), STAGED);
+        // Writable again: this write would fault into no handler otherwise.
+        region.copy_in(0, &[1]);
+        // The one slot is used: a second batch finds no room.
+        let other = AtomicU32::new(PENDING);
+        assert_eq!(pool.stage(&other, 1, addr, 2 * page), Staged::NoRoom);
+        assert_eq!(other.load(Ordering::Acquire), PENDING);
+        let filled = pool.take_filled().expect("a filled slot");
+        assert_eq!(filled.batch(), 0);
+        assert!(filled.bytes()[..2 * page].iter().all(|&b| b == 9));
+        assert!(pool.take_filled().is_none());
+        drop(filled);
+        // Freed: the staged batch is not claimed twice.
+        assert_eq!(pool.stage(&state, 0, addr, 2 * page), Staged::Taken);
+        assert_eq!(pool.peak_bytes(), 2 * page);
+    }
+}

@@ -1,0 +1,128 @@
+//! Background snapshots where writers copy the batches they touch into the
+//! staging pool themselves (from the SIGSEGV handler) instead of waiting for
+//! the copier: the snapshot stays exact at the instant, into the store and to
+//! a file, with a pool large enough never to fill and with one too small.
+
+mod common;
+
+use pagesnap::{PageStore, Region, Snapshot};
+
+const BATCH: usize = 2 << 20;
+
+/// Takes `rounds` background snapshots (into the store, and to a file every
+/// other round) of a region that three stampers keep overwriting, checks each
+/// is one instant, and returns (batches staged, batches waited for) in all.
+fn stamped_rounds(region: &Region, rounds: usize, context: &str) -> (u64, u64) {
+    // One folder per call: the tests of this file run at once.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pagesnap-staging-{}-{call}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = region.as_ptr() as usize;
+    let mut stampers = common::Stampers::start(base, region.len(), 3);
+    stampers.wait_started(base);
+    let (mut staged, mut faults) = (0, 0);
+    let mut waited = std::time::Duration::ZERO;
+    let mut peak_fits = true;
+    let mut results = Vec::new();
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            let r = region.background_snapshot().and_then(|bg| bg.wait_report());
+            if let Ok((_, report)) = &r {
+                peak_fits &= report.staging_peak_bytes <= report.staging_bytes;
+                waited += report.writers_waited;
+                (staged, faults) = (staged + report.staged, faults + report.faults);
+            }
+            results.push(r.map(|(snap, _)| snap.to_vec()));
+        } else {
+            let path = dir.join(format!("{round}.snap"));
+            let r = region.background_save(&path).and_then(|bg| bg.wait());
+            if let Ok(report) = &r {
+                peak_fits &= report.staging_peak_bytes <= report.staging_bytes;
+                waited += report.writers_waited;
+                (staged, faults) = (staged + report.staged, faults + report.faults);
+            }
+            results.push(
+                r.and_then(|_| Snapshot::load(&path, &PageStore::new()))
+                    .map(|s| s.to_vec()),
+            );
+        }
+    }
+    // Stop the writers before any assertion can unwind past them.
+    stampers.stop();
+    assert!(
+        peak_fits,
+        "{context}: more staged at once than the pool holds"
+    );
+    // Writers that staged or waited spent time doing it. (Per round, a writer
+    // may still be leaving the handler when the report is taken; over all the
+    // rounds its time shows.)
+    assert!(
+        staged + faults == 0 || waited > std::time::Duration::ZERO,
+        "{context}: {staged} staged, {faults} waited for, no time counted"
+    );
+    for (round, bytes) in results.into_iter().enumerate() {
+        let bytes = bytes.unwrap_or_else(|e| panic!("{context} round {round}: {e}"));
+        stampers.assert_consistent(&bytes, &format!("{context} round {round}"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    (staged, faults)
+}
+
+/// Writers run into batches the copier has not reached, over and over: they
+/// stage them and go on, and every snapshot is still the region at its instant;
+/// tracking stays exact for the next snapshot.
+#[test]
+fn writers_staging_their_batches_keep_each_snapshot_exact() {
+    for t in common::backends() {
+        let len = 24 << 20;
+        let mut region = Region::builder(len)
+            .tracking(t)
+            .staging(len)
+            .build()
+            .unwrap();
+        let (staged, _) = stamped_rounds(&region, 8, &format!("{t} staging"));
+        assert!(staged > 0, "{t}: no writer ever staged a batch");
+        let snap = region.snapshot().unwrap();
+        assert!(
+            snap.to_vec() == region.as_mut_slice(),
+            "{t}: tracking missed writes after staged background snapshots"
+        );
+    }
+}
+
+/// A pool of one batch, and none at all: writers that find no room wait for
+/// the copier as before, and the snapshots are just as exact.
+#[test]
+fn a_full_or_missing_staging_pool_makes_writers_wait() {
+    for t in common::backends() {
+        for staging in [BATCH, 0] {
+            let len = 16 << 20;
+            let mut region = Region::builder(len)
+                .tracking(t)
+                .staging(staging)
+                .build()
+                .unwrap();
+            let (staged, faults) = stamped_rounds(&region, 6, &format!("{t} pool={staging}"));
+            if staging == 0 {
+                assert_eq!(staged, 0, "{t}: staged without a pool");
+            }
+            assert!(staged + faults > 0, "{t}: writers never met the snapshot");
+            let snap = region.snapshot().unwrap();
+            assert!(
+                snap.to_vec() == region.as_mut_slice(),
+                "{t}: tracking missed writes"
+            );
+        }
+    }
+}
+
+/// The pool's size is what the report says, and a quiet region uses none of it.
+#[test]
+fn staging_is_reported() {
+    let region = Region::builder(8 << 20).staging(5 << 20).build().unwrap();
+    let (_, report) = region.background_snapshot().unwrap().wait_report().unwrap();
+    // Rounded down to whole batches.
+    assert_eq!(report.staging_bytes, 2 * BATCH as u64);
+    assert_eq!((report.staged, report.staging_peak_bytes), (0, 0));
+}
