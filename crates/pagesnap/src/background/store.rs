@@ -33,6 +33,7 @@ pub(super) fn save(
     pool: Option<&StagingPool>,
 ) -> Result<Snapshot> {
     let store = job.base.store().clone();
+    let _beside = store.beside_writers();
     // Dropped on an error, which hands the frames back.
     let mut sink = StoreSink {
         changes: Staged::new(&store),

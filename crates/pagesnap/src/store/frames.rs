@@ -45,6 +45,11 @@ pub(super) struct Frames {
 }
 
 impl Frames {
+    /// See [`Slabs::beside_writers`].
+    pub(super) fn beside_writers(&self, on: bool) {
+        self.slabs.beside_writers(on);
+    }
+
     pub(super) fn new(page_size: usize) -> Frames {
         Frames {
             page_size,

@@ -75,6 +75,17 @@ pub struct StoreStats {
     pub table_nodes: u64,
 }
 
+/// See [`PageStore::beside_writers`].
+pub(crate) struct BesideWriters {
+    shared: Arc<Shared>,
+}
+
+impl Drop for BesideWriters {
+    fn drop(&mut self) {
+        self.shared.frames.beside_writers(false);
+    }
+}
+
 /// The store's state: the frames, and what the live tables take.
 pub(crate) struct Shared {
     frames: Frames,
@@ -116,6 +127,17 @@ impl PageStore {
 
     /// The bytes of frame `id`, which the caller holds (through a table or a
     /// `Staged`) for as long as it reads them. No lock is taken.
+    /// Marks the store as filled beside a point-in-time background snapshot's
+    /// writers until the guard drops: new frame memory is then faulted in as
+    /// it is first written rather than pre-faulted, which would hold the
+    /// process's mmap lock against the writers' fault handler.
+    pub(crate) fn beside_writers(&self) -> BesideWriters {
+        self.shared.frames.beside_writers(true);
+        BesideWriters {
+            shared: self.shared.clone(),
+        }
+    }
+
     pub(crate) fn frame(&self, id: FrameId) -> &[u8] {
         self.shared.frames.bytes(id)
     }
