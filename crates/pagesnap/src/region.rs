@@ -85,7 +85,7 @@ impl RegionBuilder {
     }
 
     /// Staging memory for background snapshots, in bytes (rounded down to
-    /// whole 2 MiB batches). A writer that touches a part of the region a
+    /// whole batches: 64 KiB to 2 MiB, see `background/mod.rs`). A writer that touches a part of the region a
     /// background snapshot has not saved yet copies that batch into this
     /// memory itself and goes on; only when it is full does the writer wait
     /// for the copier. Default: half the region for

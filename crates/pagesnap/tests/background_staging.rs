@@ -7,7 +7,9 @@ mod common;
 
 use pagesnap::{PageStore, Region, Snapshot};
 
-const BATCH: usize = 2 << 20;
+/// The batch of a region up to 256 MiB without huge pages: the unit a writer
+/// copies and unprotects.
+const BATCH: usize = 64 << 10;
 
 /// Takes `rounds` background snapshots (into the store, and to a file every
 /// other round) of a region that three stampers keep overwriting, checks each
@@ -120,7 +122,10 @@ fn a_full_or_missing_staging_pool_makes_writers_wait() {
 /// The pool's size is what the report says, and a quiet region uses none of it.
 #[test]
 fn staging_is_reported() {
-    let region = Region::builder(8 << 20).staging(5 << 20).build().unwrap();
+    let region = Region::builder(8 << 20)
+        .staging(2 * BATCH + 1000)
+        .build()
+        .unwrap();
     let (_, report) = region.background_snapshot().unwrap().wait_report().unwrap();
     // Rounded down to whole batches.
     assert_eq!(report.staging_bytes, 2 * BATCH as u64);

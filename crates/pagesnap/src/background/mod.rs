@@ -27,9 +27,11 @@
 //!
 //! Only pages written since the region's last sync point are saved: the others
 //! equal the sync point's snapshot, which the store already holds. Protection and
-//! service work in batches of 2 MiB (one huge page): one fault per batch instead
-//! of one per page, and a writer's copy is one memcpy of a batch — copy-on-write
-//! as fork does it, at batch granularity and without copying page tables.
+//! service work in batches ([`batch_bytes`]: 64 KiB up to one 2 MiB huge page):
+//! one fault per batch instead of one per page, and a writer's copy is one
+//! memcpy per batch — copy-on-write as fork does it, at batch granularity and
+//! without copying page tables. A writer going through memory in order stages
+//! the batches ahead of it in the same fault, up to a huge page.
 //!
 //! Extra memory: the staging pool ([`Progress::staging_bytes`], mapped at the
 //! start and filled as writers use it), the copier's batch buffer, and what the
@@ -242,16 +244,40 @@ pub(crate) struct Job {
     /// The region's batch states, registered with the SIGSEGV handler for the
     /// region's whole life (all `COPIED` between background snapshots).
     pub(crate) batches: Arc<BatchStates>,
+    /// Bytes per batch ([`batch_bytes`]).
+    pub(crate) batch: usize,
     /// Bytes of staging memory for writers' own copies (rounded down to whole
     /// batches; 0: writers always wait for the copier). None: the default of
     /// the mode ([`STAGING_SNAPSHOT`], [`STAGING_SAVE`]).
     pub(crate) staging: Option<usize>,
 }
 
-/// Bytes per batch: one huge page, or the whole region if smaller.
-pub(crate) fn batch_bytes(len: usize) -> usize {
-    HUGE_PAGE.min(len)
+/// Bytes per batch, the unit a faulting writer copies and unprotects: one
+/// huge page under huge pages (a smaller mprotect would split it); otherwise
+/// the smallest power of two from 64 KiB that keeps the region within
+/// [`MAX_BATCHES`], up to one huge page. A writer pays for the whole batch it
+/// lands in, so small batches spare a random writer (a B-tree, a hash table)
+/// most of the copying, while a writer going through memory in order stages
+/// the batches ahead of it in the same call, up to a huge page at a time. The
+/// cap bounds the mappings the unprotected islands split the region into (each
+/// is one more VMA; the kernel allows 65530 by default) and the copier's
+/// per-batch work.
+pub(crate) fn batch_bytes(len: usize, huge: bool) -> usize {
+    let batch = if huge {
+        HUGE_PAGE
+    } else {
+        (len / MAX_BATCHES)
+            .next_power_of_two()
+            .clamp(MIN_BATCH, HUGE_PAGE)
+    };
+    batch.min(len)
 }
+
+/// The smallest batch (see [`batch_bytes`]).
+const MIN_BATCH: usize = 64 << 10;
+/// The most batches a region is cut into unless its batches are one huge page
+/// each (see [`batch_bytes`]).
+const MAX_BATCHES: usize = 4096;
 
 /// Default staging of a background snapshot into the store, as a divisor of
 /// the region's size: half of it (the store takes the whole snapshot anyway;
@@ -267,20 +293,23 @@ pub(crate) const STAGING_SAVE: usize = 8;
 pub(crate) fn staging_or(job: &Job, divisor: usize) -> usize {
     let len = job.map.len();
     job.staging
-        .unwrap_or_else(|| (len / divisor).max(batch_bytes(len)))
+        .unwrap_or_else(|| (len / divisor).max(job.batch))
 }
 
 /// A region's registration with the handler's background table.
 pub(crate) struct LiveSlot {
     pub(crate) batches: Arc<BatchStates>,
+    /// Bytes per batch.
+    pub(crate) batch: usize,
     _slot: signal::BackgroundSlot,
 }
 
 impl LiveSlot {
-    /// Registers `map` (all batches `COPIED`: writes go ahead).
-    pub(crate) fn register(map: &Mapping) -> Result<LiveSlot> {
+    /// Registers `map` (all batches `COPIED`: writes go ahead), cut into
+    /// batches of [`batch_bytes`].
+    pub(crate) fn register(map: &Mapping, huge: bool) -> Result<LiveSlot> {
         let (addr, len) = (map.as_ptr() as usize, map.len());
-        let batch = batch_bytes(len);
+        let batch = batch_bytes(len, huge);
         let batches = Arc::new(BatchStates::new(len.div_ceil(batch), COPIED));
         let slot =
             signal::register_background(addr, len, batch, batches.clone()).map_err(
@@ -298,6 +327,7 @@ impl LiveSlot {
             )?;
         Ok(LiveSlot {
             batches,
+            batch,
             _slot: slot,
         })
     }

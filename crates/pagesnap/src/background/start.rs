@@ -1,12 +1,12 @@
 //! Starting a background snapshot: the staging pool, the instant of
 //! protection, the copier thread, and lifting the batches with nothing to save.
 
-use super::{batch_bytes, Job, Shared};
+use super::{Job, Shared};
 use crate::error::{Error, Result};
 use crate::sys::futex;
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
-use crate::sys::signal::{self, BatchStates, COPIED, COPYING, PENDING, REQUESTED};
+use crate::sys::signal::{self, BatchStates, COPIED, PENDING};
 use crate::sys::staging::StagingPool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,7 +68,7 @@ where
     let map = &job.map;
     let len = map.len();
     let addr = map.as_ptr() as usize;
-    let batch = batch_bytes(len);
+    let batch = job.batch;
     let batches = job.batches.clone();
     debug_assert_eq!(batches.states.len(), len.div_ceil(batch));
     // Mapped before the instant (a failure is reported here, with nothing
@@ -207,9 +207,5 @@ fn lift_clean(job: &Job, shared: &Shared, dirty: &mut Vec<usize>, batch: usize) 
 /// `REQUESTED`) and is now `COPYING`, ours; false if someone else has it (a
 /// writer staging it, another copier) or it is saved.
 pub(crate) fn claim(states: &[std::sync::atomic::AtomicU32], b: usize) -> bool {
-    let s = &states[b];
-    [PENDING, REQUESTED].into_iter().any(|from| {
-        s.compare_exchange(from, COPYING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    })
+    crate::sys::staging::claim(&states[b])
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 impl Region {
     /// Starts a consistent snapshot of the region as it is now, and returns as soon
     /// as the region is protected; other threads may go on writing through
-    /// [`as_ptr`](Self::as_ptr) meanwhile. A writer that touches a 2 MiB batch
-    /// not yet copied copies it into staging memory itself and goes on (see
+    /// [`as_ptr`](Self::as_ptr) meanwhile. A writer that touches a batch (64 KiB
+    /// to 2 MiB) not yet copied copies it into staging memory itself and goes on (see
     /// [`RegionBuilder::staging`](super::RegionBuilder::staging)); only when that memory is full does it wait
     /// for the copier (see `background/mod.rs` for the design). `wait()` on the
     /// result gives the snapshot; tracking stays exact throughout, so the next
@@ -69,13 +69,16 @@ impl Region {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .unprotect_to();
-        let batches = {
+        let (batches, batch) = {
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
             if live.is_none() {
-                *live = Some(crate::background::LiveSlot::register(&self.map)?);
+                *live = Some(crate::background::LiveSlot::register(
+                    &self.map,
+                    self.huge_pages,
+                )?);
             }
             live.as_ref()
-                .map(|l| l.batches.clone())
+                .map(|l| (l.batches.clone(), l.batch))
                 .expect("registered above")
         };
         Ok(crate::background::Job {
@@ -84,6 +87,7 @@ impl Region {
             busy: self.background.clone(),
             unprotect_to,
             batches,
+            batch,
             staging: self.staging,
         })
     }

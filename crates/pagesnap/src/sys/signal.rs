@@ -43,6 +43,7 @@
 //! ```
 #![allow(unsafe_code)]
 
+use super::mmap::HUGE_PAGE;
 use super::process;
 use super::staging::{self, StagingPool};
 use std::io;
@@ -140,9 +141,10 @@ impl BatchStates {
         }
     }
 
-    /// From the handler: stages batch `b` at `[addr, addr + len)` if a pool is
+    /// From the handler: stages batch `b` (and up to `ahead` waiting batches
+    /// after it) of the region at `at` = (start, len, batch bytes) if a pool is
     /// published and has room.
-    fn stage(&self, b: usize, addr: usize, len: usize) -> staging::Staged {
+    fn stage(&self, b: usize, at: (usize, usize, usize), ahead: usize) -> staging::Staged {
         // SeqCst pairs with `Published::drop`: either it sees us inside, or we
         // see the pool withdrawn.
         self.inside.fetch_add(1, Ordering::SeqCst);
@@ -153,7 +155,7 @@ impl BatchStates {
             // SAFETY: a published pool stays alive until `Published::drop` has
             // withdrawn it and seen `inside` at zero, which our increment above
             // (made before the load) prevents until we decrement below.
-            unsafe { &*pool }.stage(&self.states[b], b, addr, len)
+            unsafe { &*pool }.stage(&self.states, b, at, ahead)
         };
         self.inside.fetch_sub(1, Ordering::SeqCst);
         r
@@ -369,9 +371,14 @@ fn on_fault(addr: usize) -> bool {
             batches.waited_ns.fetch_add(ns, Ordering::Relaxed);
         };
         if matches!(state.load(Ordering::Acquire), PENDING | REQUESTED) {
-            let from = b * batch;
-            let here = batch.min(len - from);
-            if batches.stage(b, start + from, here) == staging::Staged::Done {
+            // A writer that staged the batch before this one is going through
+            // memory in order: stage up to a huge page ahead in the same call.
+            let ahead = if b > 0 && batches.states[b - 1].load(Ordering::Acquire) == STAGED {
+                (HUGE_PAGE / batch).saturating_sub(1)
+            } else {
+                0
+            };
+            if batches.stage(b, (start, len, batch), ahead) == staging::Staged::Done {
                 // Copied and writable again: retry the write.
                 waited();
                 return true;

@@ -6,13 +6,15 @@
 //! go on at once instead of waiting for a copier.
 //!
 //! ```text
-//!  mem:   [ slot 0 | slot 1 | … ]   one batch (2 MiB) each
+//!  mem:   [ slot 0 | slot 1 | … ]   one batch (64 KiB – 2 MiB) each
 //!  free:  [AtomicU64]               bit set = slot free (writers take, copiers give)
 //!  holds: [AtomicUsize]             batch + 1 once its copy is complete, else 0
 //!
 //!  writer, in the handler (async-signal-safe: atomics, memcpy, mprotect, futex):
 //!    take a free slot ─► claim the batch (PENDING/REQUESTED → COPYING)
-//!    ─► memcpy the batch into the slot ─► mprotect(batch, writable)
+//!    (and, for a writer going through memory in order, the waiting batches
+//!    after it, a slot each) ─► memcpy each into its slot
+//!    ─► one mprotect(run, writable)
 //!    ─► holds[slot] = batch + 1 ─► state = STAGED, wake waiters ─► retry the write
 //!  copier: [`StagingPool::take_filled`] ─► hash / write the slot ─► slot freed
 //! ```
@@ -26,6 +28,19 @@ use super::mmap::{Mapping, Protection};
 use super::signal::{COPYING, PENDING, REQUESTED, STAGED};
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// Most batches one writer stages in one call (see [`StagingPool::stage`]).
+pub(crate) const MAX_RUN: usize = 32;
+
+/// Claims a waiting batch for copying (`PENDING` or `REQUESTED` → `COPYING`):
+/// whoever moves it out copies it; false if someone else has it or it is saved.
+pub(crate) fn claim(state: &AtomicU32) -> bool {
+    [PENDING, REQUESTED].into_iter().any(|from| {
+        state
+            .compare_exchange(from, COPYING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    })
+}
 
 /// A pool of batch-sized slots; see the module docs.
 pub(crate) struct StagingPool {
@@ -128,58 +143,90 @@ impl StagingPool {
         self.free[slot / 64].fetch_or(1 << (slot % 64), Ordering::Release);
     }
 
-    /// From the SIGSEGV handler: copies the batch `[addr, addr + len)`, whose
-    /// state is `state`, into a free slot and lifts its protection. `batch` is
-    /// its index. Async-signal-safe: atomics, one memcpy, mprotect and a futex
-    /// wake; no allocation, no lock.
-    pub(crate) fn stage(&self, state: &AtomicU32, batch: usize, addr: usize, len: usize) -> Staged {
-        if len > self.slot_bytes {
+    /// From the SIGSEGV handler: copies batch `b` of the region at `start`
+    /// (`len` bytes in batches of `batch`), and up to `ahead` batches after it
+    /// that are still waiting, each into a free slot, and lifts their
+    /// protection in one mprotect. Async-signal-safe: atomics, memcpy,
+    /// mprotect and futex wakes; no allocation, no lock.
+    pub(crate) fn stage(
+        &self,
+        states: &[AtomicU32],
+        b: usize,
+        (start, len, batch): (usize, usize, usize),
+        ahead: usize,
+    ) -> Staged {
+        if batch > self.slot_bytes {
             return Staged::NoRoom;
         }
-        let Some(slot) = self.take() else {
+        let Some(first) = self.take() else {
             return Staged::NoRoom;
         };
-        let claimed = [PENDING, REQUESTED].into_iter().any(|from| {
-            state
-                .compare_exchange(from, COPYING, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        });
-        if !claimed {
-            self.give(slot);
+        if !claim(&states[b]) {
+            self.give(first);
             return Staged::Taken;
         }
-        // SAFETY: the source is `len` bytes of a live region registered with the
-        // handler (the caller found it in the background table), readable (it is
-        // protected read-only, not PROT_NONE), and nobody writes it: the batch is
-        // COPYING, claimed by this thread, so its protection stays on until we
-        // lift it below. The destination is slot `slot` (< slots, len ≤
-        // slot_bytes) of this pool's own mapping, taken from `free` by this
-        // thread alone, so nobody else reads or writes it until it is given
-        // back. The two mappings are distinct, so the ranges cannot overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                addr as *const u8,
-                self.mem.as_ptr().add(slot * self.slot_bytes),
-                len,
-            );
+        let mut slots = [0usize; MAX_RUN];
+        slots[0] = first;
+        let mut n = 1;
+        while n <= ahead.min(MAX_RUN - 1) && b + n < states.len() {
+            let Some(slot) = self.take() else { break };
+            if !claim(&states[b + n]) {
+                self.give(slot);
+                break;
+            }
+            slots[n] = slot;
+            n += 1;
         }
-        // SAFETY: [addr, addr + len) is page-aligned (a batch of a registered
-        // region) and lies inside it; mprotect is async-signal-safe, and the
-        // protection given back is the one the region had before the snapshot.
-        let lifted =
-            unsafe { libc::mprotect(addr as *mut libc::c_void, len, self.unprotect_to.bits()) };
-        if lifted != 0 {
-            // Leave the batch to a copier (which reports the failure if it
-            // cannot lift it either).
-            self.give(slot);
-            state.store(REQUESTED, Ordering::Release);
+        let from = b * batch;
+        let to = ((b + n) * batch).min(len);
+        for (i, &slot) in slots[..n].iter().enumerate() {
+            let at = from + i * batch;
+            // SAFETY: the source is one batch (`batch` bytes, fewer for the
+            // region's last) of a live region registered with the handler (the
+            // caller found it in the background table), readable (protected
+            // read-only, not PROT_NONE), and nobody writes it: the batch is
+            // COPYING, claimed by this thread, so its protection stays on until
+            // we lift it below. The destination is slot `slot` (< slots, and
+            // batch ≤ slot_bytes) of this pool's own mapping, taken from `free`
+            // by this thread alone, so nobody else touches it until it is given
+            // back. The two mappings are distinct, so the ranges cannot overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (start + at) as *const u8,
+                    self.mem.as_ptr().add(slot * self.slot_bytes),
+                    batch.min(len - at),
+                );
+            }
+        }
+        // SAFETY: [start + from, start + to) is page-aligned (whole batches of a
+        // registered region) and lies inside it; mprotect is async-signal-safe,
+        // and the protection given back is the one the region had before the
+        // snapshot.
+        let lifted = unsafe {
+            libc::mprotect(
+                (start + from) as *mut libc::c_void,
+                to - from,
+                self.unprotect_to.bits(),
+            )
+        };
+        for (i, &slot) in slots[..n].iter().enumerate() {
+            let state = &states[b + i];
+            if lifted == 0 {
+                self.holds[slot].store(b + i + 1, Ordering::Release);
+                state.store(STAGED, Ordering::Release);
+            } else {
+                // Leave the batch to a copier (which reports the failure if it
+                // cannot lift it either).
+                self.give(slot);
+                state.store(REQUESTED, Ordering::Release);
+            }
             super::futex::wake_all(state);
-            return Staged::NoRoom;
         }
-        self.holds[slot].store(batch + 1, Ordering::Release);
-        state.store(STAGED, Ordering::Release);
-        super::futex::wake_all(state);
-        Staged::Done
+        if lifted == 0 {
+            Staged::Done
+        } else {
+            Staged::NoRoom
+        }
     }
 
     /// A slot whose copy is complete, if any, taken by the caller until the
@@ -246,23 +293,55 @@ mod tests {
         region.copy_in(0, &vec![9u8; 2 * page]);
         region.protect(0, 2 * page, Protection::Read).unwrap();
         let pool = StagingPool::new(1, 2 * page, Protection::ReadWrite).unwrap();
-        let state = AtomicU32::new(PENDING);
-        let addr = region.as_ptr() as usize;
-        assert_eq!(pool.stage(&state, 0, addr, 2 * page), Staged::Done);
-        assert_eq!(state.load(Ordering::Acquire), STAGED);
+        let states = [AtomicU32::new(PENDING), AtomicU32::new(PENDING)];
+        let at = (region.as_ptr() as usize, 4 * page, 2 * page);
+        assert_eq!(pool.stage(&states, 0, at, 0), Staged::Done);
+        assert_eq!(states[0].load(Ordering::Acquire), STAGED);
         // Writable again: this write would fault into no handler otherwise.
         region.copy_in(0, &[1]);
         // The one slot is used: a second batch finds no room.
-        let other = AtomicU32::new(PENDING);
-        assert_eq!(pool.stage(&other, 1, addr, 2 * page), Staged::NoRoom);
-        assert_eq!(other.load(Ordering::Acquire), PENDING);
+        assert_eq!(pool.stage(&states, 1, at, 0), Staged::NoRoom);
+        assert_eq!(states[1].load(Ordering::Acquire), PENDING);
         let filled = pool.take_filled().expect("a filled slot");
         assert_eq!(filled.batch(), 0);
         assert!(filled.bytes()[..2 * page].iter().all(|&b| b == 9));
         assert!(pool.take_filled().is_none());
         drop(filled);
         // Freed: the staged batch is not claimed twice.
-        assert_eq!(pool.stage(&state, 0, addr, 2 * page), Staged::Taken);
+        assert_eq!(pool.stage(&states, 0, at, 0), Staged::Taken);
         assert_eq!(pool.peak_bytes(), 2 * page);
+    }
+
+    #[test]
+    fn a_writer_in_order_stages_the_waiting_batches_ahead_in_one_call() {
+        let page = page_size();
+        let region = Mapping::anonymous(8 * page, Protection::ReadWrite, false).unwrap();
+        for i in 0..8 {
+            region.copy_in(i * page, &vec![i as u8 + 1; page]);
+        }
+        region.protect(0, 8 * page, Protection::Read).unwrap();
+        let pool = StagingPool::new(8, page, Protection::ReadWrite).unwrap();
+        let states: Vec<AtomicU32> = (0..8).map(|_| AtomicU32::new(PENDING)).collect();
+        // Batch 4 is with the copier: the run stops before it.
+        states[4].store(COPYING, Ordering::Release);
+        let at = (region.as_ptr() as usize, 8 * page, page);
+        assert_eq!(pool.stage(&states, 1, at, 5), Staged::Done);
+        let got: Vec<u32> = states.iter().map(|s| s.load(Ordering::Acquire)).collect();
+        assert_eq!(
+            got,
+            [PENDING, STAGED, STAGED, STAGED, COPYING, PENDING, PENDING, PENDING]
+        );
+        // All three writable again, and their copies are the bytes before.
+        region.copy_in(page, &vec![0; 3 * page]);
+        let mut seen = Vec::new();
+        while let Some(slot) = pool.take_filled() {
+            let b = slot.batch();
+            assert!(slot.bytes()[..page].iter().all(|&x| x == b as u8 + 1));
+            seen.push(b);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [1, 2, 3]);
+        // Batch 0 was not staged: still protected.
+        assert_eq!(states[0].load(Ordering::Acquire), PENDING);
     }
 }
