@@ -76,7 +76,8 @@ impl<'a> String<'a> {
     /// The contents.
     pub fn as_str(&self) -> &str {
         // Only `&str`s were ever appended, and truncation keeps char boundaries, so
-        // this never fails; validation keeps this module free of `unsafe`.
+        // this never fails; validation keeps `unsafe` out of this module (but for the
+        // `InArena` marker below).
         std::str::from_utf8(&self.bytes).expect("arena strings hold only UTF-8")
     }
 
@@ -100,6 +101,10 @@ impl<'a> String<'a> {
         self.bytes.allocator()
     }
 }
+
+#[allow(unsafe_code)]
+// SAFETY: an arena `Vec<u8>` inside: owns only arena memory.
+unsafe impl InArena for String<'_> {}
 
 impl fmt::Display for String<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -47,7 +47,7 @@
 
 use crate::error::{Error, Result};
 use crate::region::{Region, RegionBuilder};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Image, Snapshot};
 use crate::sys::memfd::Memfd;
 use crate::sys::page_size;
 use crate::track::{self, runs};
@@ -55,48 +55,36 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-/// A snapshot's contents in a memory file, which clones map privately.
-#[derive(Debug)]
-pub(crate) struct Image {
-    memfd: Memfd,
-}
-
-impl Image {
-    /// Writes `snap`'s non-zero pages at their offsets; zero pages stay holes.
-    fn build(snap: &Snapshot) -> io::Result<Image> {
-        /// Pages gathered into one `pwritev` at most.
-        const BATCH: usize = 1024;
-        let memfd = Memfd::create(c"pagesnap-clone-image", snap.len())?;
-        let page = page_size();
-        let store = snap.store();
-        let mut bufs: Vec<&[u8]> = Vec::with_capacity(BATCH);
-        let (mut first, mut next) = (0, 0);
-        let mut result = Ok(());
-        snap.tree().for_each_nonzero(|p, id| {
-            if result.is_err() {
-                return;
-            }
-            if !bufs.is_empty() && (p != next || bufs.len() == BATCH) {
-                result = memfd.write_at(first * page, &bufs);
-                bufs.clear();
-            }
-            if bufs.is_empty() {
-                first = p;
-            }
-            bufs.push(store.frame(id));
-            next = p + 1;
-        });
-        if result.is_ok() && !bufs.is_empty() {
-            result = memfd.write_at(first * page, &bufs);
+/// Writes `snap`'s non-zero pages at their offsets into a new image; zero pages
+/// stay holes.
+fn build_image(snap: &Snapshot) -> io::Result<Image> {
+    /// Pages gathered into one `pwritev` at most.
+    const BATCH: usize = 1024;
+    let memfd = Memfd::create(c"pagesnap-clone-image", snap.len())?;
+    let page = page_size();
+    let store = snap.store();
+    let mut bufs: Vec<&[u8]> = Vec::with_capacity(BATCH);
+    let (mut first, mut next) = (0, 0);
+    let mut result = Ok(());
+    snap.tree().for_each_nonzero(|p, id| {
+        if result.is_err() {
+            return;
         }
-        drop(bufs);
-        result.map(|()| Image { memfd })
+        if !bufs.is_empty() && (p != next || bufs.len() == BATCH) {
+            result = memfd.write_at(first * page, &bufs);
+            bufs.clear();
+        }
+        if bufs.is_empty() {
+            first = p;
+        }
+        bufs.push(store.frame(id));
+        next = p + 1;
+    });
+    if result.is_ok() && !bufs.is_empty() {
+        result = memfd.write_at(first * page, &bufs);
     }
-
-    /// Bytes of memory the image holds (its non-zero pages).
-    pub(crate) fn resident_bytes(&self) -> u64 {
-        self.memfd.resident_bytes().unwrap_or(0)
-    }
+    drop(bufs);
+    result.map(|()| Image { memfd })
 }
 
 impl Snapshot {
@@ -188,7 +176,7 @@ impl Snapshot {
         if let Some(image) = self.image_cell().get() {
             return Ok(image.clone());
         }
-        let image = Image::build(self).map_err(|source| Error::Clone {
+        let image = build_image(self).map_err(|source| Error::Clone {
             step: "writing the image (memfd_create, pwritev)",
             len: self.len(),
             source,

@@ -1,6 +1,8 @@
 //! The crate's error type: one variant per failing step, with the addresses and
 //! lengths involved and the OS error as `source`.
 
+use crate::store::StoreError;
+use crate::track::error::TrackError;
 use crate::Tracking;
 use std::io;
 
@@ -211,7 +213,7 @@ pub enum Error {
         path: std::path::PathBuf,
         /// What went wrong, and where in the file.
         #[source]
-        source: crate::file::FileError,
+        source: crate::snapfile::FileError,
     },
 }
 
@@ -233,5 +235,38 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 impl From<crate::sys::signal::Replaced> for Error {
     fn from(r: crate::sys::signal::Replaced) -> Self {
         Error::HandlerReplaced { current: r.current }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        let (what, bytes) = e.what();
+        Error::OutOfMemory { what, bytes }
+    }
+}
+
+/// Each tracking failure is the public variant of the same name.
+impl From<TrackError> for Error {
+    fn from(e: TrackError) -> Error {
+        match e {
+            TrackError::Unavailable { backend, reason } => Error::Unavailable { backend, reason },
+            TrackError::BadTrackingVariable { value } => Error::BadTrackingVariable { value },
+            TrackError::Track {
+                backend,
+                step,
+                addr,
+                len,
+                source,
+            } => Error::Track {
+                backend,
+                step,
+                addr,
+                len,
+                source,
+            },
+            TrackError::TooManyRegions { max } => Error::TooManyRegions { max },
+            TrackError::OutOfMemory { what, bytes } => Error::OutOfMemory { what, bytes },
+            TrackError::HandlerReplaced { current } => Error::HandlerReplaced { current },
+        }
     }
 }

@@ -44,36 +44,34 @@ pub mod error;
 pub mod file;
 mod fork;
 mod heap;
-mod kernel_bugs;
 mod placement;
 mod region;
 #[cfg(feature = "remote")]
 pub mod remote;
+mod snapfile;
 mod snapshot;
 mod store;
 mod sys;
 mod track;
 mod verify;
 
+pub use arena::Arena;
 pub use background::{
     Background, BackgroundReport, BackgroundSave, BackgroundSaveReport, Progress,
 };
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use file::{FileError, FileInfo, FileKind, LoadOptions, SaveReport};
-pub use kernel_bugs::{known_bugs, KernelVersion, KnownBug};
+pub use heap::{Family, FullCopy, Heap, HeapStats};
 pub use region::converge::{ConvergeProgress, Converging};
 pub use region::converge_save::{ConvergedSave, ConvergingSave};
 pub use region::{Region, RegionBuilder};
+pub use snapfile::{FileError, FileInfo, FileKind, LoadOptions, SaveReport};
 pub use snapshot::Snapshot;
 pub use store::{PageStore, StoreStats};
+pub use track::kernel_bugs::{known_bugs, KernelVersion, KnownBug};
 pub use track::kind::{ParseTrackingError, Tracking};
 pub use track::probe::{probe, BackendStatus, Capabilities, UffdAccess};
 pub use verify::VerifyReport;
-pub use {
-    arena::Arena,
-    heap::{Family, FullCopy, Heap, HeapStats},
-};
 
 /// The base page size of this machine in bytes.
 pub fn page_size() -> usize {

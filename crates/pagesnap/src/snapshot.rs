@@ -3,6 +3,7 @@
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::store::{PageStore, Staged, Tree};
+use crate::sys::memfd::Memfd;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -32,7 +33,21 @@ struct Inner {
     /// The contents written out once to a memory file, made by the first
     /// [`instantiate`](Snapshot::instantiate) and mapped privately by every clone
     /// (see `clone.rs`). Empty until then; kept while the snapshot lives.
-    image: OnceLock<Arc<crate::clone::Image>>,
+    image: OnceLock<Arc<Image>>,
+}
+
+/// A snapshot's contents in a memory file, which clones map privately (written
+/// by `clone.rs`, cached in the snapshot it holds).
+#[derive(Debug)]
+pub(crate) struct Image {
+    pub(crate) memfd: Memfd,
+}
+
+impl Image {
+    /// Bytes of memory the image holds (its non-zero pages).
+    pub(crate) fn resident_bytes(&self) -> u64 {
+        self.memfd.resident_bytes().unwrap_or(0)
+    }
 }
 
 impl Snapshot {
@@ -83,7 +98,7 @@ impl Snapshot {
     }
 
     /// The cache of this snapshot's clone image (see `clone.rs`).
-    pub(crate) fn image_cell(&self) -> &OnceLock<Arc<crate::clone::Image>> {
+    pub(crate) fn image_cell(&self) -> &OnceLock<Arc<Image>> {
         &self.inner.image
     }
 

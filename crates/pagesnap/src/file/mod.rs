@@ -77,108 +77,36 @@
 //! and fail as [`FileError::TooLarge`]; [`LoadOptions`] caps the region length a
 //! caller accepts from an untrusted file.
 
-mod atomic;
-mod encode;
-mod error;
-mod format;
-#[cfg(test)]
-mod format_origin_tests;
-mod load;
-mod options;
-mod read;
-pub(crate) mod rounds;
-pub(crate) mod stream;
-mod write;
-
-pub use error::FileError;
-pub use format::{FileKind, VERSION};
-pub use options::LoadOptions;
+pub(crate) use crate::snapfile::{rounds, stream};
+pub use crate::snapfile::{FileError, FileInfo, FileKind, LoadOptions, SaveReport, VERSION};
 
 use crate::error::{Error, Result};
+use crate::snapfile::load::{self, Loaded, Parent};
+use crate::snapfile::write::Plan;
+use crate::snapfile::{atomic, format, read, write};
 use crate::snapshot::Snapshot;
 use crate::store::PageStore;
-use crate::Digest;
 use std::path::Path;
-use write::Plan;
-
-/// What [`Snapshot::save`] or [`Snapshot::save_delta`] wrote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SaveReport {
-    /// Full or delta.
-    pub kind: FileKind,
-    /// The file's size in bytes.
-    pub bytes: u64,
-    /// What the file's size would be with no page compressed.
-    pub uncompressed_bytes: u64,
-    /// Pages in the region.
-    pub pages: u64,
-    /// Pages the page table lists: the non-zero ones (full), the changed ones (delta).
-    pub listed_pages: u64,
-    /// Of the listed pages, those that are zero (deltas only).
-    pub zero_pages: u64,
-    /// Page records: distinct non-zero pages stored.
-    pub stored_pages: u64,
-    /// Of those, the ones stored lz4-compressed.
-    pub compressed_pages: u64,
-    /// The saved snapshot's digest.
-    pub digest: Digest,
-}
-
-/// What a snapshot file holds, from [`inspect`] or [`verify`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct FileInfo {
-    /// The format version.
-    pub version: u32,
-    /// The address of the region the snapshot was taken from
-    /// ([`Snapshot::origin`]); `None` in files before version 3.
-    pub origin: Option<usize>,
-    /// Full or delta.
-    pub kind: FileKind,
-    /// Page size in bytes.
-    pub page_size: u32,
-    /// The region's length in bytes.
-    pub len: u64,
-    /// Pages in the region.
-    pub pages: u64,
-    /// Runs in the page table.
-    pub runs: u64,
-    /// Pages the table lists (non-zero pages of a full file; changed pages of a delta).
-    pub listed_pages: u64,
-    /// Listed pages that are zero (a delta's pages that became zero).
-    pub zero_pages: u64,
-    /// Page records (distinct pages stored).
-    pub stored_pages: u64,
-    /// Records stored lz4-compressed.
-    pub compressed_pages: u64,
-    /// Bytes of stored page contents (after compression).
-    pub stored_bytes: u64,
-    /// The file's size.
-    pub file_bytes: u64,
-    /// The parent's digest (deltas).
-    pub parent: Option<Digest>,
-    /// The snapshot's digest (for a delta: of the snapshot it rebuilds).
-    pub digest: Digest,
-    /// Whether the digest was recomputed and matched (full files, by [`verify`]).
-    pub digest_checked: bool,
-}
-
-impl FileInfo {
-    /// Uncompressed bytes of the stored pages over their stored bytes (≥ 1).
-    pub fn compression_ratio(&self) -> f64 {
-        if self.stored_bytes == 0 {
-            return 1.0;
-        }
-        self.stored_pages as f64 * f64::from(self.page_size) / self.stored_bytes as f64
-    }
-}
 
 fn at(path: &Path) -> impl FnOnce(FileError) -> Error + '_ {
     move |source| Error::File {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// What a delta is checked against and loaded onto.
+fn parent_of(s: &Snapshot) -> Parent<'_> {
+    Parent {
+        tree: s.tree(),
+        len: s.len(),
+        digest: s.digest(),
+    }
+}
+
+/// The snapshot a file held, once loaded and checked.
+fn snapshot_of(l: Loaded) -> Snapshot {
+    Snapshot::from_tree_at(l.tree, l.len, l.origin as *const u8)
 }
 
 impl Snapshot {
@@ -273,7 +201,7 @@ impl Snapshot {
     ) -> Result<Snapshot> {
         let path = path.as_ref();
         load::load(path, FileKind::Full, store, None, options)
-            .map(|(s, _)| s)
+            .map(|(l, _)| snapshot_of(l))
             .map_err(at(path))
     }
 
@@ -285,10 +213,10 @@ impl Snapshot {
             path,
             FileKind::Delta,
             parent.store(),
-            Some(parent),
+            Some(parent_of(parent)),
             &LoadOptions::new(),
         )
-        .map(|(s, _)| s)
+        .map(|(l, _)| snapshot_of(l))
         .map_err(at(path))
     }
 }

@@ -431,8 +431,6 @@ unsafe impl<'a, K: InArena, V: InArena, S: InArena> InArena
 }
 // SAFETY: as for HashMap.
 unsafe impl<'a, K: InArena, S: InArena> InArena for hashbrown::HashSet<K, S, Arena<'a>> {}
-// SAFETY: an arena `Vec<u8>` inside.
-unsafe impl InArena for crate::arena::String<'_> {}
 // SAFETY: hashbrown's default hasher state is a few integers (seeds).
 unsafe impl InArena for hashbrown::DefaultHashBuilder {}
 // SAFETY: zero-sized.

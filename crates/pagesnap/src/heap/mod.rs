@@ -26,10 +26,9 @@
 
 pub(crate) mod alloc;
 
-use self::alloc::RawHeap;
-use crate::arena::InArena;
+use self::alloc::{Arena, InArena, RawHeap};
 use crate::error::Result;
-use crate::{Arena, Digest, PageStore, Region, RegionBuilder, Snapshot, StoreStats, Tracking};
+use crate::{Digest, PageStore, Region, RegionBuilder, Snapshot, StoreStats, Tracking};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -11,11 +11,11 @@
 //!  drop:    what the tracker forgot goes back to the region (`carried`)
 //! ```
 
+use super::parts::Tracked;
 use super::Region;
 use crate::error::{Error, Result};
 use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
-use crate::track::Tracker;
 use crate::Tracking;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -271,7 +271,7 @@ impl<S: Sink> Drop for RoundRun<'_, S> {
 /// The round thread.
 fn run_rounds<S: Sink>(
     map: &Mapping,
-    tracker: &Mutex<Box<dyn Tracker>>,
+    tracker: &Mutex<Tracked>,
     sink: S,
     carried: Vec<usize>,
     mode: Mode,

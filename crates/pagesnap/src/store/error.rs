@@ -43,10 +43,3 @@ impl StoreError {
         }
     }
 }
-
-impl From<StoreError> for crate::Error {
-    fn from(e: StoreError) -> crate::Error {
-        let (what, bytes) = e.what();
-        crate::Error::OutOfMemory { what, bytes }
-    }
-}

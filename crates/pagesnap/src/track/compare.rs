@@ -2,9 +2,9 @@
 //! point and hashes the whole region at each collect. Always available; costs
 //! O(region) per snapshot, nothing per write.
 
+use super::error::{Result, TrackError};
 use super::Tracker;
 use crate::digest::page_hash;
-use crate::error::{Error, Result};
 use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
 use crate::Tracking;
@@ -61,10 +61,11 @@ impl Compare {
 fn bounce(page: usize) -> Result<Vec<u8>> {
     let len = (64 << 10).max(page);
     let mut buf = Vec::new();
-    buf.try_reserve_exact(len).map_err(|_| Error::OutOfMemory {
-        what: "the compare tracker's buffer",
-        bytes: len,
-    })?;
+    buf.try_reserve_exact(len)
+        .map_err(|_| TrackError::OutOfMemory {
+            what: "the compare tracker's buffer",
+            bytes: len,
+        })?;
     buf.resize(len, 0);
     Ok(buf)
 }

@@ -1,6 +1,6 @@
 //! [`Tracking`]: which mechanism finds the pages written between snapshots.
 
-use crate::error::{Error, Result};
+use super::error::{Result, TrackError};
 use std::fmt;
 use std::str::FromStr;
 
@@ -60,7 +60,7 @@ impl Tracking {
             Ok(v) if v.is_empty() || v == "auto" => Ok(None),
             Ok(v) => match v.parse::<Tracking>() {
                 Ok(t) => Ok(Some(t)),
-                Err(_) => Err(Error::BadTrackingVariable { value: v }),
+                Err(_) => Err(TrackError::BadTrackingVariable { value: v }),
             },
             Err(_) => Ok(None),
         }

@@ -4,15 +4,17 @@
 //! snapshot or restore). Writers are quiescent during `collect`, `peek` and `rearm`.
 
 pub(crate) mod compare;
+pub(crate) mod error;
+pub(crate) mod kernel_bugs;
 pub(crate) mod kind;
 mod mprotect;
 pub(crate) mod probe;
 pub(crate) mod soft_dirty;
 pub(crate) mod uffd_wp;
 
-use crate::error::{Error, Result};
 use crate::sys::mmap::{Mapping, Protection};
 use crate::Tracking;
+use error::{Result, TrackError};
 
 /// A backend that finds written pages of one region.
 pub(crate) trait Tracker: Send + Sync {
@@ -100,7 +102,7 @@ pub(crate) fn resolve(asked: Tracking) -> Result<Tracking> {
     let caps = probe::probe();
     match caps.backend(choice) {
         Some(b) if b.available => Ok(choice),
-        Some(b) => Err(Error::Unavailable {
+        Some(b) => Err(TrackError::Unavailable {
             backend: choice,
             reason: b.reason.clone(),
         }),

@@ -9,13 +9,13 @@
 //! installed after pagesnap's that does not pass faults on (a JIT or a garbage
 //! collector that lifts protection itself) makes writes go unrecorded. Every
 //! call first checks that pagesnap's handler is still installed and fails with
-//! [`Error::HandlerReplaced`] if not; and once a replacement has been seen
+//! [`Error::HandlerReplaced`](crate::Error::HandlerReplaced) if not; and once a replacement has been seen
 //! (here or by a background snapshot), the tracker no longer trusts its bits:
 //! the next collect made with pagesnap's handler back reports every page and
 //! protects them all again, so the snapshot after it is exact.
 
+use super::error::{Result, TrackError};
 use super::{runs, Tracker};
-use crate::error::{Error, Result};
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
 use crate::sys::signal::{self, FaultSlot, RegisterError};
@@ -41,10 +41,10 @@ impl Mprotect {
         protect(map, 0, pages)?;
         let slot = signal::register(map.as_ptr() as usize, map.len(), bits.clone()).map_err(
             |e| match e {
-                RegisterError::Full => Error::TooManyRegions {
+                RegisterError::Full => TrackError::TooManyRegions {
                     max: signal::MAX_REGIONS,
                 },
-                RegisterError::Sigaction(source) => Error::Track {
+                RegisterError::Sigaction(source) => TrackError::Track {
                     backend: Tracking::Mprotect,
                     step: "sigaction(SIGSEGV)",
                     addr: map.as_ptr() as usize,
@@ -99,7 +99,7 @@ impl Mprotect {
 fn protect(map: &Mapping, first: usize, count: usize) -> Result<()> {
     let page = page_size();
     map.protect(first * page, count * page, Protection::Read)
-        .map_err(|source| Error::Track {
+        .map_err(|source| TrackError::Track {
             backend: Tracking::Mprotect,
             step: "mprotect(PROT_READ)",
             addr: map.as_ptr() as usize + first * page,
@@ -165,7 +165,7 @@ impl Tracker for Mprotect {
         let page = page_size();
         for (first, n) in runs(pages) {
             map.protect(first * page, n * page, Protection::ReadWrite)
-                .map_err(|source| Error::Track {
+                .map_err(|source| TrackError::Track {
                     backend: Tracking::Mprotect,
                     step: "mprotect(PROT_READ | PROT_WRITE)",
                     addr: map.as_ptr() as usize + first * page,

@@ -1,6 +1,6 @@
 //! [`probe`]: what this kernel and process offer, found once and cached.
 
-use crate::kernel_bugs::{auto_choice, known_bugs, KernelVersion, KnownBug};
+use super::kernel_bugs::{auto_choice, known_bugs, KernelVersion, KnownBug};
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::pagemap::Pagemap;
 use crate::sys::{page_size, userfaultfd};
@@ -186,7 +186,7 @@ fn try_uffd_wp() -> Result<(), String> {
         Ok(false) => {
             Err("a write to a write-protected page was not reported by PAGEMAP_SCAN".into())
         }
-        Err(e) => Err(crate::error::chain(&e)),
+        Err(e) => Err(super::error::chain(&e)),
     }
 }
 

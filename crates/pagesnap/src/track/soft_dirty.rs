@@ -21,8 +21,8 @@
 //! Many kernels lack `CONFIG_MEM_SOFT_DIRTY`: the files exist but the bit never
 //! sets, so availability is decided by a write-and-check probe ([`works`]).
 
+use super::error::{Result, TrackError};
 use super::Tracker;
-use crate::error::{Error, Result};
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
 use crate::sys::pagemap::{Pagemap, PM_SOFT_DIRTY};
@@ -45,8 +45,8 @@ pub(crate) struct SoftDirty {
     pagemap: Pagemap,
 }
 
-fn track_err(step: &'static str, addr: usize, len: usize) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Track {
+fn track_err(step: &'static str, addr: usize, len: usize) -> impl FnOnce(io::Error) -> TrackError {
+    move |source| TrackError::Track {
         backend: Tracking::SoftDirty,
         step,
         addr,

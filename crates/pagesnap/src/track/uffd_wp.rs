@@ -28,8 +28,8 @@
 //! and only a written page becomes anonymous — so "populated" leaves page-cache
 //! pages out (`Pagemap::scan_populated`), and stays exactly "possibly written".
 
+use super::error::{Result, TrackError};
 use super::{runs, Tracker};
-use crate::error::{Error, Result};
 use crate::sys::mmap::{Mapping, HUGE_PAGE};
 use crate::sys::pagemap::Pagemap;
 use crate::sys::{page_size, userfaultfd};
@@ -54,8 +54,8 @@ pub(crate) struct UffdWp {
 /// back; shorter runs take their write faults instead.
 const LIFT_MIN_RUN: usize = 8;
 
-fn track_err(step: &'static str, addr: usize, len: usize) -> impl FnOnce(io::Error) -> Error {
-    move |source| Error::Track {
+fn track_err(step: &'static str, addr: usize, len: usize) -> impl FnOnce(io::Error) -> TrackError {
+    move |source| TrackError::Track {
         backend: Tracking::UffdWp,
         step,
         addr,
@@ -68,7 +68,7 @@ impl UffdWp {
     /// Opens the userfaultfd for `map`; chunks are armed as they come into use.
     pub(crate) fn arm(map: &Mapping) -> Result<UffdWp> {
         let (start, len) = (map.as_ptr() as usize, map.len());
-        let (fd, _) = userfaultfd::open().map_err(|f| Error::Unavailable {
+        let (fd, _) = userfaultfd::open().map_err(|f| TrackError::Unavailable {
             backend: Tracking::UffdWp,
             reason: format!(
                 "userfaultfd(2): {}; /dev/userfaultfd: {}",

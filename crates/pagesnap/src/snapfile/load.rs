@@ -8,20 +8,35 @@ use super::format::FileKind;
 use super::options::LoadOptions;
 use super::read::{self, Opened, RecordStats};
 use super::FileInfo;
-use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
 use crate::store::{PageRun, PageStore, RunFrames, Staged, Tree};
 use crate::Digest;
 use std::path::Path;
+
+/// The snapshot a delta is loaded onto: what the file is checked against, and
+/// the table its changes go over.
+pub(crate) struct Parent<'a> {
+    pub(crate) tree: &'a Tree,
+    pub(crate) len: usize,
+    pub(crate) digest: Digest,
+}
+
+/// A loaded file's contents, checked against its digest: the parts of a
+/// snapshot (its table, length and origin address, 0 when unknown).
+pub(crate) struct Loaded {
+    pub(crate) tree: Tree,
+    pub(crate) len: usize,
+    pub(crate) origin: usize,
+}
 
 /// Opens `path`, checks it is of kind `expected`, and loads it.
 pub(crate) fn load(
     path: &Path,
     expected: FileKind,
     store: &PageStore,
-    parent: Option<&Snapshot>,
+    parent: Option<Parent<'_>>,
     options: &LoadOptions,
-) -> Result<(Snapshot, FileInfo), FileError> {
+) -> Result<(Loaded, FileInfo), FileError> {
     let opened = read::open(path)?;
     options.check(opened.header.len)?;
     if opened.header.kind != expected {
@@ -44,8 +59,8 @@ fn too_large(what: &'static str, count: u64, each: u64) -> FileError {
 pub(crate) fn load_opened(
     opened: Opened,
     store: &PageStore,
-    parent: Option<&Snapshot>,
-) -> Result<(Snapshot, FileInfo), FileError> {
+    parent: Option<Parent<'_>>,
+) -> Result<(Loaded, FileInfo), FileError> {
     let h = opened.header;
     let machine = crate::sys::page_size();
     if h.page_size as usize != machine {
@@ -56,18 +71,18 @@ pub(crate) fn load_opened(
     }
     let len = usize::try_from(h.len).map_err(|_| too_large("the region", h.len, 1))?;
     let pages = len / machine;
-    if let Some(p) = parent {
-        if p.len() != len {
+    if let Some(p) = &parent {
+        if p.len != len {
             return Err(FileError::ParentLength {
-                parent: p.len() as u64,
+                parent: p.len as u64,
                 snapshot: h.len,
             });
         }
         let expected = Digest::from_bytes(h.parent);
-        if p.digest() != expected {
+        if p.digest != expected {
             return Err(FileError::ParentDigest {
                 expected,
-                given: p.digest(),
+                given: p.digest,
             });
         }
     }
@@ -122,9 +137,9 @@ pub(crate) fn load_opened(
         Some(_) => None,
         None => Some(Tree::zero(store, pages)),
     };
-    let base = match (&zero_base, parent) {
+    let base = match (&zero_base, &parent) {
         (Some(t), _) => t,
-        (None, Some(p)) => p.tree(),
+        (None, Some(p)) => p.tree,
         (None, None) => unreachable!("a zero base is made when there is no parent"),
     };
     let tree = base.with_runs(&runs);
@@ -132,16 +147,15 @@ pub(crate) fn load_opened(
     drop(zero_base);
     drop(held);
     let origin = usize::try_from(opened.header.origin).unwrap_or(0);
-    let snap = Snapshot::from_tree_at(tree, len, origin as *const u8);
+    // The snapshot's digest (`Snapshot::digest`), which it will find cached in
+    // the table's nodes.
+    let computed = Digest(tree.digest());
     let stored = Digest::from_bytes(opened.footer.digest);
-    if snap.digest() != stored {
-        return Err(FileError::Digest {
-            stored,
-            computed: snap.digest(),
-        });
+    if computed != stored {
+        return Err(FileError::Digest { stored, computed });
     }
     let info = info(&opened, stats, true);
-    Ok((snap, info))
+    Ok((Loaded { tree, len, origin }, info))
 }
 
 /// The description of an opened file whose records were streamed.
