@@ -190,8 +190,8 @@ typedef struct {
    */
   uint64_t total_pages;
   /*
-   2 MiB batches that writers touched before the copier reached them, and
-   so waited for (served ahead of order).
+   Batches (64 KiB to 2 MiB) that writers touched before the copier
+   reached them, and so waited for (served ahead of order).
    */
   uint64_t writer_waits;
   /*
@@ -423,7 +423,8 @@ ps_save_job *ps_background_save_start(ps_region *region, const char *path);
 /*
  Starts a consistent snapshot of the region as it is now and returns as soon as
  the region is write-protected; other threads may keep writing meanwhile (a
- writer touching a part not yet copied waits until it is, in 2 MiB batches).
+ writer touching a part not yet copied copies that batch, 64 KiB to 2 MiB, into
+ staging memory itself, or waits for the copier when that memory is full).
  Tracking stays exact: the next ps_snapshot_take() sees every write. One
  background snapshot per region at a time. NULL on failure.
 

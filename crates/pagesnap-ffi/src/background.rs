@@ -37,7 +37,8 @@ const BG: &str = "bg (ps_background *)";
 
 /// Starts a consistent snapshot of the region as it is now and returns as soon as
 /// the region is write-protected; other threads may keep writing meanwhile (a
-/// writer touching a part not yet copied waits until it is, in 2 MiB batches).
+/// writer touching a part not yet copied copies that batch, 64 KiB to 2 MiB, into
+/// staging memory itself, or waits for the copier when that memory is full).
 /// Tracking stays exact: the next ps_snapshot_take() sees every write. One
 /// background snapshot per region at a time. NULL on failure.
 ///

@@ -25,8 +25,8 @@ pub struct ps_progress {
     pub copied_pages: u64,
     /// Pages to copy in all.
     pub total_pages: u64,
-    /// 2 MiB batches that writers touched before the copier reached them, and
-    /// so waited for (served ahead of order).
+    /// Batches (64 KiB to 2 MiB) that writers touched before the copier
+    /// reached them, and so waited for (served ahead of order).
     pub writer_waits: u64,
     /// Nanoseconds writers spent held up so far, all writers together: copying
     /// their batch into the staging pool, or waiting for the copier.
