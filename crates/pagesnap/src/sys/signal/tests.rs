@@ -5,6 +5,7 @@
 use super::*;
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn mapping(pages: usize) -> Mapping {

@@ -21,6 +21,9 @@
 //! copier that does not exist in it; its pagesnap calls are refused anyway, see
 //! `fork.rs`).
 //!
+//! The tables live beside this file, `SLOTS` in `tracked.rs` and `BACKGROUND` with
+//! its batch states in `background.rs`; this file installs, checks and dispatches.
+//!
 //! pagesnap relies on receiving these faults. [`check`] tells whether its handler
 //! is still the installed one: a handler installed later that does not pass
 //! faults on would make writes go unrecorded, so callers refuse to produce a
@@ -43,200 +46,25 @@
 //! ```
 #![allow(unsafe_code)]
 
+mod background;
+mod tracked;
+
+#[allow(unused_imports)] // kept at its old path; no other file names it today
+pub(crate) use background::Published;
+pub(crate) use background::{
+    register_background, BackgroundSlot, BatchStates, COPIED, COPYING, MAX_BACKGROUND, PENDING,
+    REQUESTED, STAGED,
+};
+pub(crate) use tracked::{register, FaultSlot, MAX_REGIONS};
+
 use super::mmap::HUGE_PAGE;
 use super::process;
-use super::staging::{self, StagingPool};
+use super::staging;
+use background::{monotonic_ns, wait_until_copied, BACKGROUND, BACKGROUND_HIGH};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-
-/// How many regions can be tracked by mprotect at once in one process.
-pub(crate) const MAX_REGIONS: usize = 1024;
-
-struct Slot {
-    start: AtomicUsize,
-    len: AtomicUsize,
-    bits: AtomicPtr<AtomicU64>,
-    pid: AtomicU32,
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const EMPTY: Slot = Slot {
-    start: AtomicUsize::new(0),
-    len: AtomicUsize::new(0),
-    bits: AtomicPtr::new(std::ptr::null_mut()),
-    pid: AtomicU32::new(0),
-};
-static SLOTS: [Slot; MAX_REGIONS] = [EMPTY; MAX_REGIONS];
-
-/// Batch states of a background snapshot.
-pub(crate) const PENDING: u32 = 0;
-/// A writer waits for this batch: the copier serves it first.
-pub(crate) const REQUESTED: u32 = 1;
-/// The copier is saving this batch.
-pub(crate) const COPYING: u32 = 2;
-/// Saved (or never needed saving): writes may go ahead.
-pub(crate) const COPIED: u32 = 3;
-/// Copied by a writer into the staging pool and writable again; a copier has
-/// yet to save the copy (then it becomes `COPIED`). Writes may go ahead.
-pub(crate) const STAGED: u32 = 4;
-
-/// How many background snapshots can run at once in one process.
-pub(crate) const MAX_BACKGROUND: usize = 1024;
-
-struct BackgroundEntry {
-    start: AtomicUsize,
-    len: AtomicUsize,
-    batch: AtomicUsize,
-    batches: AtomicPtr<BatchStates>,
-    pid: AtomicU32,
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_BACKGROUND: BackgroundEntry = BackgroundEntry {
-    start: AtomicUsize::new(0),
-    len: AtomicUsize::new(0),
-    batch: AtomicUsize::new(0),
-    batches: AtomicPtr::new(std::ptr::null_mut()),
-    pid: AtomicU32::new(0),
-};
-static BACKGROUND: [BackgroundEntry; MAX_BACKGROUND] = [NO_BACKGROUND; MAX_BACKGROUND];
-
-/// The shared state of one background snapshot, read by the handler.
-pub(crate) struct BatchStates {
-    /// One state per batch of `batch` bytes.
-    pub(crate) states: Box<[AtomicU32]>,
-    /// Bumped each time a writer requests a batch.
-    pub(crate) requests: AtomicUsize,
-    /// Nanoseconds writers spent in the handler on batches of this region:
-    /// staging their batch, or waiting for the copier.
-    pub(crate) waited_ns: AtomicU64,
-    /// The running snapshot's staging pool (null: none), see [`publish`](Self::publish).
-    pool: AtomicPtr<StagingPool>,
-    /// Handlers between loading `pool` and being done with it.
-    inside: AtomicUsize,
-}
-
-impl BatchStates {
-    /// `n` batches, all in `state`, no pool.
-    pub(crate) fn new(n: usize, state: u32) -> BatchStates {
-        BatchStates {
-            states: (0..n).map(|_| AtomicU32::new(state)).collect(),
-            requests: AtomicUsize::new(0),
-            waited_ns: AtomicU64::new(0),
-            pool: AtomicPtr::new(std::ptr::null_mut()),
-            inside: AtomicUsize::new(0),
-        }
-    }
-
-    /// Lets faulting writers stage their batches into `pool` until the returned
-    /// guard drops; the guard keeps the pool alive and, on drop, waits until no
-    /// handler uses it any more.
-    pub(crate) fn publish(self: &Arc<Self>, pool: Arc<StagingPool>) -> Published {
-        self.pool
-            .store(Arc::as_ptr(&pool) as *mut StagingPool, Ordering::SeqCst);
-        Published {
-            batches: self.clone(),
-            pool,
-        }
-    }
-
-    /// From the handler: stages batch `b` (and up to `ahead` waiting batches
-    /// after it) of the region at `at` = (start, len, batch bytes) if a pool is
-    /// published and has room.
-    fn stage(&self, b: usize, at: (usize, usize, usize), ahead: usize) -> staging::Staged {
-        // SeqCst pairs with `Published::drop`: either it sees us inside, or we
-        // see the pool withdrawn.
-        self.inside.fetch_add(1, Ordering::SeqCst);
-        let pool = self.pool.load(Ordering::SeqCst);
-        let r = if pool.is_null() {
-            staging::Staged::NoRoom
-        } else {
-            // SAFETY: a published pool stays alive until `Published::drop` has
-            // withdrawn it and seen `inside` at zero, which our increment above
-            // (made before the load) prevents until we decrement below.
-            unsafe { &*pool }.stage(&self.states, b, at, ahead)
-        };
-        self.inside.fetch_sub(1, Ordering::SeqCst);
-        r
-    }
-}
-
-/// A staging pool published to the handler; withdrawn on drop.
-pub(crate) struct Published {
-    batches: Arc<BatchStates>,
-    pool: Arc<StagingPool>,
-}
-
-impl Published {
-    pub(crate) fn pool(&self) -> &StagingPool {
-        &self.pool
-    }
-}
-
-impl Drop for Published {
-    fn drop(&mut self) {
-        self.batches
-            .pool
-            .store(std::ptr::null_mut(), Ordering::SeqCst);
-        // A handler that loaded the pointer before the store above is counted:
-        // wait for it to leave (a memcpy of one batch at most).
-        while self.batches.inside.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
-    }
-}
-
-/// One past the highest table index ever used: the handler scans no further.
-static BACKGROUND_HIGH: AtomicUsize = AtomicUsize::new(0);
-static SLOTS_HIGH: AtomicUsize = AtomicUsize::new(0);
-
-/// A region's entry in the background table; removed on drop. It is owned by the
-/// region (not by one background snapshot), so a writer that faulted just before
-/// the copier finished still finds it — with its batch `COPIED` — and retries
-/// instead of being handed to the previous handler; and the states it reads are
-/// never freed while the region lives.
-pub(crate) struct BackgroundSlot {
-    index: usize,
-    // Keeps the states alive while the handler may read them.
-    _shared: Arc<BatchStates>,
-}
-
-/// Parks writers to `[start, start + len)` whose batch (of `batch` bytes) is not
-/// `COPIED` until it is.
-pub(crate) fn register_background(
-    start: usize,
-    len: usize,
-    batch: usize,
-    shared: Arc<BatchStates>,
-) -> Result<BackgroundSlot, RegisterError> {
-    let _guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    install().map_err(RegisterError::Sigaction)?;
-    let index = BACKGROUND
-        .iter()
-        .position(|s| s.start.load(Ordering::Relaxed) == 0)
-        .ok_or(RegisterError::Full)?;
-    BACKGROUND_HIGH.fetch_max(index + 1, Ordering::Release);
-    let e = &BACKGROUND[index];
-    e.batches
-        .store(Arc::as_ptr(&shared) as *mut BatchStates, Ordering::Relaxed);
-    e.batch.store(batch, Ordering::Relaxed);
-    e.len.store(len, Ordering::Relaxed);
-    e.pid.store(process::id(), Ordering::Relaxed);
-    e.start.store(start, Ordering::Release);
-    Ok(BackgroundSlot {
-        index,
-        _shared: shared,
-    })
-}
-
-impl Drop for BackgroundSlot {
-    fn drop(&mut self) {
-        let e = &BACKGROUND[self.index];
-        let _guard = registry_unless_inherited(&e.pid);
-        e.start.store(0, Ordering::Release);
-    }
-}
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use tracked::{SLOTS, SLOTS_HIGH};
 
 /// The registry lock, except in a child forked from the process that made the
 /// entry: a thread of the parent may have held the lock at the fork, and would
@@ -252,21 +80,6 @@ static REGISTRY: Mutex<()> = Mutex::new(());
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 static PAGE: AtomicUsize = AtomicUsize::new(4096);
 
-/// A region's entry in the handler's table; removed on drop.
-pub(crate) struct FaultSlot {
-    index: usize,
-    // Keeps the bitmap alive while the handler may read it.
-    _bits: Arc<[AtomicU64]>,
-}
-
-impl std::fmt::Debug for FaultSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultSlot")
-            .field("index", &self.index)
-            .finish()
-    }
-}
-
 /// Error from [`register`].
 #[derive(Debug)]
 pub(crate) enum RegisterError {
@@ -274,38 +87,6 @@ pub(crate) enum RegisterError {
     Sigaction(io::Error),
     /// All [`MAX_REGIONS`] slots are taken.
     Full,
-}
-
-/// Routes write faults in `[start, start + len)` to `bits` (one bit per page),
-/// installing the handler on first use.
-pub(crate) fn register(
-    start: usize,
-    len: usize,
-    bits: Arc<[AtomicU64]>,
-) -> Result<FaultSlot, RegisterError> {
-    let _guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    install().map_err(RegisterError::Sigaction)?;
-    let index = SLOTS
-        .iter()
-        .position(|s| s.start.load(Ordering::Relaxed) == 0)
-        .ok_or(RegisterError::Full)?;
-    SLOTS_HIGH.fetch_max(index + 1, Ordering::Release);
-    let slot = &SLOTS[index];
-    slot.bits
-        .store(bits.as_ptr() as *mut AtomicU64, Ordering::Relaxed);
-    slot.len.store(len, Ordering::Relaxed);
-    slot.pid.store(process::id(), Ordering::Relaxed);
-    // Release: the handler that sees `start` also sees bits and len.
-    slot.start.store(start, Ordering::Release);
-    Ok(FaultSlot { index, _bits: bits })
-}
-
-impl Drop for FaultSlot {
-    fn drop(&mut self) {
-        let slot = &SLOTS[self.index];
-        let _guard = registry_unless_inherited(&slot.pid);
-        slot.start.store(0, Ordering::Release);
-    }
 }
 
 fn install() -> io::Result<()> {
@@ -426,45 +207,6 @@ fn covers(start: &AtomicUsize, len: &AtomicUsize, addr: usize) -> bool {
     start != 0 && addr >= start && addr - start < len.load(Ordering::Relaxed)
 }
 
-/// The writer's side of a background batch it could not stage: returns at once
-/// if `state` is `COPIED` or `STAGED` (false: nothing waited); otherwise asks
-/// the copier for the batch (PENDING → REQUESTED, counted in `requests`) and
-/// sleeps until it is `COPIED` or `STAGED` (true).
-fn wait_until_copied(state: &AtomicU32, requests: &AtomicUsize) -> bool {
-    let mut waited = false;
-    loop {
-        match state.load(Ordering::Acquire) {
-            COPIED | STAGED => return waited,
-            PENDING => {
-                if state
-                    .compare_exchange(PENDING, REQUESTED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    requests.fetch_add(1, Ordering::Release);
-                }
-            }
-            s => {
-                waited = true;
-                super::futex::wait(state, s);
-            }
-        }
-    }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, from the handler (clock_gettime is
-/// async-signal-safe; `Instant::now` is not promised to be).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
 /// `mprotect(addr, len, PROT_READ | PROT_WRITE)` from the handler; true if done.
 fn make_writable(addr: usize, len: usize) -> bool {
     // SAFETY: [addr, addr + len) is page-aligned and lies in a region registered
@@ -555,5 +297,4 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
 }
 
 #[cfg(test)]
-#[path = "signal_tests.rs"]
 mod tests;

@@ -1,0 +1,228 @@
+//! The table of regions under a background snapshot, and the states of their
+//! batches.
+//!
+//! `BACKGROUND[i]` names a region, its batch size and its [`BatchStates`]; the
+//! handler (`on_fault` in `mod.rs`) reads it to stage a batch a writer touches
+//! before the copier saved it, or to park the writer on a futex
+//! ([`wait_until_copied`]) until the copier has. Everything the handler calls
+//! here is async-signal-safe: atomics, `memcpy` into the staging pool, `futex(2)`
+//! and `clock_gettime(2)`.
+
+use super::{install, registry_unless_inherited, RegisterError, REGISTRY};
+use crate::sys::futex;
+use crate::sys::process;
+use crate::sys::staging::{self, StagingPool};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Batch states of a background snapshot.
+pub(crate) const PENDING: u32 = 0;
+/// A writer waits for this batch: the copier serves it first.
+pub(crate) const REQUESTED: u32 = 1;
+/// The copier is saving this batch.
+pub(crate) const COPYING: u32 = 2;
+/// Saved (or never needed saving): writes may go ahead.
+pub(crate) const COPIED: u32 = 3;
+/// Copied by a writer into the staging pool and writable again; a copier has
+/// yet to save the copy (then it becomes `COPIED`). Writes may go ahead.
+pub(crate) const STAGED: u32 = 4;
+
+/// How many background snapshots can run at once in one process.
+pub(crate) const MAX_BACKGROUND: usize = 1024;
+
+pub(super) struct BackgroundEntry {
+    pub(super) start: AtomicUsize,
+    pub(super) len: AtomicUsize,
+    pub(super) batch: AtomicUsize,
+    pub(super) batches: AtomicPtr<BatchStates>,
+    pub(super) pid: AtomicU32,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_BACKGROUND: BackgroundEntry = BackgroundEntry {
+    start: AtomicUsize::new(0),
+    len: AtomicUsize::new(0),
+    batch: AtomicUsize::new(0),
+    batches: AtomicPtr::new(std::ptr::null_mut()),
+    pid: AtomicU32::new(0),
+};
+pub(super) static BACKGROUND: [BackgroundEntry; MAX_BACKGROUND] = [NO_BACKGROUND; MAX_BACKGROUND];
+
+/// The shared state of one background snapshot, read by the handler.
+pub(crate) struct BatchStates {
+    /// One state per batch of `batch` bytes.
+    pub(crate) states: Box<[AtomicU32]>,
+    /// Bumped each time a writer requests a batch.
+    pub(crate) requests: AtomicUsize,
+    /// Nanoseconds writers spent in the handler on batches of this region:
+    /// staging their batch, or waiting for the copier.
+    pub(crate) waited_ns: AtomicU64,
+    /// The running snapshot's staging pool (null: none), see [`publish`](Self::publish).
+    pool: AtomicPtr<StagingPool>,
+    /// Handlers between loading `pool` and being done with it.
+    inside: AtomicUsize,
+}
+
+impl BatchStates {
+    /// `n` batches, all in `state`, no pool.
+    pub(crate) fn new(n: usize, state: u32) -> BatchStates {
+        BatchStates {
+            states: (0..n).map(|_| AtomicU32::new(state)).collect(),
+            requests: AtomicUsize::new(0),
+            waited_ns: AtomicU64::new(0),
+            pool: AtomicPtr::new(std::ptr::null_mut()),
+            inside: AtomicUsize::new(0),
+        }
+    }
+
+    /// Lets faulting writers stage their batches into `pool` until the returned
+    /// guard drops; the guard keeps the pool alive and, on drop, waits until no
+    /// handler uses it any more.
+    pub(crate) fn publish(self: &Arc<Self>, pool: Arc<StagingPool>) -> Published {
+        self.pool
+            .store(Arc::as_ptr(&pool) as *mut StagingPool, Ordering::SeqCst);
+        Published {
+            batches: self.clone(),
+            pool,
+        }
+    }
+
+    /// From the handler: stages batch `b` (and up to `ahead` waiting batches
+    /// after it) of the region at `at` = (start, len, batch bytes) if a pool is
+    /// published and has room.
+    pub(super) fn stage(
+        &self,
+        b: usize,
+        at: (usize, usize, usize),
+        ahead: usize,
+    ) -> staging::Staged {
+        // SeqCst pairs with `Published::drop`: either it sees us inside, or we
+        // see the pool withdrawn.
+        self.inside.fetch_add(1, Ordering::SeqCst);
+        let pool = self.pool.load(Ordering::SeqCst);
+        let r = if pool.is_null() {
+            staging::Staged::NoRoom
+        } else {
+            // SAFETY: a published pool stays alive until `Published::drop` has
+            // withdrawn it and seen `inside` at zero, which our increment above
+            // (made before the load) prevents until we decrement below.
+            unsafe { &*pool }.stage(&self.states, b, at, ahead)
+        };
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+/// A staging pool published to the handler; withdrawn on drop.
+pub(crate) struct Published {
+    batches: Arc<BatchStates>,
+    pool: Arc<StagingPool>,
+}
+
+impl Published {
+    pub(crate) fn pool(&self) -> &StagingPool {
+        &self.pool
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        self.batches
+            .pool
+            .store(std::ptr::null_mut(), Ordering::SeqCst);
+        // A handler that loaded the pointer before the store above is counted:
+        // wait for it to leave (a memcpy of one batch at most).
+        while self.batches.inside.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// One past the highest table index ever used: the handler scans no further.
+pub(super) static BACKGROUND_HIGH: AtomicUsize = AtomicUsize::new(0);
+
+/// A region's entry in the background table; removed on drop. It is owned by the
+/// region (not by one background snapshot), so a writer that faulted just before
+/// the copier finished still finds it — with its batch `COPIED` — and retries
+/// instead of being handed to the previous handler; and the states it reads are
+/// never freed while the region lives.
+pub(crate) struct BackgroundSlot {
+    pub(super) index: usize,
+    // Keeps the states alive while the handler may read them.
+    _shared: Arc<BatchStates>,
+}
+
+/// Parks writers to `[start, start + len)` whose batch (of `batch` bytes) is not
+/// `COPIED` until it is.
+pub(crate) fn register_background(
+    start: usize,
+    len: usize,
+    batch: usize,
+    shared: Arc<BatchStates>,
+) -> Result<BackgroundSlot, RegisterError> {
+    let _guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    install().map_err(RegisterError::Sigaction)?;
+    let index = BACKGROUND
+        .iter()
+        .position(|s| s.start.load(Ordering::Relaxed) == 0)
+        .ok_or(RegisterError::Full)?;
+    BACKGROUND_HIGH.fetch_max(index + 1, Ordering::Release);
+    let e = &BACKGROUND[index];
+    e.batches
+        .store(Arc::as_ptr(&shared) as *mut BatchStates, Ordering::Relaxed);
+    e.batch.store(batch, Ordering::Relaxed);
+    e.len.store(len, Ordering::Relaxed);
+    e.pid.store(process::id(), Ordering::Relaxed);
+    e.start.store(start, Ordering::Release);
+    Ok(BackgroundSlot {
+        index,
+        _shared: shared,
+    })
+}
+
+impl Drop for BackgroundSlot {
+    fn drop(&mut self) {
+        let e = &BACKGROUND[self.index];
+        let _guard = registry_unless_inherited(&e.pid);
+        e.start.store(0, Ordering::Release);
+    }
+}
+
+/// The writer's side of a background batch it could not stage: returns at once
+/// if `state` is `COPIED` or `STAGED` (false: nothing waited); otherwise asks
+/// the copier for the batch (PENDING → REQUESTED, counted in `requests`) and
+/// sleeps until it is `COPIED` or `STAGED` (true).
+pub(super) fn wait_until_copied(state: &AtomicU32, requests: &AtomicUsize) -> bool {
+    let mut waited = false;
+    loop {
+        match state.load(Ordering::Acquire) {
+            COPIED | STAGED => return waited,
+            PENDING => {
+                if state
+                    .compare_exchange(PENDING, REQUESTED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    requests.fetch_add(1, Ordering::Release);
+                }
+            }
+            s => {
+                waited = true;
+                futex::wait(state, s);
+            }
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, from the handler (clock_gettime is
+/// async-signal-safe; `Instant::now` is not promised to be).
+pub(super) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
