@@ -40,7 +40,7 @@ use std::time::Duration;
 /// writer stays blocked).
 ///
 /// In a child forked while it runs, there is no copier: `wait` fails at once
-/// with [`Error::ForkedChild`](crate::Error::ForkedChild).
+/// with [`Error::ForkedChild`].
 pub struct BackgroundSave {
     thread: Option<JoinHandle<Result<StreamReport>>>,
     shared: Arc<Shared>,

@@ -1,4 +1,4 @@
-//! The allocator state of an [`Arena`](crate::Arena), kept inside the region it manages.
+//! The allocator state of an [`Arena`], kept inside the region it manages.
 //!
 //! ```text
 //!  region (one mmap; never moves while the Heap lives)
