@@ -71,7 +71,9 @@ impl Remote {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// # let dir = std::env::temp_dir().join(format!("pagesnap-doc-at-{}", std::process::id()));
     /// # let remote = pagesnap::remote::Remote::open(&format!("file://{}", dir.display()))?;
-    /// # let mut region = pagesnap::Region::builder(1 << 16).build()?;
+    /// # // At an address of its own, far from where the kernel places mappings,
+    /// # // so that nothing else lands there once the region is gone.
+    /// # let mut region = pagesnap::Region::builder(1 << 16).at(0x5a5a_0000_0000).build()?;
     /// # region.as_mut_slice()[0] = 1;
     /// # remote.push(&region.snapshot()?, "heap")?;
     /// # drop(region); // frees the origin, as on another host
