@@ -127,6 +127,10 @@ impl<S: Sink> Copier<'_, S> {
                 self.staged(slot)?;
                 continue;
             }
+            // Fresh staging memory ahead of the writers, faulted in here.
+            if pool.is_some_and(|p| p.warm_ahead()) {
+                continue;
+            }
             // 3. Ahead of the writers that waited, then address order.
             cursors.retain(|&c| c < n && !self.done[c]);
             let b = if !cursors.is_empty() {

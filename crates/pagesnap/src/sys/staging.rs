@@ -55,7 +55,13 @@ pub(crate) struct StagingPool {
     /// Most slots in use at once.
     peak: AtomicUsize,
     in_use: AtomicUsize,
+    /// Bytes from the pool's start faulted in by [`StagingPool::warm_ahead`].
+    warmed: AtomicUsize,
 }
+
+/// How far [`StagingPool::warm_ahead`] keeps faulted-in memory ahead of the
+/// slots writers have used.
+const WARM_AHEAD: usize = 8 << 20;
 
 /// What [`StagingPool::stage`] did.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,6 +106,7 @@ impl StagingPool {
             unprotect_to,
             peak: AtomicUsize::new(0),
             in_use: AtomicUsize::new(0),
+            warmed: AtomicUsize::new(0),
         })
     }
 
@@ -229,6 +236,30 @@ impl StagingPool {
         }
     }
 
+    /// From the copier, between batches: faults in the next huge page of the
+    /// pool if writers' use (free slots are taken lowest first) has come
+    /// within [`WARM_AHEAD`] of what is warm, so that a writer's copy into a
+    /// fresh slot does not also zero the memory under it in its fault handler.
+    /// `MADV_POPULATE_WRITE` never changes contents, so slots in use are safe;
+    /// one huge page per call keeps its hold on the mmap lock (which writers'
+    /// `mprotect` needs) short. True if it did something.
+    pub(crate) fn warm_ahead(&self) -> bool {
+        const STEP: usize = super::mmap::HUGE_PAGE;
+        let len = self.mem.len();
+        let used = self.peak.load(Ordering::Relaxed) * self.slot_bytes;
+        let want = (used + WARM_AHEAD).min(len);
+        let warmed = self.warmed.load(Ordering::Relaxed);
+        if warmed >= want {
+            return false;
+        }
+        let step = STEP.min(len - warmed);
+        // Best effort: without MADV_POPULATE_WRITE (before Linux 5.14) the
+        // writers fault the memory in as before.
+        let _ = self.mem.advise(warmed, step, libc::MADV_POPULATE_WRITE);
+        self.warmed.store(warmed + step, Ordering::Relaxed);
+        true
+    }
+
     /// A slot whose copy is complete, if any, taken by the caller until the
     /// returned guard drops (which frees the slot).
     pub(crate) fn take_filled(&self) -> Option<FilledSlot<'_>> {
@@ -343,5 +374,34 @@ mod tests {
         assert_eq!(seen, [1, 2, 3]);
         // Batch 0 was not staged: still protected.
         assert_eq!(states[0].load(Ordering::Acquire), PENDING);
+    }
+
+    #[test]
+    fn warming_stays_a_window_ahead_of_the_slots_used() {
+        let huge = crate::sys::mmap::HUGE_PAGE;
+        let slot = 256 << 10;
+        // 32 MiB of slots: warming stops 8 MiB ahead of use.
+        let pool = StagingPool::new(128, slot, Protection::ReadWrite).unwrap();
+        let mut steps = 0;
+        while pool.warm_ahead() {
+            steps += 1;
+        }
+        assert_eq!(steps, WARM_AHEAD / huge);
+        // Writers take 40 slots (10 MiB): warming goes on to 18 MiB.
+        let taken: Vec<usize> = (0..40).map(|_| pool.take().unwrap()).collect();
+        while pool.warm_ahead() {
+            steps += 1;
+        }
+        assert_eq!(steps, (40 * slot + WARM_AHEAD) / huge);
+        for s in taken {
+            pool.give(s);
+        }
+        // Never past the pool's end.
+        let small = StagingPool::new(4, slot, Protection::ReadWrite).unwrap();
+        let mut n = 0;
+        while small.warm_ahead() {
+            n += 1;
+        }
+        assert_eq!(n, 1);
     }
 }
