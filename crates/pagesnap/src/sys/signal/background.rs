@@ -54,6 +54,10 @@ pub(crate) struct BatchStates {
     pub(crate) states: Box<[AtomicU32]>,
     /// Bumped each time a writer requests a batch.
     pub(crate) requests: AtomicUsize,
+    /// Writers asleep on a batch's state right now: a writer that stages a
+    /// batch wakes sleepers only if there are any (a futex wake is a syscall,
+    /// and a writer staging in order would otherwise make one per batch).
+    pub(crate) sleepers: AtomicUsize,
     /// Nanoseconds writers spent in the handler on batches of this region:
     /// staging their batch, or waiting for the copier.
     pub(crate) waited_ns: AtomicU64,
@@ -69,6 +73,7 @@ impl BatchStates {
         BatchStates {
             states: (0..n).map(|_| AtomicU32::new(state)).collect(),
             requests: AtomicUsize::new(0),
+            sleepers: AtomicUsize::new(0),
             waited_ns: AtomicU64::new(0),
             pool: AtomicPtr::new(std::ptr::null_mut()),
             inside: AtomicUsize::new(0),
@@ -106,7 +111,7 @@ impl BatchStates {
             // SAFETY: a published pool stays alive until `Published::drop` has
             // withdrawn it and seen `inside` at zero, which our increment above
             // (made before the load) prevents until we decrement below.
-            unsafe { &*pool }.stage(&self.states, b, at, ahead)
+            unsafe { &*pool }.stage(&self.states, &self.sleepers, b, at, ahead)
         };
         self.inside.fetch_sub(1, Ordering::SeqCst);
         r
@@ -192,7 +197,11 @@ impl Drop for BackgroundSlot {
 /// if `state` is `COPIED` or `STAGED` (false: nothing waited); otherwise asks
 /// the copier for the batch (PENDING → REQUESTED, counted in `requests`) and
 /// sleeps until it is `COPIED` or `STAGED` (true).
-pub(super) fn wait_until_copied(state: &AtomicU32, requests: &AtomicUsize) -> bool {
+pub(super) fn wait_until_copied(
+    state: &AtomicU32,
+    requests: &AtomicUsize,
+    sleepers: &AtomicUsize,
+) -> bool {
     let mut waited = false;
     loop {
         match state.load(Ordering::Acquire) {
@@ -207,7 +216,12 @@ pub(super) fn wait_until_copied(state: &AtomicU32, requests: &AtomicUsize) -> bo
             }
             s => {
                 waited = true;
+                // Counted before the futex re-checks the state, so a stager
+                // that changes it either sees us counted or we see its change
+                // (both sides SeqCst; see `StagingPool::stage`).
+                sleepers.fetch_add(1, Ordering::SeqCst);
                 futex::wait(state, s);
+                sleepers.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }

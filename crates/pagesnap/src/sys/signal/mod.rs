@@ -165,7 +165,7 @@ fn on_fault(addr: usize) -> bool {
                 return true;
             }
         }
-        let retry = wait_until_copied(state, &batches.requests);
+        let retry = wait_until_copied(state, &batches.requests, &batches.sleepers);
         waited();
         if retry {
             // Retry the write: the batch is saved and (unless the mprotect
