@@ -13,13 +13,12 @@
 //!  then: was pagesnap's SIGSEGV handler in place all along?
 //! ```
 
-use super::start::{claim, release_all};
+use super::start::release_all;
 use super::{Job, Shared};
 use crate::error::{Error, Result};
-use crate::sys::futex;
 use crate::sys::page_size;
 use crate::sys::signal::{self, COPIED, REQUESTED};
-use crate::sys::staging::{FilledSlot, StagingPool};
+use crate::sys::staging::{claim, FilledSlot, StagingPool};
 use std::sync::atomic::Ordering;
 
 /// Where a batch's pages go: the store (`store.rs`) or a file (`save.rs`).
@@ -188,7 +187,7 @@ impl<S: Sink> Copier<'_, S> {
     /// has it or it is saved already.
     fn direct(&mut self, b: usize) -> Result<bool> {
         let states = &self.shared.batches.states;
-        if self.done[b] || !claim(states, b) {
+        if self.done[b] || !claim(&states[b]) {
             return Ok(false);
         }
         let (map, page) = (&*self.job.map, page_size());
@@ -203,7 +202,7 @@ impl<S: Sink> Copier<'_, S> {
         let to = (from + self.batch).min(map.len());
         let lifted = map.protect(from, to - from, self.job.unprotect_to);
         states[b].store(COPIED, Ordering::Release);
-        futex::wake_all(&states[b]);
+        self.shared.batches.wake(b..b + 1);
         lifted.map_err(|source| Error::Background {
             step: "mprotect (lift)",
             addr: map.as_ptr() as usize + from,

@@ -3,11 +3,10 @@
 
 use super::{Job, Shared};
 use crate::error::{Error, Result};
-use crate::sys::futex;
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
 use crate::sys::signal::{self, BatchStates, COPIED, PENDING};
-use crate::sys::staging::StagingPool;
+use crate::sys::staging::{claim, StagingPool};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -51,8 +50,8 @@ pub(crate) fn release_all(
     let r = map.protect(0, map.len(), unprotect_to);
     for s in batches.states.iter() {
         s.store(COPIED, Ordering::Release);
-        futex::wake_all(s);
     }
+    batches.wake(0..batches.states.len());
     r
 }
 
@@ -183,7 +182,7 @@ fn lift_clean(job: &Job, shared: &Shared, dirty: &mut Vec<usize>, batch: usize) 
         has_dirty[p / pages_per_batch] = true;
     }
     let clean: Vec<usize> = (0..states.len())
-        .filter(|&b| !has_dirty[b] && claim(states, b))
+        .filter(|&b| !has_dirty[b] && claim(&states[b]))
         .collect();
     for (first, n) in crate::track::runs(&clean) {
         let from = first * batch;
@@ -191,8 +190,8 @@ fn lift_clean(job: &Job, shared: &Shared, dirty: &mut Vec<usize>, batch: usize) 
         let lifted = map.protect(from, to - from, job.unprotect_to);
         for s in &states[first..first + n] {
             s.store(COPIED, Ordering::Release);
-            futex::wake_all(s);
         }
+        shared.batches.wake(first..first + n);
         lifted.map_err(|source| Error::Background {
             step: "mprotect (lift)",
             addr: map.as_ptr() as usize + from,
@@ -201,11 +200,4 @@ fn lift_clean(job: &Job, shared: &Shared, dirty: &mut Vec<usize>, batch: usize) 
         })?;
     }
     Ok(())
-}
-
-/// Claims batch `b` for copying: true if it was waiting (`PENDING` or
-/// `REQUESTED`) and is now `COPYING`, ours; false if someone else has it (a
-/// writer staging it, another copier) or it is saved.
-pub(crate) fn claim(states: &[std::sync::atomic::AtomicU32], b: usize) -> bool {
-    crate::sys::staging::claim(&states[b])
 }

@@ -125,8 +125,6 @@ impl PageStore {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// The bytes of frame `id`, which the caller holds (through a table or a
-    /// `Staged`) for as long as it reads them. No lock is taken.
     /// Marks the store as filled beside a point-in-time background snapshot's
     /// writers until the guard drops: new frame memory is then faulted in as
     /// it is first written rather than pre-faulted, which would hold the
@@ -138,6 +136,8 @@ impl PageStore {
         }
     }
 
+    /// The bytes of frame `id`, which the caller holds (through a table or a
+    /// `Staged`) for as long as it reads them. No lock is taken.
     pub(crate) fn frame(&self, id: FrameId) -> &[u8] {
         self.shared.frames.bytes(id)
     }

@@ -25,7 +25,7 @@
 #![allow(unsafe_code)]
 
 use super::mmap::{Mapping, Protection};
-use super::signal::{COPYING, PENDING, REQUESTED, STAGED};
+use super::signal::{BatchStates, COPYING, PENDING, REQUESTED, STAGED};
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -153,13 +153,12 @@ impl StagingPool {
     /// From the SIGSEGV handler: copies batch `b` of the region at `start`
     /// (`len` bytes in batches of `batch`), and up to `ahead` batches after it
     /// that are still waiting, each into a free slot, and lifts their
-    /// protection in one mprotect; wakes the writers asleep on them, if
-    /// `sleepers` counts any. Async-signal-safe: atomics, memcpy, mprotect and
+    /// protection in one mprotect; wakes the writers asleep on them.
+    /// Async-signal-safe: atomics, memcpy, mprotect and
     /// futex wakes; no allocation, no lock.
     pub(crate) fn stage(
         &self,
-        states: &[AtomicU32],
-        sleepers: &AtomicUsize,
+        batches: &BatchStates,
         b: usize,
         (start, len, batch): (usize, usize, usize),
         ahead: usize,
@@ -167,6 +166,7 @@ impl StagingPool {
         if batch > self.slot_bytes {
             return Staged::NoRoom;
         }
+        let states = &batches.states;
         let Some(first) = self.take() else {
             return Staged::NoRoom;
         };
@@ -230,14 +230,7 @@ impl StagingPool {
                 state.store(REQUESTED, Ordering::Release);
             }
         }
-        // Pairs with the sleeper's count-then-futex-check: either it is
-        // counted here, or its futex sees the new states and does not sleep.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if sleepers.load(Ordering::SeqCst) != 0 {
-            for state in &states[b..b + n] {
-                super::futex::wake_all(state);
-            }
-        }
+        batches.wake(b..b + n);
         if lifted == 0 {
             Staged::Done
         } else {
@@ -333,20 +326,15 @@ mod tests {
         region.copy_in(0, &vec![9u8; 2 * page]);
         region.protect(0, 2 * page, Protection::Read).unwrap();
         let pool = StagingPool::new(1, 2 * page, Protection::ReadWrite).unwrap();
-        let states = [AtomicU32::new(PENDING), AtomicU32::new(PENDING)];
+        let batches = BatchStates::new(2, PENDING);
+        let states = &batches.states;
         let at = (region.as_ptr() as usize, 4 * page, 2 * page);
-        assert_eq!(
-            pool.stage(&states, &AtomicUsize::new(0), 0, at, 0),
-            Staged::Done
-        );
+        assert_eq!(pool.stage(&batches, 0, at, 0), Staged::Done);
         assert_eq!(states[0].load(Ordering::Acquire), STAGED);
         // Writable again: this write would fault into no handler otherwise.
         region.copy_in(0, &[1]);
         // The one slot is used: a second batch finds no room.
-        assert_eq!(
-            pool.stage(&states, &AtomicUsize::new(0), 1, at, 0),
-            Staged::NoRoom
-        );
+        assert_eq!(pool.stage(&batches, 1, at, 0), Staged::NoRoom);
         assert_eq!(states[1].load(Ordering::Acquire), PENDING);
         let filled = pool.take_filled().expect("a filled slot");
         assert_eq!(filled.batch(), 0);
@@ -354,10 +342,7 @@ mod tests {
         assert!(pool.take_filled().is_none());
         drop(filled);
         // Freed: the staged batch is not claimed twice.
-        assert_eq!(
-            pool.stage(&states, &AtomicUsize::new(0), 0, at, 0),
-            Staged::Taken
-        );
+        assert_eq!(pool.stage(&batches, 0, at, 0), Staged::Taken);
         assert_eq!(pool.peak_bytes(), 2 * page);
     }
 
@@ -370,14 +355,12 @@ mod tests {
         }
         region.protect(0, 8 * page, Protection::Read).unwrap();
         let pool = StagingPool::new(8, page, Protection::ReadWrite).unwrap();
-        let states: Vec<AtomicU32> = (0..8).map(|_| AtomicU32::new(PENDING)).collect();
+        let batches = BatchStates::new(8, PENDING);
+        let states = &batches.states;
         // Batch 4 is with the copier: the run stops before it.
         states[4].store(COPYING, Ordering::Release);
         let at = (region.as_ptr() as usize, 8 * page, page);
-        assert_eq!(
-            pool.stage(&states, &AtomicUsize::new(0), 1, at, 5),
-            Staged::Done
-        );
+        assert_eq!(pool.stage(&batches, 1, at, 5), Staged::Done);
         let got: Vec<u32> = states.iter().map(|s| s.load(Ordering::Acquire)).collect();
         assert_eq!(
             got,

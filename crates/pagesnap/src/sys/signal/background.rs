@@ -54,9 +54,9 @@ pub(crate) struct BatchStates {
     pub(crate) states: Box<[AtomicU32]>,
     /// Bumped each time a writer requests a batch.
     pub(crate) requests: AtomicUsize,
-    /// Writers asleep on a batch's state right now: a writer that stages a
-    /// batch wakes sleepers only if there are any (a futex wake is a syscall,
-    /// and a writer staging in order would otherwise make one per batch).
+    /// Writers asleep on a batch's state right now: [`wake`](Self::wake) makes
+    /// a syscall only if there are any (a writer staging in order would
+    /// otherwise make one per batch).
     pub(crate) sleepers: AtomicUsize,
     /// Nanoseconds writers spent in the handler on batches of this region:
     /// staging their batch, or waiting for the copier.
@@ -92,6 +92,52 @@ impl BatchStates {
         }
     }
 
+    /// Wakes the writers asleep on the batches in `range`, if any writer is
+    /// asleep at all (each wake is a syscall). Call after storing the batches'
+    /// new states. Async-signal-safe.
+    pub(crate) fn wake(&self, range: std::ops::Range<usize>) {
+        // Pairs with the sleeper's count-then-futex-check in
+        // `wait_until_copied`: either it is counted here, or its futex sees
+        // the new state and does not sleep.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) != 0 {
+            for state in &self.states[range] {
+                futex::wake_all(state);
+            }
+        }
+    }
+
+    /// The writer's side of batch `b` when it could not stage it: returns at
+    /// once if it is `COPIED` or `STAGED` (false: nothing waited); otherwise
+    /// asks the copier for it (PENDING → REQUESTED, counted in `requests`)
+    /// and sleeps until it is `COPIED` or `STAGED` (true). Async-signal-safe.
+    pub(crate) fn wait_until_copied(&self, b: usize) -> bool {
+        let state = &self.states[b];
+        let mut waited = false;
+        loop {
+            match state.load(Ordering::Acquire) {
+                COPIED | STAGED => return waited,
+                PENDING => {
+                    if state
+                        .compare_exchange(PENDING, REQUESTED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        self.requests.fetch_add(1, Ordering::Release);
+                    }
+                }
+                s => {
+                    waited = true;
+                    // Counted before the futex re-checks the state, so a waker
+                    // that changes it either sees us counted or we see its
+                    // change (both sides SeqCst; see `wake`).
+                    self.sleepers.fetch_add(1, Ordering::SeqCst);
+                    futex::wait(state, s);
+                    self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
     /// From the handler: stages batch `b` (and up to `ahead` waiting batches
     /// after it) of the region at `at` = (start, len, batch bytes) if a pool is
     /// published and has room.
@@ -111,7 +157,7 @@ impl BatchStates {
             // SAFETY: a published pool stays alive until `Published::drop` has
             // withdrawn it and seen `inside` at zero, which our increment above
             // (made before the load) prevents until we decrement below.
-            unsafe { &*pool }.stage(&self.states, &self.sleepers, b, at, ahead)
+            unsafe { &*pool }.stage(self, b, at, ahead)
         };
         self.inside.fetch_sub(1, Ordering::SeqCst);
         r
@@ -190,40 +236,6 @@ impl Drop for BackgroundSlot {
         let e = &BACKGROUND[self.index];
         let _guard = registry_unless_inherited(&e.pid);
         e.start.store(0, Ordering::Release);
-    }
-}
-
-/// The writer's side of a background batch it could not stage: returns at once
-/// if `state` is `COPIED` or `STAGED` (false: nothing waited); otherwise asks
-/// the copier for the batch (PENDING → REQUESTED, counted in `requests`) and
-/// sleeps until it is `COPIED` or `STAGED` (true).
-pub(super) fn wait_until_copied(
-    state: &AtomicU32,
-    requests: &AtomicUsize,
-    sleepers: &AtomicUsize,
-) -> bool {
-    let mut waited = false;
-    loop {
-        match state.load(Ordering::Acquire) {
-            COPIED | STAGED => return waited,
-            PENDING => {
-                if state
-                    .compare_exchange(PENDING, REQUESTED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    requests.fetch_add(1, Ordering::Release);
-                }
-            }
-            s => {
-                waited = true;
-                // Counted before the futex re-checks the state, so a stager
-                // that changes it either sees us counted or we see its change
-                // (both sides SeqCst; see `StagingPool::stage`).
-                sleepers.fetch_add(1, Ordering::SeqCst);
-                futex::wait(state, s);
-                sleepers.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
     }
 }
 

@@ -60,7 +60,7 @@ pub(crate) use tracked::{register, FaultSlot, MAX_REGIONS};
 use super::mmap::HUGE_PAGE;
 use super::process;
 use super::staging;
-use background::{monotonic_ns, wait_until_copied, BACKGROUND, BACKGROUND_HIGH};
+use background::{monotonic_ns, BACKGROUND, BACKGROUND_HIGH};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -165,7 +165,7 @@ fn on_fault(addr: usize) -> bool {
                 return true;
             }
         }
-        let retry = wait_until_copied(state, &batches.requests, &batches.sleepers);
+        let retry = batches.wait_until_copied(b);
         waited();
         if retry {
             // Retry the write: the batch is saved and (unless the mprotect

@@ -34,7 +34,7 @@ fn writable(addr: usize) -> bool {
 #[test]
 fn a_copied_batch_never_waits() {
     let b = batches(1, COPIED);
-    assert!(!wait_until_copied(&b.states[0], &b.requests, &b.sleepers));
+    assert!(!b.wait_until_copied(0));
     assert_eq!(b.requests.load(Ordering::Relaxed), 0);
 }
 
@@ -43,7 +43,7 @@ fn a_pending_batch_is_requested_once_and_waited_for_until_copied() {
     let b = batches(1, PENDING);
     let writer = {
         let b = b.clone();
-        std::thread::spawn(move || wait_until_copied(&b.states[0], &b.requests, &b.sleepers))
+        std::thread::spawn(move || b.wait_until_copied(0))
     };
     while b.states[0].load(Ordering::Acquire) != REQUESTED {
         std::thread::sleep(Duration::from_millis(1));
