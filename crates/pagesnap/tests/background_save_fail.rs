@@ -6,8 +6,9 @@ mod common;
 
 use pagesnap::{PageStore, Region, Snapshot, Tracking};
 
-#[test]
-fn write_failure_mid_stream_releases_writers() {
+/// Limits the process's files to 256 KiB (set again by each test, whatever
+/// their order) and returns a fresh scratch folder named after `name`.
+fn limited_files(name: &str) -> std::path::PathBuf {
     // SAFETY: plain libc calls with valid arguments; SIGXFSZ ignored so a write
     // past the limit fails with EFBIG instead of killing the process.
     unsafe {
@@ -18,9 +19,15 @@ fn write_failure_mid_stream_releases_writers() {
         };
         assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
     }
-    let dir = std::env::temp_dir().join(format!("pagesnap-bgfail-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("pagesnap-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn write_failure_mid_stream_releases_writers() {
+    let dir = limited_files("bgfail");
     for t in [Tracking::Auto, Tracking::Mprotect] {
         for huge in [false, true] {
             let len = 32 << 20;
@@ -86,18 +93,7 @@ fn write_failure_mid_stream_releases_writers() {
 /// loses no write: the region's next snapshot is exact.
 #[test]
 fn converging_save_write_failure_leaves_no_file() {
-    // SAFETY: as above (the same limit, set again for this test's order).
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        let lim = libc::rlimit {
-            rlim_cur: 256 << 10,
-            rlim_max: libc::RLIM_INFINITY,
-        };
-        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &lim), 0);
-    }
-    let dir = std::env::temp_dir().join(format!("pagesnap-cvfail-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = limited_files("cvfail");
     for t in [Tracking::Auto, Tracking::Mprotect] {
         let len = 16 << 20;
         let mut region = Region::builder(len).tracking(t).build().unwrap();
