@@ -6,7 +6,7 @@ use crate::store::frames::FrameId;
 use crate::store::{PageStore, Threads, Tree};
 use crate::sys::mmap::{Mapping, WriteKey};
 use crate::sys::page_size;
-use crate::track;
+use crate::track::{self, Tracker};
 use crate::Tracking;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,7 +17,6 @@ pub(crate) mod converge;
 mod converge_rounds;
 pub(crate) mod converge_save;
 mod parts;
-use parts::Tracked;
 mod restore;
 mod verify;
 
@@ -134,7 +133,7 @@ impl RegionBuilder {
             .ok_or(Error::LengthOverflow { len: self.len })?;
         let kind = track::resolve(self.tracking)?;
         let map = crate::placement::anonymous(len, self.huge_pages, self.at)?;
-        let tracker = Arc::new(Mutex::new(Tracked(track::arm(kind, &map)?)));
+        let tracker = Arc::new(Mutex::new(track::arm(kind, &map)?));
         let key = map.write_key().expect("a new mapping has its key");
         let store = self.store.unwrap_or_default();
         let base = Snapshot::from_tree_at(Tree::zero(&store, len / page), len, map.as_ptr());
@@ -220,7 +219,7 @@ pub struct Region {
     // paths use `get_mut`.
     /// Shared (by `Arc`) with a background copier, which peeks it off the
     /// caller's thread.
-    tracker: Arc<Mutex<Tracked>>,
+    tracker: Arc<Mutex<Box<dyn Tracker>>>,
     /// How many background copiers have yet to peek the tracker: while non-zero,
     /// a snapshot must not collect (and so clear) what a copier is about to read.
     /// A count, not a flag: a refused second start must not clear the first's.
@@ -353,7 +352,7 @@ impl Region {
         if let Err(e) = collected {
             // It may have re-armed pages it could not report.
             self.resync = true;
-            return Err(e);
+            return Err(e.into());
         }
         self.dirty.append(&mut self.carried);
         self.dirty.sort_unstable();
@@ -390,10 +389,11 @@ impl Region {
     /// does not exist in the child — or when the tracker cannot work now.
     pub(crate) fn preflight(&self) -> Result<()> {
         self.owner.check()?;
-        self.tracker
+        Ok(self
+            .tracker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .ready()
+            .ready()?)
     }
 
     /// Blocks while a background snapshot of this region is copying: restore

@@ -3,7 +3,7 @@
 //! sync point.
 
 use super::Region;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -114,7 +114,8 @@ impl Region {
             let r = tracker
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .peek(&map, dirty);
+                .peek(&map, dirty)
+                .map_err(Error::from);
             let r = match (r, resync) {
                 (Ok(()), Some(base)) => crate::verify::differing(&map, &base, dirty),
                 (r, _) => r,

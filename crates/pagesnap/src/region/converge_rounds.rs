@@ -11,11 +11,11 @@
 //!  drop:    what the tracker forgot goes back to the region (`carried`)
 //! ```
 
-use super::parts::Tracked;
 use super::Region;
 use crate::error::{Error, Result};
 use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
+use crate::track::Tracker;
 use crate::Tracking;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -217,7 +217,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
         if let Err(e) = got {
             collected.extend(dirty);
             region.carried.extend(collected);
-            return Err(e);
+            return Err(e.into());
         }
         dirty.sort_unstable();
         dirty.dedup();
@@ -271,7 +271,7 @@ impl<S: Sink> Drop for RoundRun<'_, S> {
 /// The round thread.
 fn run_rounds<S: Sink>(
     map: &Mapping,
-    tracker: &Mutex<Tracked>,
+    tracker: &Mutex<Box<dyn Tracker>>,
     sink: S,
     carried: Vec<usize>,
     mode: Mode,
@@ -311,7 +311,9 @@ fn run_rounds<S: Sink>(
         }
         dirty.sort_unstable();
         dirty.dedup();
-        let copied = got.and_then(|()| out.sink.copy(map, &dirty, &mut go_on));
+        let copied = got
+            .map_err(Error::from)
+            .and_then(|()| out.sink.copy(map, &dirty, &mut go_on));
         let n = dirty.len();
         match copied {
             Err(e) => {

@@ -2,14 +2,11 @@
 //! lent back to `Region::reset`.
 
 use super::Region;
-use crate::error::Result;
 use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
 use crate::store::{PageStore, Threads};
-use crate::sys::mmap::Protection;
 use crate::sys::mmap::{Mapping, WriteKey};
 use crate::track::Tracker;
-use crate::Tracking;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +14,7 @@ use std::sync::{Arc, Mutex};
 pub(crate) struct Parts<'a> {
     pub(crate) map: &'a Mapping,
     pub(crate) key: &'a mut WriteKey,
-    pub(crate) tracker: std::sync::MutexGuard<'a, Tracked>,
+    pub(crate) tracker: std::sync::MutexGuard<'a, Box<dyn Tracker>>,
     pub(crate) base: &'a mut Snapshot,
     pub(crate) origin: Option<&'a Snapshot>,
     pub(crate) dirty: &'a mut Vec<usize>,
@@ -25,44 +22,6 @@ pub(crate) struct Parts<'a> {
     pub(crate) carried: &'a mut Vec<usize>,
     pub(crate) changes: &'a mut Vec<(usize, FrameId)>,
     pub(crate) last_written: &'a mut u64,
-}
-
-/// A region's tracker, failing with the crate's [`Error`](crate::Error): the
-/// [`Tracker`] calls, each error taken over as the public variant.
-pub(crate) struct Tracked(pub(crate) Box<dyn Tracker>);
-
-impl Tracked {
-    pub(crate) fn kind(&self) -> Tracking {
-        self.0.kind()
-    }
-
-    pub(crate) fn ready(&mut self) -> Result<()> {
-        Ok(self.0.ready()?)
-    }
-
-    pub(crate) fn collect(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
-        Ok(self.0.collect(map, dirty)?)
-    }
-
-    pub(crate) fn peek(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
-        Ok(self.0.peek(map, dirty)?)
-    }
-
-    pub(crate) fn rearm(&mut self, map: &Mapping, written: &[usize]) -> Result<()> {
-        Ok(self.0.rearm(map, written)?)
-    }
-
-    pub(crate) fn lift(&mut self, map: &Mapping, pages: &[usize]) -> Result<()> {
-        Ok(self.0.lift(map, pages)?)
-    }
-
-    pub(crate) fn remark(&mut self, map: &Mapping, pages: &[usize]) -> Result<()> {
-        Ok(self.0.remark(map, pages)?)
-    }
-
-    pub(crate) fn unprotect_to(&self) -> Protection {
-        self.0.unprotect_to()
-    }
 }
 
 impl Region {
@@ -77,7 +36,7 @@ impl Region {
     ) -> Region {
         let key = map.write_key().expect("a new mapping has its key");
         Region {
-            tracker: Arc::new(Mutex::new(Tracked(tracker))),
+            tracker: Arc::new(Mutex::new(tracker)),
             key,
             peek_pending: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(None),
