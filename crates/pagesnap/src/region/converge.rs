@@ -66,6 +66,10 @@ pub struct Converging<'r> {
     run: RoundRun<'r, StoreCopies>,
 }
 
+/// Pages a round stores between two calls of its `go_on`, and between two
+/// updates of its table.
+const LIVE_CHUNK: usize = 512;
+
 /// The store side: the sync point plus every round's copies.
 pub(super) struct StoreCopies {
     store: PageStore,
@@ -79,11 +83,23 @@ impl Sink for StoreCopies {
         pages: &[usize],
         go_on: &mut dyn FnMut(usize) -> bool,
     ) -> Result<usize> {
-        let (tree, done) = self
-            .store
-            .commit_pages_live(self.current.tree(), map, pages, go_on);
-        if done > 0 {
+        let mut done = 0;
+        for chunk in pages.chunks(LIVE_CHUNK) {
+            let Ok(tree) = self
+                .store
+                .commit_pages_live(self.current.tree(), map, chunk)
+            else {
+                // Out of memory: the chunk is not taken; the rest can be tried again.
+                break;
+            };
+            // The table before goes now, chunk by chunk: a page copied again
+            // this round frees its older copy at once, so a round that
+            // re-copies most of the region does not hold both copies.
             self.current = Snapshot::from_tree_at(tree, self.current.len(), map.as_ptr());
+            done += chunk.len();
+            if !go_on(chunk.len()) {
+                break;
+            }
         }
         Ok(done)
     }
@@ -194,5 +210,54 @@ impl Converging<'_> {
         // The collected pages are in the new sync point.
         self.run.region().base = rest.sink.current.clone();
         Ok(rest.sink.current)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Tree;
+    use crate::sys::mmap::Protection;
+
+    /// A round that copies every page again frees the older copies as it goes:
+    /// the store never holds much more than one copy of the region.
+    #[test]
+    fn a_round_frees_older_copies_chunk_by_chunk() {
+        let page = page_size();
+        let n = 4 * LIVE_CHUNK;
+        let map = Mapping::anonymous(n * page, Protection::ReadWrite, false).unwrap();
+        let fill = |round: u64| {
+            for p in 0..n {
+                let word = (round << 32 | p as u64).to_ne_bytes();
+                map.copy_in(p * page, &word);
+            }
+        };
+        let store = PageStore::new();
+        let base = Snapshot::from_tree_at(Tree::zero(&store, n), n * page, map.as_ptr());
+        let mut sink = StoreCopies {
+            store: store.clone(),
+            current: base,
+        };
+        let pages: Vec<usize> = (0..n).collect();
+        fill(1);
+        assert_eq!(sink.copy(&map, &pages, &mut |_| true).unwrap(), n);
+        assert_eq!(store.stats().unique_pages, n as u64);
+        fill(2);
+        let mut most = 0;
+        let copied = sink
+            .copy(&map, &pages, &mut |_| {
+                most = most.max(store.stats().unique_pages);
+                true
+            })
+            .unwrap();
+        assert_eq!(copied, n);
+        assert_eq!(store.stats().unique_pages, n as u64);
+        assert!(
+            most <= (n + LIVE_CHUNK) as u64,
+            "held {most} pages at once for a region of {n}"
+        );
+        let mut buf = vec![0u8; 8];
+        sink.current.read(3 * page, &mut buf).unwrap();
+        assert_eq!(buf, (2u64 << 32 | 3).to_ne_bytes());
     }
 }

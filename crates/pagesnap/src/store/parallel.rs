@@ -15,9 +15,6 @@ use std::sync::OnceLock;
 /// some hundred microseconds, against tens for a thread).
 const MIN_PAGES_PER_THREAD: usize = 512;
 
-/// Pages a live copy stores between two calls of its `go_on`.
-const LIVE_CHUNK: usize = 512;
-
 /// How the pages of a mapping may be read.
 #[derive(Clone, Copy)]
 enum Src {
@@ -115,32 +112,16 @@ impl PageStore {
 
     /// As [`commit_pages`](Self::commit_pages), for a mapping other threads may
     /// be writing meanwhile (a converging round): each page is copied out, never
-    /// referenced, before it is stored, on this thread, [`LIVE_CHUNK`] pages at a
-    /// time; after each chunk `go_on` is told how many it stored and answers
-    /// whether to go on. Returns the new table and how many of `pages` (a
-    /// prefix) it holds: fewer than all when `go_on` said stop or memory ran
-    /// out (the chunk that failed is not taken).
+    /// referenced, before it is stored, on this thread. On error (memory ran
+    /// out) nothing of `pages` is kept.
     pub(crate) fn commit_pages_live(
         &self,
         base: &Tree,
         src: &Mapping,
         pages: &[usize],
-        go_on: &mut dyn FnMut(usize) -> bool,
-    ) -> (Tree, usize) {
-        let mut all = Staged::new(self);
-        let mut done = 0;
-        for chunk in pages.chunks(LIVE_CHUNK) {
-            match self.stage(src, chunk, Src::Live) {
-                Ok(staged) => all.append(staged),
-                // Dropping what the chunk staged hands its pages back.
-                Err(_) => break,
-            }
-            done += chunk.len();
-            if !go_on(chunk.len()) {
-                break;
-            }
-        }
-        (self.commit(base, all), done)
+    ) -> Result<Tree, StoreError> {
+        let staged = self.stage(src, pages, Src::Live)?;
+        Ok(self.commit(base, staged))
     }
 
     /// Stages the pages `part` of `src`. On error nothing of `part` is kept.
