@@ -131,3 +131,46 @@ fn staging_is_reported() {
     assert_eq!(report.staging_bytes, 2 * BATCH as u64);
     assert_eq!((report.staged, report.staging_peak_bytes), (0, 0));
 }
+
+/// A store that holds free frames (memory of snapshots dropped since) lends
+/// them as the staging pool, as large as the region: writers copy their batch
+/// straight into store memory, the snapshot keeps it where it lies, and every
+/// snapshot is still the region at its instant.
+#[test]
+fn a_store_with_free_frames_lends_them_as_staging() {
+    for t in common::backends() {
+        let len = 16 << 20;
+        let page = pagesnap::page_size();
+        let mut region = Region::builder(len).tracking(t).build().unwrap();
+        // Two generations of distinct pages: once the second is the sync
+        // point, the first one's frames are free. (Past the first word, which
+        // the stampers own.)
+        for generation in 1..=2u64 {
+            for (i, p) in region.as_mut_slice().chunks_exact_mut(page).enumerate() {
+                p[8..16].copy_from_slice(&(generation << 32 | i as u64).to_ne_bytes());
+            }
+            drop(region.snapshot().unwrap());
+        }
+        let (_, report) = region.background_snapshot().unwrap().wait_report().unwrap();
+        assert_eq!(
+            report.staging_bytes, len as u64,
+            "{t}: the store's free frames were not lent"
+        );
+        let unique = region.store().stats().unique_pages;
+        let (staged, _) = stamped_rounds(&region, 6, &format!("{t} lent"));
+        assert!(staged > 0, "{t}: no writer ever staged a batch");
+        let snap = region.snapshot().unwrap();
+        assert!(
+            snap.to_vec() == region.as_mut_slice(),
+            "{t}: tracking missed writes after lent staging"
+        );
+        // Frames lent and not kept went back: the store holds what the
+        // snapshots alive hold, no more than one region and a half of pages.
+        drop(snap);
+        let after = region.store().stats().unique_pages;
+        assert!(
+            after <= unique + (len / page) as u64,
+            "{t}: {after} pages held after lent staging, {unique} before"
+        );
+    }
+}

@@ -28,6 +28,20 @@ pub(crate) trait Sink {
     /// `dirty` at `i * page`). Called once per batch of the region, in any
     /// order; `dirty` is empty for a batch with nothing written.
     fn batch(&mut self, b: usize, dirty: &[usize], bytes: &[u8]) -> Result<()>;
+
+    /// Keeps batch `b` where a writer staged it: in slot `slot` of a pool over
+    /// memory this sink lent (page `first + i` of the region in the slot's
+    /// page `i`). False if the sink lent no memory: the copier hands the
+    /// bytes to [`batch`](Self::batch) instead.
+    fn keep_staged(
+        &mut self,
+        _b: usize,
+        _dirty: &[usize],
+        _first: usize,
+        _slot: usize,
+    ) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// The copier's batch buffer, or an error when memory is short.
@@ -225,18 +239,32 @@ impl<S: Sink> Copier<'_, S> {
         let first = b * self.pages_per_batch;
         let contiguous =
             mine.first() == Some(&first) && mine.last() == Some(&(first + mine.len() - 1));
-        let r = if mine.is_empty() || contiguous {
-            self.serve(b, &slot.bytes()[..mine.len() * page])
-        } else {
-            // Gather the dirty pages out of the batch's copy.
-            let mut buf = std::mem::take(&mut self.buf);
-            for (i, &p) in mine.iter().enumerate() {
-                let at = (p - first) * page;
-                buf[i * page..(i + 1) * page].copy_from_slice(&slot.bytes()[at..at + page]);
+        let kept = self.sink.keep_staged(b, mine, first, slot.slot());
+        let r = match (kept, slot.bytes()) {
+            (Ok(false), Some(bytes)) if mine.is_empty() || contiguous => {
+                self.serve(b, &bytes[..mine.len() * page])
             }
-            let r = self.serve(b, &buf[..mine.len() * page]);
-            self.buf = buf;
-            r
+            (Ok(false), Some(bytes)) => {
+                // Gather the dirty pages out of the batch's copy.
+                let mut buf = std::mem::take(&mut self.buf);
+                for (i, &p) in mine.iter().enumerate() {
+                    let at = (p - first) * page;
+                    buf[i * page..(i + 1) * page].copy_from_slice(&bytes[at..at + page]);
+                }
+                let r = self.serve(b, &buf[..mine.len() * page]);
+                self.buf = buf;
+                r
+            }
+            (Ok(false), None) => Err(Error::Background {
+                step: "staging pool (lent pages not kept by their lender)",
+                addr: self.job.map.as_ptr() as usize + b * self.batch,
+                len: self.batch,
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            }),
+            (kept, _) => {
+                self.count(b);
+                kept.map(drop)
+            }
         };
         drop(slot);
         self.shared.staged.fetch_add(1, Ordering::Relaxed);
@@ -248,12 +276,17 @@ impl<S: Sink> Copier<'_, S> {
     fn serve(&mut self, b: usize, bytes: &[u8]) -> Result<()> {
         let (lo, hi) = self.range(b);
         let dirty = self.dirty;
-        let mine = &dirty[lo..hi];
+        self.count(b);
+        self.sink.batch(b, &dirty[lo..hi], bytes)
+    }
+
+    /// Counts batch `b` done, with its dirty pages copied.
+    fn count(&mut self, b: usize) {
+        let (lo, hi) = self.range(b);
         self.done[b] = true;
         self.left -= 1;
         self.shared
             .copied
-            .fetch_add(mine.len() as u64, Ordering::Relaxed);
-        self.sink.batch(b, mine, bytes)
+            .fetch_add((hi - lo) as u64, Ordering::Relaxed);
     }
 }

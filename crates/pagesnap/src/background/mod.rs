@@ -279,9 +279,11 @@ const MIN_BATCH: usize = 64 << 10;
 /// each (see [`batch_bytes`]).
 const MAX_BATCHES: usize = 4096;
 
-/// Default staging of a background snapshot into the store, as a divisor of
-/// the region's size: half of it (the store takes the whole snapshot anyway;
-/// a pool that rarely fills keeps writers from ever waiting).
+/// Default staging of a background snapshot into the store when it has its
+/// own pool, as a divisor of the region's size: half of it (a pool that
+/// rarely fills keeps writers from ever waiting). When the store lends free
+/// frames instead (`store.rs`), the default is the whole region: what a
+/// writer stages there is the snapshot's own copy, not extra memory.
 pub(crate) const STAGING_SNAPSHOT: usize = 2;
 /// Default staging of a background save, as a divisor: an eighth of the
 /// region (a save otherwise keeps next to nothing in memory, and a bigger pool
@@ -338,13 +340,10 @@ impl LiveSlot {
 /// first, while every batch it has not lifted is still protected, so it is
 /// exact and stays out of the caller's pause.
 pub(crate) fn start(
-    mut job: Job,
+    job: Job,
     peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
 ) -> Result<Background> {
-    job.staging = Some(staging_or(&job, STAGING_SNAPSHOT));
-    let (thread, shared) = start_with(job, peek, |job, shared, dirty, batch, pool| {
-        store::save(job, shared, dirty, batch, pool)
-    })?;
+    let (thread, shared) = start_with(job, store::staging, peek, store::save)?;
     Ok(Background {
         thread: Some(thread),
         shared,

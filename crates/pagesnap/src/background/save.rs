@@ -128,17 +128,25 @@ impl Drop for BackgroundSave {
 
 /// Starts a background save of the job's region to `path`.
 pub(crate) fn start(
-    mut job: Job,
+    job: Job,
     path: &Path,
     peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
 ) -> Result<BackgroundSave> {
-    job.staging = Some(super::staging_or(&job, super::STAGING_SAVE));
     let path: PathBuf = path.to_path_buf();
     let writer =
         StreamWriter::create(&path, job.map.len(), job.map.as_ptr() as usize).map_err(at(&path))?;
-    let (thread, shared) = super::start_with(job, peek, move |job, shared, dirty, batch, pool| {
-        save(job, shared, dirty, batch, pool, writer, &path)
-    })?;
+    let prepare = |job: &Job| {
+        let bytes = super::staging_or(job, super::STAGING_SAVE);
+        Ok((super::start::own_pool(job, bytes)?, ()))
+    };
+    let (thread, shared) = super::start_with(
+        job,
+        prepare,
+        peek,
+        move |job, shared, dirty, batch, pool, _: &mut ()| {
+            save(job, shared, dirty, batch, pool, writer, &path)
+        },
+    )?;
     Ok(BackgroundSave {
         thread: Some(thread),
         shared,

@@ -13,16 +13,24 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// Protects the region and starts a copier running `body`, which is given the
-/// job, the shared state, the dirty pages (sorted), the batch size and the
-/// staging pool, and must serve every batch (see [`drive`](super::drive::drive)).
-pub(crate) fn start_with<T, F>(
+/// job, the shared state, the dirty pages (sorted), the batch size, the
+/// staging pool and what `prepare` made beside it (the memory lent to the
+/// pool: dropped only once the pool is withdrawn and no writer is inside it),
+/// and must serve every batch (see [`drive`](super::drive::drive)). `prepare`
+/// maps the staging pool before the instant (a failure is reported with
+/// nothing protected yet), and only once the start is not refused.
+pub(crate) fn start_with<T, X, F>(
     job: Job,
+    prepare: impl FnOnce(&Job) -> Result<(Option<StagingPool>, X)>,
     peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
     body: F,
 ) -> Result<(JoinHandle<Result<T>>, Arc<Shared>)>
 where
     T: Send + 'static,
-    F: FnOnce(&Job, &Shared, &[usize], usize, Option<&StagingPool>) -> Result<T> + Send + 'static,
+    X: Send + 'static,
+    F: FnOnce(&Job, &Shared, &[usize], usize, Option<&StagingPool>, &mut X) -> Result<T>
+        + Send
+        + 'static,
 {
     if job.busy.swap(true, Ordering::AcqRel) {
         return Err(Error::BackgroundBusy);
@@ -33,11 +41,29 @@ where
         return Err(replaced.into());
     }
     let busy = job.busy.clone();
-    let started = start_inner(job, peek, body);
+    let started = prepare(&job).and_then(|(pool, extra)| start_inner(job, pool, extra, peek, body));
     if started.is_err() {
         busy.store(false, Ordering::Release);
     }
     started
+}
+
+/// A staging pool of its own for the job (`bytes` in whole batches; none for
+/// less than one), mapped before the instant so that a failure is reported
+/// with nothing protected yet.
+pub(crate) fn own_pool(job: &Job, bytes: usize) -> Result<Option<StagingPool>> {
+    let slots = bytes / job.batch;
+    if slots == 0 {
+        return Ok(None);
+    }
+    StagingPool::new(slots, job.batch, job.unprotect_to)
+        .map(Some)
+        .map_err(|source| Error::Background {
+            step: "mmap (staging pool)",
+            addr: job.map.as_ptr() as usize,
+            len: slots * job.batch,
+            source,
+        })
 }
 
 /// Makes every batch writable again (as it was before) and `COPIED`, and
@@ -55,14 +81,19 @@ pub(crate) fn release_all(
     r
 }
 
-fn start_inner<T, F>(
+fn start_inner<T, X, F>(
     job: Job,
+    pool: Option<StagingPool>,
+    extra: X,
     peek: impl FnOnce(&mut Vec<usize>) -> Result<()> + Send + 'static,
     body: F,
 ) -> Result<(JoinHandle<Result<T>>, Arc<Shared>)>
 where
     T: Send + 'static,
-    F: FnOnce(&Job, &Shared, &[usize], usize, Option<&StagingPool>) -> Result<T> + Send + 'static,
+    X: Send + 'static,
+    F: FnOnce(&Job, &Shared, &[usize], usize, Option<&StagingPool>, &mut X) -> Result<T>
+        + Send
+        + 'static,
 {
     let map = &job.map;
     let len = map.len();
@@ -70,20 +101,8 @@ where
     let batch = job.batch;
     let batches = job.batches.clone();
     debug_assert_eq!(batches.states.len(), len.div_ceil(batch));
-    // Mapped before the instant (a failure is reported here, with nothing
-    // protected yet); published to the handler only once the peek is done.
-    let slots = job.staging.unwrap_or(0) / batch;
-    let pool = match slots {
-        0 => None,
-        n => Some(Arc::new(
-            StagingPool::new(n, batch, job.unprotect_to).map_err(|source| Error::Background {
-                step: "mmap (staging pool)",
-                addr,
-                len: n * batch,
-                source,
-            })?,
-        )),
-    };
+    // Published to the handler only once the peek is done.
+    let pool = pool.map(Arc::new);
     for st in batches.states.iter() {
         st.store(PENDING, Ordering::Release);
     }
@@ -119,6 +138,7 @@ where
         .name("pagesnap-copier".into())
         .spawn(move || {
             let shared = &thread_shared;
+            let mut extra = extra;
             let mut dirty = Vec::new();
             // The peek runs while every batch is still protected (writers that
             // fault meanwhile wait), so what it sees and leaves behind in the
@@ -134,6 +154,7 @@ where
                         &dirty,
                         batch,
                         published.as_ref().map(|p| p.pool()),
+                        &mut extra,
                     )
                 });
             if r.is_err() {
@@ -146,8 +167,10 @@ where
                     .store(p.peak_bytes() as u64, Ordering::Relaxed);
             }
             // Withdraw the pool (waiting out any writer still inside it) and
-            // unmap it before the caller learns that the copy is done.
+            // unmap it before the caller learns that the copy is done; only
+            // then may memory lent to it go back to its owner.
             drop(published);
+            drop(extra);
             job.busy.store(false, Ordering::Release);
             r
         })

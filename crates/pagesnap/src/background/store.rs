@@ -5,16 +5,18 @@ use super::drive::{drive, Sink};
 use super::{Job, Shared};
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
-use crate::store::Staged;
+use crate::store::{LentFrames, Staged};
 use crate::sys::page_size;
 use crate::sys::staging::StagingPool;
 
 /// Pages taken into the store as the copier goes (handed back on an error).
-struct StoreSink {
+struct StoreSink<'a> {
     changes: Staged,
+    /// The store frames writers stage into, if any.
+    lent: Option<&'a mut LentFrames>,
 }
 
-impl Sink for StoreSink {
+impl Sink for StoreSink<'_> {
     fn batch(&mut self, _b: usize, dirty: &[usize], bytes: &[u8]) -> Result<()> {
         let page = page_size();
         for (&p, bytes) in dirty.iter().zip(bytes.chunks_exact(page)) {
@@ -22,6 +24,44 @@ impl Sink for StoreSink {
         }
         Ok(())
     }
+
+    fn keep_staged(
+        &mut self,
+        _b: usize,
+        dirty: &[usize],
+        first: usize,
+        slot: usize,
+    ) -> Result<bool> {
+        let Some(lent) = self.lent.as_mut() else {
+            return Ok(false);
+        };
+        let keep = dirty.iter().map(|&p| (p, p - first));
+        lent.settle(slot, keep, &mut self.changes)?;
+        Ok(true)
+    }
+}
+
+/// The staging pool of a background snapshot into the store. Where the store
+/// has free frames (memory of snapshots dropped since), it lends them: a batch
+/// a writer stages there is saved where it lies (the copier publishes it: no
+/// second copy, no second home in memory, no fresh memory to fault in). Else
+/// the pool has memory of its own, reused as the copier saves its slots.
+pub(super) fn staging(job: &Job) -> Result<(Option<StagingPool>, Option<LentFrames>)> {
+    let (page, batch) = (page_size(), job.batch);
+    let slots = job
+        .staging
+        .map_or(job.map.len().div_ceil(batch), |bytes| bytes / batch);
+    if slots == 0 {
+        return Ok((None, None));
+    }
+    if let Some(lent) = job.base.store().lend_free(slots, batch / page) {
+        let (keep, pages) = lent.memory();
+        if let Ok(pool) = StagingPool::lent(keep, pages, page, batch, job.unprotect_to) {
+            return Ok((Some(pool), Some(lent)));
+        }
+    }
+    let bytes = super::staging_or(job, super::STAGING_SNAPSHOT);
+    Ok((super::start::own_pool(job, bytes)?, None))
 }
 
 /// The copier: saves every batch with dirty pages into the store.
@@ -31,12 +71,14 @@ pub(super) fn save(
     dirty: &[usize],
     batch: usize,
     pool: Option<&StagingPool>,
+    lent: &mut Option<LentFrames>,
 ) -> Result<Snapshot> {
     let store = job.base.store().clone();
     let _beside = store.beside_writers();
     // Dropped on an error, which hands the frames back.
     let mut sink = StoreSink {
         changes: Staged::new(&store),
+        lent: lent.as_mut(),
     };
     sink.changes
         .try_reserve(dirty.len() as u64)

@@ -17,8 +17,9 @@ use super::error::StoreError;
 use super::index::Index;
 use super::slabs::{Slabs, SLAB_FRAMES};
 use crate::digest::page_hash;
+use crate::sys::mmap::Mapping;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Index of a frame in its store. `FrameId::ZERO` is the all-zero page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -151,6 +152,17 @@ impl Frames {
         Ok(())
     }
 
+    /// Exactly `n` free slots (used before, so faulted in), reserved; `None`
+    /// if there are fewer, or no memory for the list.
+    pub(super) fn take_free(&self, n: usize) -> Option<Vec<FrameId>> {
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).ok()?;
+        let mut a = self.lock_alloc();
+        let at = a.free.len().checked_sub(n)?;
+        out.extend(a.free.drain(at..));
+        Some(out)
+    }
+
     /// Gives reserved, unpublished slots back.
     pub(super) fn unreserve(&self, ids: &mut Vec<FrameId>) {
         if !ids.is_empty() {
@@ -167,6 +179,23 @@ impl Frames {
         // Copy first, then hash the copy while it is in cache: one read of `page`,
         // and no lock held while touching the caller's memory.
         self.slabs.write(id, page);
+        self.publish(id)
+    }
+
+    /// Where reserved slot `id`'s bytes start, to be written in place (`lent.rs`).
+    pub(super) fn addr(&self, id: FrameId) -> usize {
+        self.slabs.addr(id)
+    }
+
+    /// The mapping reserved slot `id` lies in and its offset there, to be
+    /// written in place (`lent.rs`).
+    pub(super) fn memory(&self, id: FrameId) -> (Arc<Mapping>, usize) {
+        self.slabs.memory(id)
+    }
+
+    /// [`insert`](Self::insert) of reserved slot `id` as written already:
+    /// hashed and indexed where it lies, with no copy.
+    pub(super) fn publish(&self, id: FrameId) -> Result<FrameId, StoreError> {
         let bytes = self.slabs.bytes(id);
         let hash = page_hash(bytes);
         if hash == self.zero_hash && is_zero(bytes) {

@@ -16,6 +16,7 @@
 pub mod error;
 pub(crate) mod frames;
 mod index;
+mod lent;
 mod parallel;
 mod slabs;
 pub(crate) mod staged;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 pub use error::StoreError;
 #[cfg(feature = "remote")]
 pub(crate) use index::IdentityHasher;
+pub(crate) use lent::LentFrames;
 pub(crate) use parallel::Threads;
 pub(crate) use staged::Staged;
 pub(crate) use tree::{PageRun, RunFrames, Tree};

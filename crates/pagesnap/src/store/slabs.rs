@@ -14,7 +14,7 @@ use super::error::StoreError;
 use super::frames::FrameId;
 use crate::sys::mmap::{Mapping, Protection, HUGE_PAGE};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Frames per slab (2 MiB of 4 KiB pages).
 pub(super) const SLAB_FRAMES: usize = 512;
@@ -47,7 +47,8 @@ impl Slot {
 }
 
 struct Slab {
-    mem: Mapping,
+    /// Shared with a staging pool while frames of the slab are lent to one.
+    mem: Arc<Mapping>,
     slots: Box<[Slot]>,
 }
 
@@ -117,7 +118,7 @@ impl Slabs {
         }
         let chunk = self.dir[n / CHUNK].get().expect("set above");
         let _ = chunk[n % CHUNK].set(Slab {
-            mem,
+            mem: Arc::new(mem),
             slots: slots.into_boxed_slice(),
         });
         self.mapped.fetch_add(1, Ordering::Relaxed);
@@ -144,6 +145,19 @@ impl Slabs {
         let n = id.0 as usize;
         let at = (n % SLAB_FRAMES) * self.page_size;
         self.slab(n / SLAB_FRAMES).mem.range(at, self.page_size)
+    }
+
+    /// Where frame `id`'s bytes start.
+    pub(super) fn addr(&self, id: FrameId) -> usize {
+        self.bytes(id).as_ptr() as usize
+    }
+
+    /// The mapping frame `id` lies in and its offset there, for memory lent
+    /// out to be written by others (`lent.rs`).
+    pub(super) fn memory(&self, id: FrameId) -> (Arc<Mapping>, usize) {
+        let n = id.0 as usize;
+        let slab = self.slab(n / SLAB_FRAMES);
+        (slab.mem.clone(), (n % SLAB_FRAMES) * self.page_size)
     }
 
     /// Writes `page` into the slot of `id`, which the caller has reserved.

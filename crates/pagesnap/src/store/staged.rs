@@ -56,6 +56,12 @@ impl Staged {
         Ok(id)
     }
 
+    /// Stages page `page` with frame `id`, whose reference the caller hands
+    /// over (just published: `lent.rs`).
+    pub(crate) fn add_published(&mut self, page: usize, id: FrameId) {
+        self.pages.push((page, id));
+    }
+
     /// Stages page `page` with frame `id`, which this `Staged` already holds
     /// (from [`add`](Self::add)), as one more reference to it.
     #[cfg_attr(not(feature = "remote"), allow(dead_code))]

@@ -28,6 +28,7 @@ use super::mmap::{Mapping, Protection};
 use super::signal::{BatchStates, COPYING, PENDING, REQUESTED, STAGED};
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Most batches one writer stages in one call (see [`StagingPool::stage`]).
 pub(crate) const MAX_RUN: usize = 32;
@@ -44,7 +45,7 @@ pub(crate) fn claim(state: &AtomicU32) -> bool {
 
 /// A pool of batch-sized slots; see the module docs.
 pub(crate) struct StagingPool {
-    mem: Mapping,
+    mem: Memory,
     slot_bytes: usize,
     slots: usize,
     free: Box<[AtomicU64]>,
@@ -57,6 +58,22 @@ pub(crate) struct StagingPool {
     in_use: AtomicUsize,
     /// Bytes from the pool's start faulted in by [`StagingPool::warm_ahead`].
     warmed: AtomicUsize,
+}
+
+/// Where a pool's slots are.
+enum Memory {
+    /// The pool's own mapping, slot after slot; a slot is used again once the
+    /// copier has taken its copy.
+    Own(Mapping),
+    /// Pages lent by the pool's owner (frames of a page store), anywhere in
+    /// the mappings it keeps alive here: page `i` of slot `s` at
+    /// `pages[s × pages_per_slot + i]`. Each slot is used once: its copy stays
+    /// where it lies and becomes the owner's.
+    Lent {
+        _keep: Box<[Arc<Mapping>]>,
+        pages: Box<[usize]>,
+        page: usize,
+    },
 }
 
 /// How far [`StagingPool::warm_ahead`] keeps faulted-in memory ahead of the
@@ -89,6 +106,68 @@ impl StagingPool {
         // Huge pages where the kernel has them: a writer's first copy into a
         // slot then takes one fault per 2 MiB, not one per page.
         let mem = Mapping::anonymous(len, Protection::ReadWrite, true)?;
+        Ok(StagingPool::over(
+            Memory::Own(mem),
+            slots,
+            slot_bytes,
+            unprotect_to,
+        ))
+    }
+
+    /// A pool of `pages.len() / (slot_bytes / page)` slots over pages lent by
+    /// its owner: each address starts `page` bytes inside one of the mappings
+    /// of `keep` (else `EINVAL`). The owner keeps its hands off a slot's pages
+    /// until the copier has taken its copy ([`take_filled`](Self::take_filled));
+    /// from then on the bytes are the owner's, and the slot is never handed
+    /// out again.
+    pub(crate) fn lent(
+        keep: Vec<Arc<Mapping>>,
+        pages: Vec<usize>,
+        page: usize,
+        slot_bytes: usize,
+        unprotect_to: Protection,
+    ) -> io::Result<StagingPool> {
+        let invalid = || io::Error::from_raw_os_error(libc::EINVAL);
+        if page == 0 || slot_bytes == 0 || slot_bytes % page != 0 {
+            return Err(invalid());
+        }
+        let per_slot = slot_bytes / page;
+        let slots = pages.len() / per_slot;
+        if slots == 0 || pages.len() % per_slot != 0 {
+            return Err(invalid());
+        }
+        let mut spans: Vec<(usize, usize)> = keep
+            .iter()
+            .map(|m| (m.as_ptr() as usize, m.as_ptr() as usize + m.len()))
+            .collect();
+        spans.sort_unstable();
+        // Pages come in runs through one mapping: search only on leaving it.
+        let mut span = (0, 0);
+        let inside = |&a: &usize| {
+            let Some(end) = a.checked_add(page) else {
+                return false;
+            };
+            if !(span.0 <= a && end <= span.1) {
+                let i = spans.partition_point(|s| s.0 <= a);
+                if i == 0 {
+                    return false;
+                }
+                span = spans[i - 1];
+            }
+            end <= span.1
+        };
+        if !pages.iter().all(inside) {
+            return Err(invalid());
+        }
+        let mem = Memory::Lent {
+            _keep: keep.into_boxed_slice(),
+            pages: pages.into_boxed_slice(),
+            page,
+        };
+        Ok(StagingPool::over(mem, slots, slot_bytes, unprotect_to))
+    }
+
+    fn over(mem: Memory, slots: usize, slot_bytes: usize, unprotect_to: Protection) -> StagingPool {
         let words = slots.div_ceil(64);
         let free = (0..words)
             .map(|w| {
@@ -97,7 +176,7 @@ impl StagingPool {
             })
             .collect();
         let holds = (0..slots).map(|_| AtomicUsize::new(0)).collect();
-        Ok(StagingPool {
+        StagingPool {
             mem,
             slot_bytes,
             slots,
@@ -107,7 +186,38 @@ impl StagingPool {
             peak: AtomicUsize::new(0),
             in_use: AtomicUsize::new(0),
             warmed: AtomicUsize::new(0),
-        })
+        }
+    }
+
+    /// Copies `len` (≤ `slot_bytes`) bytes from `src` into slot `slot`.
+    ///
+    /// # Safety
+    ///
+    /// `src` is readable for `len` bytes and nobody writes it meanwhile; the
+    /// caller holds `slot` (taken from `free`, not given back); `src` is not
+    /// staging memory.
+    unsafe fn copy_into(&self, slot: usize, src: *const u8, len: usize) {
+        debug_assert!(slot < self.slots && len <= self.slot_bytes);
+        match &self.mem {
+            // SAFETY: slot < slots, the mapping is slots × slot_bytes long, the
+            // caller holds the slot and vouches for `src`.
+            Memory::Own(m) => unsafe {
+                std::ptr::copy_nonoverlapping(src, m.as_ptr().add(slot * self.slot_bytes), len);
+            },
+            Memory::Lent { pages, page, .. } => {
+                let per_slot = self.slot_bytes / page;
+                for (i, &dst) in pages[slot * per_slot..][..len.div_ceil(*page)]
+                    .iter()
+                    .enumerate()
+                {
+                    let n = (*page).min(len - i * page);
+                    // SAFETY: `dst` starts a page inside a mapping the pool
+                    // keeps alive (checked by `lent`), lent to this slot, which
+                    // the caller holds; the caller vouches for `src`.
+                    unsafe { std::ptr::copy_nonoverlapping(src.add(i * page), dst as *mut u8, n) };
+                }
+            }
+        }
     }
 
     /// Bytes of staging memory (the most it can hold).
@@ -195,17 +305,9 @@ impl StagingPool {
             // caller found it in the background table), readable (protected
             // read-only, not PROT_NONE), and nobody writes it: the batch is
             // COPYING, claimed by this thread, so its protection stays on until
-            // we lift it below. The destination is slot `slot` (< slots, and
-            // batch ≤ slot_bytes) of this pool's own mapping, taken from `free`
-            // by this thread alone, so nobody else touches it until it is given
-            // back. The two mappings are distinct, so the ranges cannot overlap.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    (start + at) as *const u8,
-                    self.mem.as_ptr().add(slot * self.slot_bytes),
-                    batch.min(len - at),
-                );
-            }
+            // we lift it below. The slot (batch ≤ slot_bytes) was taken from
+            // `free` by this thread alone. The region is not staging memory.
+            unsafe { self.copy_into(slot, (start + at) as *const u8, batch.min(len - at)) };
         }
         // SAFETY: [start + from, start + to) is page-aligned (whole batches of a
         // registered region) and lies inside it; mprotect is async-signal-safe,
@@ -244,10 +346,14 @@ impl StagingPool {
     /// fresh slot does not also zero the memory under it in its fault handler.
     /// `MADV_POPULATE_WRITE` never changes contents, so slots in use are safe;
     /// one huge page per call keeps its hold on the mmap lock (which writers'
-    /// `mprotect` needs) short. True if it did something.
+    /// `mprotect` needs) short. True if it did something. Lent pages are
+    /// memory their lender used before: nothing to do.
     pub(crate) fn warm_ahead(&self) -> bool {
         const STEP: usize = super::mmap::HUGE_PAGE;
-        let len = self.mem.len();
+        let Memory::Own(mem) = &self.mem else {
+            return false;
+        };
+        let len = mem.len();
         let used = self.peak.load(Ordering::Relaxed) * self.slot_bytes;
         let want = (used + WARM_AHEAD).min(len);
         let warmed = self.warmed.load(Ordering::Relaxed);
@@ -257,7 +363,7 @@ impl StagingPool {
         let step = STEP.min(len - warmed);
         // Best effort: without MADV_POPULATE_WRITE (before Linux 5.14) the
         // writers fault the memory in as before.
-        let _ = self.mem.advise(warmed, step, libc::MADV_POPULATE_WRITE);
+        let _ = mem.advise(warmed, step, libc::MADV_POPULATE_WRITE);
         self.warmed.store(warmed + step, Ordering::Relaxed);
         true
     }
@@ -300,17 +406,31 @@ impl FilledSlot<'_> {
         self.batch
     }
 
-    /// The copy: the batch's bytes at the instant, from its first byte.
-    pub(crate) fn bytes(&self) -> &[u8] {
-        self.pool
-            .mem
-            .range(self.slot * self.pool.slot_bytes, self.pool.slot_bytes)
+    /// The slot it is in (of a pool over lent memory: where the copy stays).
+    pub(crate) fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// The copy: the batch's bytes at the instant, from its first byte; `None`
+    /// for a pool over lent pages, whose lender keeps the copy where it lies.
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        let n = self.pool.slot_bytes;
+        match &self.pool.mem {
+            Memory::Own(m) => Some(m.range(self.slot * n, n)),
+            Memory::Lent { .. } => None,
+        }
     }
 }
 
 impl Drop for FilledSlot<'_> {
     fn drop(&mut self) {
-        self.pool.give(self.slot);
+        match self.pool.mem {
+            Memory::Own(_) => self.pool.give(self.slot),
+            // Used once: the copy now belongs to the lender.
+            Memory::Lent { .. } => {
+                self.pool.in_use.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -338,7 +458,7 @@ mod tests {
         assert_eq!(states[1].load(Ordering::Acquire), PENDING);
         let filled = pool.take_filled().expect("a filled slot");
         assert_eq!(filled.batch(), 0);
-        assert!(filled.bytes()[..2 * page].iter().all(|&b| b == 9));
+        assert!(filled.bytes().unwrap()[..2 * page].iter().all(|&b| b == 9));
         assert!(pool.take_filled().is_none());
         drop(filled);
         // Freed: the staged batch is not claimed twice.
@@ -371,7 +491,9 @@ mod tests {
         let mut seen = Vec::new();
         while let Some(slot) = pool.take_filled() {
             let b = slot.batch();
-            assert!(slot.bytes()[..page].iter().all(|&x| x == b as u8 + 1));
+            assert!(slot.bytes().unwrap()[..page]
+                .iter()
+                .all(|&x| x == b as u8 + 1));
             seen.push(b);
         }
         seen.sort_unstable();
@@ -407,5 +529,53 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 1);
+    }
+
+    /// Over lent pages a writer's copy lands page by page where the lender
+    /// said, a drained slot is never handed out again, and pages outside the
+    /// lender's mappings are refused.
+    #[test]
+    fn a_pool_over_lent_pages_copies_into_them_once() {
+        let page = page_size();
+        let region = Mapping::anonymous(4 * page, Protection::ReadWrite, false).unwrap();
+        region.copy_in(0, &vec![3u8; 2 * page]);
+        region.copy_in(2 * page, &vec![4u8; 2 * page]);
+        region.protect(0, 4 * page, Protection::Read).unwrap();
+        let lender = Arc::new(Mapping::anonymous(8 * page, Protection::ReadWrite, false).unwrap());
+        let at = |i: usize| lender.as_ptr() as usize + i * page;
+        // Two slots of two pages, scattered over the lender's memory.
+        let pages = vec![at(5), at(1), at(7), at(2)];
+        let outside = vec![at(5), at(1), at(7), at(8)];
+        assert!(StagingPool::lent(
+            vec![lender.clone()],
+            outside,
+            page,
+            2 * page,
+            Protection::ReadWrite
+        )
+        .is_err());
+        let pool = StagingPool::lent(
+            vec![lender.clone()],
+            pages,
+            page,
+            2 * page,
+            Protection::ReadWrite,
+        )
+        .unwrap();
+        let batches = BatchStates::new(2, PENDING);
+        let span = (region.as_ptr() as usize, 4 * page, 2 * page);
+        assert_eq!(pool.stage(&batches, 0, span, 0), Staged::Done);
+        let filled = pool.take_filled().expect("a filled slot");
+        assert_eq!((filled.batch(), filled.slot()), (0, 0));
+        assert!(filled.bytes().is_none(), "lent pages stay with the lender");
+        drop(filled);
+        let byte = |i: usize| lender.range(i * page, page)[0];
+        assert_eq!((byte(5), byte(1)), (3, 3));
+        assert_eq!(pool.stage(&batches, 1, span, 0), Staged::Done);
+        assert_eq!(pool.take_filled().map(|f| f.slot()), Some(1));
+        assert_eq!((byte(7), byte(2)), (4, 4));
+        // Both slots used once: nothing left to stage into.
+        let more = BatchStates::new(2, PENDING);
+        assert_eq!(pool.stage(&more, 0, span, 0), Staged::NoRoom);
     }
 }

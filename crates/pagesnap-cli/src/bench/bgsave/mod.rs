@@ -67,10 +67,18 @@ pub struct BgsaveArgs {
     #[arg(long)]
     huge_pages: bool,
     /// Staging memory of the point-in-time methods, where writers copy the
-    /// parts they are about to overwrite (default: the library's, half the
-    /// array for `pagesnap` and an eighth for `pagesnap-save`).
+    /// parts they are about to overwrite (default: the library's; for
+    /// `pagesnap-save` an eighth of the array, for `pagesnap` the store's
+    /// free frames where it has them, else half the array).
     #[arg(long)]
     staging: Option<ByteSize>,
+    /// Measure the second snapshot of each process, as a program that
+    /// snapshots periodically does: the point-in-time methods first take one
+    /// background snapshot of the array and drop it (untimed), so the store
+    /// holds free memory. Without it every round is a process's first
+    /// snapshot. (The converging methods move the sync point: not changed.)
+    #[arg(long)]
+    steady: bool,
     /// Methods to run, comma-separated: none, fork, pagesnap, pagesnap-save,
     /// pagesnap-converge, pagesnap-converge-save.
     #[arg(long, value_delimiter = ',', default_values_t = METHODS.map(String::from))]
@@ -157,6 +165,9 @@ pub fn run(args: BgsaveArgs) -> CmdResult {
             if let Some(s) = args.staging {
                 cmd.args(["--staging", &s.0.to_string()]);
             }
+            if args.steady {
+                cmd.arg("--steady");
+            }
             let out = cmd.stderr(Stdio::inherit()).output()?;
             if !out.status.success() {
                 return Err(format!("{m} round {i} failed: {}", out.status).into());
@@ -190,6 +201,7 @@ pub fn run(args: BgsaveArgs) -> CmdResult {
         "writers": args.writers,
         "rounds": args.rounds,
         "huge_pages": args.huge_pages,
+        "steady": args.steady,
         "results": results,
     });
     if let Some(path) = args.json.path() {
@@ -205,7 +217,15 @@ fn one(method: &str, args: &BgsaveArgs) -> Result<Round, Box<dyn std::error::Err
     let (n, huge, data) = (args.writers, args.huge_pages, args.data);
     match method {
         "none" | "fork" => fork::round(method == "fork", data, len, n, huge),
-        m => live::round(m, data, len, n, huge, args.staging.map(|s| s.0)),
+        m => live::round(
+            m,
+            data,
+            len,
+            n,
+            huge,
+            args.staging.map(|s| s.0),
+            args.steady,
+        ),
     }
 }
 

@@ -1,0 +1,192 @@
+//! Store frames lent out as a background snapshot's staging memory.
+//!
+//! A writer that reaches a batch the copier has not saved copies it into
+//! staging memory and goes on. When that memory is frames of the store, the
+//! copy *is* the snapshot's copy: the copier publishes the frames it keeps
+//! (hash and index, where they lie) instead of copying them a second time, and
+//! the snapshot holds no second copy of what writers staged.
+//!
+//! ```text
+//!  lend:     whole fresh slabs (mapped, not faulted in), every frame reserved
+//!  writers:  batch b -> slot s: frames first + s*k .. first + (s+1)*k
+//!  copier:   dirty page p of b -> publish(frame of p) -> Staged (or its equal)
+//!            the slot's other frames -> back to the store's free slots
+//!  drop:     frames never published go back (untouched ones cost nothing)
+//! ```
+
+use super::frames::FrameId;
+use super::slabs::SLAB_FRAMES;
+use super::{PageStore, Staged, StoreError};
+use crate::sys::mmap::Mapping;
+use std::sync::Arc;
+
+/// Frames lent as `slots` staging slots of `slot_pages` pages each.
+pub(crate) struct LentFrames {
+    store: PageStore,
+    /// Slot `s`'s page `i` is frame `ids[s × slot_pages + i]`.
+    ids: Vec<FrameId>,
+    slot_pages: usize,
+    /// Per slot: its frames were settled (published or given back).
+    settled: Vec<bool>,
+}
+
+impl PageStore {
+    /// Lends `slots` slots of `slot_pages` pages (at most a slab's 512) as
+    /// staging memory, out of the store's free frames — memory faulted in by
+    /// earlier use, so writers copying into it take no fault. `None` when the
+    /// store has fewer free frames (a store's first background snapshot).
+    pub(crate) fn lend_free(&self, slots: usize, slot_pages: usize) -> Option<LentFrames> {
+        debug_assert!(slot_pages > 0 && slot_pages <= SLAB_FRAMES);
+        let pages = slots.checked_mul(slot_pages)?;
+        let mut settled = Vec::new();
+        settled.try_reserve_exact(slots).ok()?;
+        settled.resize(slots, false);
+        let ids = self.shared.frames.take_free(pages)?;
+        Some(LentFrames {
+            store: self.clone(),
+            ids,
+            slot_pages,
+            settled,
+        })
+    }
+}
+
+impl LentFrames {
+    /// The mappings the lent frames lie in, and each frame's address, slot
+    /// after slot. Nothing else in the store touches a slot's frames until
+    /// [`settle`](Self::settle) takes them.
+    pub(crate) fn memory(&self) -> (Vec<Arc<Mapping>>, Vec<usize>) {
+        let frames = &self.store.shared.frames;
+        let mut keep: Vec<Arc<Mapping>> = Vec::new();
+        let within = |m: &Arc<Mapping>, a: usize| {
+            let start = m.as_ptr() as usize;
+            (start..start + m.len()).contains(&a)
+        };
+        let addrs = self
+            .ids
+            .iter()
+            .map(|&id| {
+                let addr = frames.addr(id);
+                if !keep.last().is_some_and(|m| within(m, addr)) {
+                    keep.push(frames.memory(id).0);
+                }
+                addr
+            })
+            .collect();
+        keep.sort_unstable_by_key(|m| m.as_ptr() as usize);
+        keep.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        (keep, addrs)
+    }
+
+    /// Slot `slot` holds a batch's bytes, its page `i` in the slot's page `i`:
+    /// takes the pages `keep` lists as `(page of the region, i)` into `staged`
+    /// where they lie, and gives every other frame of the slot back. On an
+    /// error the frames not yet taken are given back too.
+    pub(crate) fn settle(
+        &mut self,
+        slot: usize,
+        keep: impl Iterator<Item = (usize, usize)>,
+        staged: &mut Staged,
+    ) -> Result<(), StoreError> {
+        debug_assert!(!self.settled[slot], "slot {slot} settled twice");
+        self.settled[slot] = true;
+        let frames = &self.store.shared.frames;
+        let ids = &self.ids[slot * self.slot_pages..][..self.slot_pages];
+        let mut taken = [0u64; SLAB_FRAMES / 64];
+        let mut result = Ok(());
+        for (page, i) in keep {
+            match frames.publish(ids[i]) {
+                Ok(got) => {
+                    staged.add_published(page, got);
+                    if got == ids[i] {
+                        taken[i / 64] |= 1 << (i % 64);
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let mut back: Vec<FrameId> = (0..self.slot_pages)
+            .filter(|&i| taken[i / 64] & (1 << (i % 64)) == 0)
+            .map(|i| ids[i])
+            .collect();
+        frames.unreserve(&mut back);
+        result
+    }
+}
+
+impl Drop for LentFrames {
+    fn drop(&mut self) {
+        let per = self.slot_pages;
+        let mut back: Vec<FrameId> = self
+            .ids
+            .chunks(per)
+            .zip(&self.settled)
+            .filter(|(_, &done)| !done)
+            .flat_map(|(ids, _)| ids.iter().copied())
+            .collect();
+        self.store.shared.frames.unreserve(&mut back);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Tree;
+
+    /// Frees `n` frames in `store` (distinct pages inserted, then released).
+    fn free_frames(store: &PageStore, n: usize) {
+        let page = crate::sys::page_size();
+        let ids: Vec<FrameId> = (0..n)
+            .map(|i| {
+                let mut bytes = vec![0u8; page];
+                bytes[..8].copy_from_slice(&(1000 + i as u64).to_ne_bytes());
+                store.test_insert(&bytes)
+            })
+            .collect();
+        for id in ids {
+            store.test_release(id);
+        }
+    }
+
+    /// A slot's kept pages are published where they lie (an equal page already
+    /// stored is shared instead), the rest go back, and so does every slot
+    /// never settled: lending holds nothing once it is over.
+    #[test]
+    fn settled_pages_are_kept_and_the_rest_go_back() {
+        let page = crate::sys::page_size();
+        let store = PageStore::new();
+        assert!(
+            store.lend_free(2, 4).is_none(),
+            "a new store has nothing free"
+        );
+        let shared = store.test_insert(&vec![7u8; page]);
+        free_frames(&store, 8);
+        let mut lent = store.lend_free(2, 4).expect("8 free frames");
+        assert!(store.lend_free(1, 1).is_none(), "all of them lent");
+        let (keep, addrs) = lent.memory();
+        assert_eq!(addrs.len(), 8);
+        for (i, &a) in addrs[..4].iter().enumerate() {
+            let m = keep
+                .iter()
+                .find(|m| (m.as_ptr() as usize..m.as_ptr() as usize + m.len()).contains(&a))
+                .expect("each page inside a kept mapping");
+            let fill = if i == 1 { 7 } else { 50 + i as u8 };
+            m.copy_in(a - m.as_ptr() as usize, &vec![fill; page]);
+        }
+        let mut staged = Staged::new(&store);
+        // Slot 0 held region pages 100..104; pages 100 and 101 were written.
+        lent.settle(0, [(100, 0), (101, 1)].into_iter(), &mut staged)
+            .unwrap();
+        assert_eq!(store.stats().unique_pages, 2, "one new page, one shared");
+        let tree = store.commit(&Tree::zero(&store, 128), staged);
+        assert_eq!(store.frame(tree.get(100)), &vec![50u8; page][..]);
+        assert_eq!(tree.get(101), shared);
+        drop(lent);
+        // Slot 1 was never settled and slot 0's other pages went back: all
+        // six can be lent again.
+        assert!(store.lend_free(6, 1).is_some());
+    }
+}
