@@ -88,12 +88,20 @@ impl RegionBuilder {
     /// whole batches: 64 KiB to 2 MiB, see `background/mod.rs`). A writer that touches a part of the region a
     /// background snapshot has not saved yet copies that batch into this
     /// memory itself and goes on; only when it is full does the writer wait
-    /// for the copier. Default: half the region for
-    /// [`background_snapshot`](Region::background_snapshot), an eighth for
-    /// [`background_save`](Region::background_save). It is mapped when a
-    /// background snapshot starts, filled only as far as writers use it at
-    /// once (slots are reused as the copier saves them) and returned when the
-    /// snapshot is done; 0 makes writers always wait for the copier.
+    /// for the copier. 0 makes writers always wait for the copier.
+    ///
+    /// [`background_save`](Region::background_save): an eighth of the region
+    /// by default, mapped when the save starts, filled only as far as writers
+    /// use it at once (slots are reused as the copier saves them) and returned
+    /// when it is done.
+    ///
+    /// [`background_snapshot`](Region::background_snapshot): where the store
+    /// holds enough free frames (memory of snapshots dropped since, as in a
+    /// program that snapshots periodically), the staging is those frames, as
+    /// much as the region by default: a batch a writer stages is kept where
+    /// it lies as the snapshot's own copy, so it costs no extra memory and no
+    /// second copy. Otherwise (a store's first snapshot) it is memory of its
+    /// own, half the region by default, as for a save.
     ///
     /// ```
     /// let region = pagesnap::Region::builder(8 << 20).staging(4 << 20).build()?;

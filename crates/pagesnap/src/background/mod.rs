@@ -35,7 +35,9 @@
 //!
 //! Extra memory: the staging pool ([`Progress::staging_bytes`], mapped at the
 //! start and filled as writers use it), the copier's batch buffer, and what the
-//! sink keeps.
+//! sink keeps. A snapshot into a store that holds free frames stages into
+//! those (`store.rs`): a staged batch is then the snapshot's own copy, kept
+//! where it lies, and the pool costs no memory of its own.
 //!
 //! The dirty tracker underneath is never disarmed: mprotect leaves userfaultfd-wp
 //! and soft-dirty bits alone, so the next `snapshot()` still sees every write made
@@ -74,7 +76,7 @@ pub struct Progress {
     /// Batches writers copied themselves into the staging pool and went on.
     pub staged: u64,
     /// Bytes of the staging pool (extra memory, at most; mapped at the start,
-    /// filled as writers use it).
+    /// filled as writers use it — unless it is the store's free frames).
     pub staging_bytes: u64,
     /// Most bytes staged at once so far.
     pub staging_peak_bytes: u64,
@@ -112,7 +114,8 @@ pub struct BackgroundReport {
     pub faults: u64,
     /// Batches writers copied themselves into the staging pool and went on.
     pub staged: u64,
-    /// Bytes of the staging pool (extra memory, at most).
+    /// Bytes of the staging pool (extra memory, at most — none when it was
+    /// the store's free frames, which the snapshot keeps).
     pub staging_bytes: u64,
     /// Most bytes staged at once.
     pub staging_peak_bytes: u64,
