@@ -133,44 +133,51 @@ fn staging_is_reported() {
 }
 
 /// A store that holds free frames (memory of snapshots dropped since) lends
-/// them as the staging pool, as large as the region: writers copy their batch
-/// straight into store memory, the snapshot keeps it where it lies, and every
-/// snapshot is still the region at its instant.
+/// them as the staging pool: writers copy their batch straight into store
+/// memory, the snapshot keeps it where it lies, and every snapshot is still
+/// the region at its instant. With frames for the whole region the pool is
+/// all lent; with frames for a quarter, the pool's own half region follows.
 #[test]
 fn a_store_with_free_frames_lends_them_as_staging() {
     for t in common::backends() {
-        let len = 16 << 20;
-        let page = pagesnap::page_size();
-        let mut region = Region::builder(len).tracking(t).build().unwrap();
-        // Two generations of distinct pages: once the second is the sync
-        // point, the first one's frames are free. (Past the first word, which
-        // the stampers own.)
-        for generation in 1..=2u64 {
-            for (i, p) in region.as_mut_slice().chunks_exact_mut(page).enumerate() {
-                p[8..16].copy_from_slice(&(generation << 32 | i as u64).to_ne_bytes());
+        for (quarters, staging) in [(4, 4), (1, 3)] {
+            let len = 16 << 20;
+            let page = pagesnap::page_size();
+            let mut region = Region::builder(len).tracking(t).build().unwrap();
+            // Two generations of distinct pages over `quarters` of the region:
+            // once the second is the sync point, the first one's frames are
+            // free. (Past the first word, which the stampers own.)
+            let written = len / 4 * quarters;
+            for generation in 1..=2u64 {
+                let pages = region.as_mut_slice()[..written].chunks_exact_mut(page);
+                for (i, p) in pages.enumerate() {
+                    p[8..16].copy_from_slice(&(generation << 32 | i as u64).to_ne_bytes());
+                }
+                drop(region.snapshot().unwrap());
             }
-            drop(region.snapshot().unwrap());
+            let (_, report) = region.background_snapshot().unwrap().wait_report().unwrap();
+            assert_eq!(
+                report.staging_bytes,
+                (len / 4 * staging) as u64,
+                "{t}, {quarters}/4 free: the store's free frames were not lent"
+            );
+            let unique = region.store().stats().unique_pages;
+            let context = format!("{t} lent {quarters}/4");
+            let (staged, _) = stamped_rounds(&region, 6, &context);
+            assert!(staged > 0, "{context}: no writer ever staged a batch");
+            let snap = region.snapshot().unwrap();
+            assert!(
+                snap.to_vec() == region.as_mut_slice(),
+                "{context}: tracking missed writes after lent staging"
+            );
+            // Frames lent and not kept went back: the store holds what the
+            // snapshots alive hold, no more than one more region of pages.
+            drop(snap);
+            let after = region.store().stats().unique_pages;
+            assert!(
+                after <= unique + (len / page) as u64,
+                "{context}: {after} pages held after lent staging, {unique} before"
+            );
         }
-        let (_, report) = region.background_snapshot().unwrap().wait_report().unwrap();
-        assert_eq!(
-            report.staging_bytes, len as u64,
-            "{t}: the store's free frames were not lent"
-        );
-        let unique = region.store().stats().unique_pages;
-        let (staged, _) = stamped_rounds(&region, 6, &format!("{t} lent"));
-        assert!(staged > 0, "{t}: no writer ever staged a batch");
-        let snap = region.snapshot().unwrap();
-        assert!(
-            snap.to_vec() == region.as_mut_slice(),
-            "{t}: tracking missed writes after lent staging"
-        );
-        // Frames lent and not kept went back: the store holds what the
-        // snapshots alive hold, no more than one region and a half of pages.
-        drop(snap);
-        let after = region.store().stats().unique_pages;
-        assert!(
-            after <= unique + (len / page) as u64,
-            "{t}: {after} pages held after lent staging, {unique} before"
-        );
     }
 }

@@ -144,19 +144,31 @@ where
             // fault meanwhile wait), so what it sees and leaves behind in the
             // tracker is exact; only then may writers lift batches themselves.
             let mut published = None;
-            let r = peek(&mut dirty)
-                .and_then(|()| lift_clean(&job, shared, &mut dirty, batch))
-                .and_then(|()| {
-                    published = pool.map(|p| shared.batches.publish(p));
-                    body(
-                        &job,
-                        shared,
-                        &dirty,
-                        batch,
-                        published.as_ref().map(|p| p.pool()),
-                        &mut extra,
-                    )
-                });
+            // A panic (a bug) must not leave writers parked on protected
+            // batches: it fails the snapshot like any error, and they go on.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                peek(&mut dirty)
+                    .and_then(|()| lift_clean(&job, shared, &mut dirty, batch))
+                    .and_then(|()| {
+                        published = pool.map(|p| shared.batches.publish(p));
+                        body(
+                            &job,
+                            shared,
+                            &dirty,
+                            batch,
+                            published.as_ref().map(|p| p.pool()),
+                            &mut extra,
+                        )
+                    })
+            }))
+            .unwrap_or_else(|_| {
+                Err(Error::Background {
+                    step: "copier (it panicked)",
+                    addr,
+                    len,
+                    source: std::io::Error::other("the copier thread panicked"),
+                })
+            });
             if r.is_err() {
                 let _ = release_all(&job.map, job.unprotect_to, &shared.batches);
                 shared.finish();

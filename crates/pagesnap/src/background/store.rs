@@ -32,7 +32,8 @@ impl Sink for StoreSink<'_> {
         first: usize,
         slot: usize,
     ) -> Result<bool> {
-        let Some(lent) = self.lent.as_mut() else {
+        // Slots past the lent ones are the pool's own memory: copied as usual.
+        let Some(lent) = self.lent.as_mut().filter(|l| slot < l.slots()) else {
             return Ok(false);
         };
         let keep = dirty.iter().map(|&p| (p, p - first));
@@ -48,19 +49,34 @@ impl Sink for StoreSink<'_> {
 /// the pool has memory of its own, reused as the copier saves its slots.
 pub(super) fn staging(job: &Job) -> Result<(Option<StagingPool>, Option<LentFrames>)> {
     let (page, batch) = (page_size(), job.batch);
-    let slots = job
-        .staging
-        .map_or(job.map.len().div_ceil(batch), |bytes| bytes / batch);
-    if slots == 0 {
+    let region_slots = job.map.len().div_ceil(batch);
+    // Asked for: that many slots in all. By default: a slot per batch where
+    // the store has the frames, else what it has and half the region's own.
+    let (want, own_default) = match job.staging {
+        Some(bytes) => (bytes / batch, 0),
+        None => (
+            region_slots,
+            super::staging_or(job, super::STAGING_SNAPSHOT) / batch,
+        ),
+    };
+    if want == 0 {
         return Ok((None, None));
     }
-    if let Some(lent) = job.base.store().lend_free(slots, batch / page) {
+    if let Some(lent) = job.base.store().lend_free(want, batch / page) {
+        // The slots the free frames do not fill: all of them when asked for,
+        // else at most the default of the pool's own.
+        let short = want - lent.slots();
+        let own = if job.staging.is_some() {
+            short
+        } else {
+            short.min(own_default)
+        };
         let (keep, pages) = lent.memory();
-        if let Ok(pool) = StagingPool::lent(keep, pages, page, batch, job.unprotect_to) {
+        if let Ok(pool) = StagingPool::lent(keep, pages, page, batch, own, job.unprotect_to) {
             return Ok((Some(pool), Some(lent)));
         }
     }
-    let bytes = super::staging_or(job, super::STAGING_SNAPSHOT);
+    let bytes = job.staging.unwrap_or(own_default * batch);
     Ok((super::start::own_pool(job, bytes)?, None))
 }
 

@@ -152,13 +152,18 @@ impl Frames {
         Ok(())
     }
 
-    /// Exactly `n` free slots (used before, so faulted in), reserved; `None`
-    /// if there are fewer, or no memory for the list.
-    pub(super) fn take_free(&self, n: usize) -> Option<Vec<FrameId>> {
+    /// Up to `n` free slots (used before, so faulted in), reserved, in a
+    /// whole number of `unit`s; `None` if not one unit is free, or there is
+    /// no memory for the list.
+    pub(super) fn take_free(&self, n: usize, unit: usize) -> Option<Vec<FrameId>> {
         let mut out = Vec::new();
-        out.try_reserve_exact(n).ok()?;
         let mut a = self.lock_alloc();
-        let at = a.free.len().checked_sub(n)?;
+        let take = n.min(a.free.len()) / unit * unit;
+        if take == 0 {
+            return None;
+        }
+        out.try_reserve_exact(take).ok()?;
+        let at = a.free.len() - take;
         out.extend(a.free.drain(at..));
         Some(out)
     }

@@ -31,17 +31,21 @@ pub(crate) struct LentFrames {
 }
 
 impl PageStore {
-    /// Lends `slots` slots of `slot_pages` pages (at most a slab's 512) as
-    /// staging memory, out of the store's free frames — memory faulted in by
-    /// earlier use, so writers copying into it take no fault. `None` when the
-    /// store has fewer free frames (a store's first background snapshot).
+    /// Lends up to `slots` slots of `slot_pages` pages (at most a slab's 512)
+    /// as staging memory, as many as the store's free frames fill — memory
+    /// faulted in by earlier use, so writers copying into it take no fault.
+    /// `None` when they fill not even one (a store's first snapshot).
     pub(crate) fn lend_free(&self, slots: usize, slot_pages: usize) -> Option<LentFrames> {
         debug_assert!(slot_pages > 0 && slot_pages <= SLAB_FRAMES);
-        let pages = slots.checked_mul(slot_pages)?;
+        let frames = &self.shared.frames;
+        let mut ids = frames.take_free(slots.checked_mul(slot_pages)?, slot_pages)?;
+        let slots = ids.len() / slot_pages;
         let mut settled = Vec::new();
-        settled.try_reserve_exact(slots).ok()?;
+        if settled.try_reserve_exact(slots).is_err() {
+            frames.unreserve(&mut ids);
+            return None;
+        }
         settled.resize(slots, false);
-        let ids = self.shared.frames.take_free(pages)?;
         Some(LentFrames {
             store: self.clone(),
             ids,
@@ -52,6 +56,11 @@ impl PageStore {
 }
 
 impl LentFrames {
+    /// How many slots are lent.
+    pub(crate) fn slots(&self) -> usize {
+        self.settled.len()
+    }
+
     /// The mappings the lent frames lie in, and each frame's address, slot
     /// after slot. Nothing else in the store touches a slot's frames until
     /// [`settle`](Self::settle) takes them.

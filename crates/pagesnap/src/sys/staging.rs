@@ -56,24 +56,37 @@ pub(crate) struct StagingPool {
     /// Most slots in use at once.
     peak: AtomicUsize,
     in_use: AtomicUsize,
-    /// Bytes from the pool's start faulted in by [`StagingPool::warm_ahead`].
+    /// Bytes of the pool's own memory faulted in by [`StagingPool::warm_ahead`].
     warmed: AtomicUsize,
+    /// One past the highest slot ever taken.
+    high: AtomicUsize,
 }
 
-/// Where a pool's slots are.
-enum Memory {
-    /// The pool's own mapping, slot after slot; a slot is used again once the
-    /// copier has taken its copy.
-    Own(Mapping),
+/// Where a pool's slots are: first the slots over lent pages, if any, then
+/// the pool's own.
+struct Memory {
     /// Pages lent by the pool's owner (frames of a page store), anywhere in
     /// the mappings it keeps alive here: page `i` of slot `s` at
-    /// `pages[s × pages_per_slot + i]`. Each slot is used once: its copy stays
-    /// where it lies and becomes the owner's.
-    Lent {
-        _keep: Box<[Arc<Mapping>]>,
-        pages: Box<[usize]>,
-        page: usize,
-    },
+    /// `pages[s × pages_per_slot + i]`. Each such slot is used once: its copy
+    /// stays where it lies and becomes the owner's.
+    lent: Option<Lent>,
+    /// How many slots are lent pages.
+    lent_slots: usize,
+    /// The pool's own mapping, slot after slot; such a slot is used again once
+    /// the copier has taken its copy.
+    own: Option<Mapping>,
+}
+
+struct Lent {
+    _keep: Box<[Arc<Mapping>]>,
+    pages: Box<[usize]>,
+    page: usize,
+}
+
+/// Where one slot is (see [`StagingPool::place`]).
+enum Place<'a> {
+    Own(&'a Mapping, usize),
+    Lent(&'a Lent, usize),
 }
 
 /// How far [`StagingPool::warm_ahead`] keeps faulted-in memory ahead of the
@@ -106,25 +119,28 @@ impl StagingPool {
         // Huge pages where the kernel has them: a writer's first copy into a
         // slot then takes one fault per 2 MiB, not one per page.
         let mem = Mapping::anonymous(len, Protection::ReadWrite, true)?;
-        Ok(StagingPool::over(
-            Memory::Own(mem),
-            slots,
-            slot_bytes,
-            unprotect_to,
-        ))
+        let mem = Memory {
+            lent: None,
+            lent_slots: 0,
+            own: Some(mem),
+        };
+        Ok(StagingPool::over(mem, slots, slot_bytes, unprotect_to))
     }
 
     /// A pool of `pages.len() / (slot_bytes / page)` slots over pages lent by
-    /// its owner: each address starts `page` bytes inside one of the mappings
-    /// of `keep` (else `EINVAL`). The owner keeps its hands off a slot's pages
-    /// until the copier has taken its copy ([`take_filled`](Self::take_filled));
-    /// from then on the bytes are the owner's, and the slot is never handed
-    /// out again.
+    /// its owner, then `own` slots of its own (mapped now). Each lent address
+    /// starts `page` bytes inside one of the mappings of `keep` (else
+    /// `EINVAL`). The owner keeps its hands off a slot's pages until the
+    /// copier has taken its copy ([`take_filled`](Self::take_filled)); from
+    /// then on the bytes are the owner's, and the slot is never handed out
+    /// again. Free slots are taken lowest first: lent ones before the pool's
+    /// own.
     pub(crate) fn lent(
         keep: Vec<Arc<Mapping>>,
         pages: Vec<usize>,
         page: usize,
         slot_bytes: usize,
+        own: usize,
         unprotect_to: Protection,
     ) -> io::Result<StagingPool> {
         let invalid = || io::Error::from_raw_os_error(libc::EINVAL);
@@ -159,12 +175,28 @@ impl StagingPool {
         if !pages.iter().all(inside) {
             return Err(invalid());
         }
-        let mem = Memory::Lent {
-            _keep: keep.into_boxed_slice(),
-            pages: pages.into_boxed_slice(),
-            page,
+        let own_map = match own {
+            0 => None,
+            n => {
+                let len = n.checked_mul(slot_bytes).ok_or_else(invalid)?;
+                Some(Mapping::anonymous(len, Protection::ReadWrite, true)?)
+            }
         };
-        Ok(StagingPool::over(mem, slots, slot_bytes, unprotect_to))
+        let mem = Memory {
+            lent: Some(Lent {
+                _keep: keep.into_boxed_slice(),
+                pages: pages.into_boxed_slice(),
+                page,
+            }),
+            lent_slots: slots,
+            own: own_map,
+        };
+        Ok(StagingPool::over(
+            mem,
+            slots + own,
+            slot_bytes,
+            unprotect_to,
+        ))
     }
 
     fn over(mem: Memory, slots: usize, slot_bytes: usize, unprotect_to: Protection) -> StagingPool {
@@ -186,6 +218,7 @@ impl StagingPool {
             peak: AtomicUsize::new(0),
             in_use: AtomicUsize::new(0),
             warmed: AtomicUsize::new(0),
+            high: AtomicUsize::new(0),
         }
     }
 
@@ -198,25 +231,35 @@ impl StagingPool {
     /// staging memory.
     unsafe fn copy_into(&self, slot: usize, src: *const u8, len: usize) {
         debug_assert!(slot < self.slots && len <= self.slot_bytes);
-        match &self.mem {
-            // SAFETY: slot < slots, the mapping is slots × slot_bytes long, the
-            // caller holds the slot and vouches for `src`.
-            Memory::Own(m) => unsafe {
-                std::ptr::copy_nonoverlapping(src, m.as_ptr().add(slot * self.slot_bytes), len);
-            },
-            Memory::Lent { pages, page, .. } => {
-                let per_slot = self.slot_bytes / page;
-                for (i, &dst) in pages[slot * per_slot..][..len.div_ceil(*page)]
-                    .iter()
-                    .enumerate()
-                {
-                    let n = (*page).min(len - i * page);
+        match self.place(slot) {
+            Place::Own(m, at) => {
+                // SAFETY: the slot lies inside the pool's own mapping
+                // (`place`), the caller holds it and vouches for `src`.
+                unsafe { std::ptr::copy_nonoverlapping(src, m.as_ptr().add(at), len) };
+            }
+            Place::Lent(lent, first) => {
+                let page = lent.page;
+                for (i, &dst) in lent.pages[first..][..len.div_ceil(page)].iter().enumerate() {
+                    let n = page.min(len - i * page);
                     // SAFETY: `dst` starts a page inside a mapping the pool
                     // keeps alive (checked by `lent`), lent to this slot, which
                     // the caller holds; the caller vouches for `src`.
                     unsafe { std::ptr::copy_nonoverlapping(src.add(i * page), dst as *mut u8, n) };
                 }
             }
+        }
+    }
+
+    /// Where slot `slot` is: an offset in the pool's own mapping, or the
+    /// index of its first page among the lent ones.
+    fn place(&self, slot: usize) -> Place<'_> {
+        let m = &self.mem;
+        match (&m.lent, &m.own) {
+            (Some(lent), _) if slot < m.lent_slots => {
+                Place::Lent(lent, slot * (self.slot_bytes / lent.page))
+            }
+            (_, Some(own)) => Place::Own(own, (slot - m.lent_slots) * self.slot_bytes),
+            _ => unreachable!("slot {slot} of a pool of {} slots", self.slots),
         }
     }
 
@@ -246,6 +289,7 @@ impl StagingPool {
                     Ok(_) => {
                         let n = self.in_use.fetch_add(1, Ordering::Relaxed) + 1;
                         self.peak.fetch_max(n, Ordering::Relaxed);
+                        self.high.fetch_max(w * 64 + bit + 1, Ordering::Relaxed);
                         return Some(w * 64 + bit);
                     }
                     Err(now) => bits = now,
@@ -341,8 +385,8 @@ impl StagingPool {
     }
 
     /// From the copier, between batches: faults in the next huge page of the
-    /// pool if writers' use (free slots are taken lowest first) has come
-    /// within [`WARM_AHEAD`] of what is warm, so that a writer's copy into a
+    /// pool's own memory if writers' use (free slots are taken lowest first)
+    /// has come within [`WARM_AHEAD`] of what is warm, so that a writer's copy into a
     /// fresh slot does not also zero the memory under it in its fault handler.
     /// `MADV_POPULATE_WRITE` never changes contents, so slots in use are safe;
     /// one huge page per call keeps its hold on the mmap lock (which writers'
@@ -350,12 +394,14 @@ impl StagingPool {
     /// memory their lender used before: nothing to do.
     pub(crate) fn warm_ahead(&self) -> bool {
         const STEP: usize = super::mmap::HUGE_PAGE;
-        let Memory::Own(mem) = &self.mem else {
+        let Some(mem) = &self.mem.own else {
             return false;
         };
         let len = mem.len();
-        let used = self.peak.load(Ordering::Relaxed) * self.slot_bytes;
-        let want = (used + WARM_AHEAD).min(len);
+        // The own slots follow the lent ones, and are taken after them.
+        let ahead = WARM_AHEAD.div_ceil(self.slot_bytes);
+        let high = self.high.load(Ordering::Relaxed);
+        let want = ((high + ahead).saturating_sub(self.mem.lent_slots) * self.slot_bytes).min(len);
         let warmed = self.warmed.load(Ordering::Relaxed);
         if warmed >= want {
             return false;
@@ -414,20 +460,19 @@ impl FilledSlot<'_> {
     /// The copy: the batch's bytes at the instant, from its first byte; `None`
     /// for a pool over lent pages, whose lender keeps the copy where it lies.
     pub(crate) fn bytes(&self) -> Option<&[u8]> {
-        let n = self.pool.slot_bytes;
-        match &self.pool.mem {
-            Memory::Own(m) => Some(m.range(self.slot * n, n)),
-            Memory::Lent { .. } => None,
+        match self.pool.place(self.slot) {
+            Place::Own(m, at) => Some(m.range(at, self.pool.slot_bytes)),
+            Place::Lent(..) => None,
         }
     }
 }
 
 impl Drop for FilledSlot<'_> {
     fn drop(&mut self) {
-        match self.pool.mem {
-            Memory::Own(_) => self.pool.give(self.slot),
+        match self.pool.place(self.slot) {
+            Place::Own(..) => self.pool.give(self.slot),
             // Used once: the copy now belongs to the lender.
-            Memory::Lent { .. } => {
+            Place::Lent(..) => {
                 self.pool.in_use.fetch_sub(1, Ordering::Relaxed);
             }
         }
@@ -532,8 +577,8 @@ mod tests {
     }
 
     /// Over lent pages a writer's copy lands page by page where the lender
-    /// said, a drained slot is never handed out again, and pages outside the
-    /// lender's mappings are refused.
+    /// said and a drained slot is never handed out again; then the pool's own
+    /// slots serve, reused; pages outside the lender's mappings are refused.
     #[test]
     fn a_pool_over_lent_pages_copies_into_them_once() {
         let page = page_size();
@@ -543,25 +588,14 @@ mod tests {
         region.protect(0, 4 * page, Protection::Read).unwrap();
         let lender = Arc::new(Mapping::anonymous(8 * page, Protection::ReadWrite, false).unwrap());
         let at = |i: usize| lender.as_ptr() as usize + i * page;
+        let rw = Protection::ReadWrite;
         // Two slots of two pages, scattered over the lender's memory.
         let pages = vec![at(5), at(1), at(7), at(2)];
         let outside = vec![at(5), at(1), at(7), at(8)];
-        assert!(StagingPool::lent(
-            vec![lender.clone()],
-            outside,
-            page,
-            2 * page,
-            Protection::ReadWrite
-        )
-        .is_err());
-        let pool = StagingPool::lent(
-            vec![lender.clone()],
-            pages,
-            page,
-            2 * page,
-            Protection::ReadWrite,
-        )
-        .unwrap();
+        let keep = || vec![lender.clone()];
+        assert!(StagingPool::lent(keep(), outside, page, 2 * page, 0, rw).is_err());
+        let pool = StagingPool::lent(keep(), pages, page, 2 * page, 1, rw).unwrap();
+        assert_eq!(pool.bytes(), 6 * page);
         let batches = BatchStates::new(2, PENDING);
         let span = (region.as_ptr() as usize, 4 * page, 2 * page);
         assert_eq!(pool.stage(&batches, 0, span, 0), Staged::Done);
@@ -574,8 +608,15 @@ mod tests {
         assert_eq!(pool.stage(&batches, 1, span, 0), Staged::Done);
         assert_eq!(pool.take_filled().map(|f| f.slot()), Some(1));
         assert_eq!((byte(7), byte(2)), (4, 4));
-        // Both slots used once: nothing left to stage into.
-        let more = BatchStates::new(2, PENDING);
-        assert_eq!(pool.stage(&more, 0, span, 0), Staged::NoRoom);
+        // Both lent slots used once: the pool's own slot takes the next, and
+        // is used again once drained.
+        for round in 0..2 {
+            let more = BatchStates::new(2, PENDING);
+            assert_eq!(pool.stage(&more, round, span, 0), Staged::Done);
+            let filled = pool.take_filled().expect("a filled own slot");
+            assert_eq!(filled.slot(), 2);
+            let bytes = filled.bytes().expect("own memory");
+            assert!(bytes[..2 * page].iter().all(|&x| x == 3 + round as u8));
+        }
     }
 }
