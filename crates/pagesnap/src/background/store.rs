@@ -50,10 +50,12 @@ impl Sink for StoreSink<'_> {
 pub(super) fn staging(job: &Job) -> Result<(Option<StagingPool>, Option<LentFrames>)> {
     let (page, batch) = (page_size(), job.batch);
     let region_slots = job.map.len().div_ceil(batch);
-    // Asked for: that many slots in all. By default: a slot per batch where
-    // the store has the frames, else what it has and half the region's own.
+    // Asked for: that many slots, reused as the copier drains them; lent
+    // slots (each used once, as many as the region has batches at most) come
+    // first. By default: a slot per batch where the store has the frames,
+    // else what it has and half the region's own.
     let (want, own_default) = match job.staging {
-        Some(bytes) => (bytes / batch, 0),
+        Some(bytes) => (bytes / batch, bytes / batch),
         None => (
             region_slots,
             super::staging_or(job, super::STAGING_SNAPSHOT) / batch,
@@ -62,14 +64,19 @@ pub(super) fn staging(job: &Job) -> Result<(Option<StagingPool>, Option<LentFram
     if want == 0 {
         return Ok((None, None));
     }
-    if let Some(lent) = job.base.store().lend_free(want, batch / page) {
-        // The slots the free frames do not fill: all of them when asked for,
-        // else at most the default of the pool's own.
-        let short = want - lent.slots();
+    if let Some(lent) = job
+        .base
+        .store()
+        .lend_free(want.min(region_slots), batch / page)
+    {
+        // A lent slot serves one batch and is not reused: the pool's own
+        // slots are what writers reuse. When asked for, all of them (mapped,
+        // touched only once the lent ones are used up); by default, the
+        // slots the free frames do not fill, at most the default.
         let own = if job.staging.is_some() {
-            short
+            own_default
         } else {
-            short.min(own_default)
+            (want - lent.slots()).min(own_default)
         };
         let (keep, pages) = lent.memory();
         if let Ok(pool) = StagingPool::lent(keep, pages, page, batch, own, job.unprotect_to) {

@@ -1,0 +1,161 @@
+//! Background snapshots into a store that lends its free frames as staging
+//! memory, at the edges: huge-page batches (512 pages a slot), a region whose
+//! last batch is shorter than the others, and an explicit staging size.
+
+mod common;
+
+use pagesnap::{Region, Tracking};
+
+/// The batch of a region up to 256 MiB without huge pages.
+const BATCH: usize = 64 << 10;
+
+/// Writes two generations of distinct pages over all of `region` (word 1 of
+/// each page; word 0 is the stampers'), a snapshot after each: the first
+/// one's frames are then free in the store. Returns the second generation.
+fn free_a_region_of_frames(region: &mut Region, tag: u64) -> u64 {
+    let page = pagesnap::page_size();
+    for generation in 1..=2u64 {
+        for (i, p) in region.as_mut_slice().chunks_exact_mut(page).enumerate() {
+            p[8..16].copy_from_slice(&(tag << 48 | generation << 32 | i as u64).to_ne_bytes());
+        }
+        drop(region.snapshot().unwrap());
+    }
+    tag << 48 | 2 << 32
+}
+
+/// Word 1 of every page of `bytes` is what `free_a_region_of_frames` wrote:
+/// a staged page landed in its own place, not another page's frame.
+fn assert_pages_in_place(bytes: &[u8], generation: u64, context: &str) {
+    let page = pagesnap::page_size();
+    for (i, p) in bytes.chunks_exact(page).enumerate() {
+        let got = u64::from_ne_bytes(p[8..16].try_into().unwrap());
+        assert_eq!(
+            got,
+            generation | i as u64,
+            "{context}: page {i} holds another page's bytes"
+        );
+    }
+}
+
+/// `rounds` background snapshots under three stampers; each must be one
+/// instant with every page in place. Returns the batches staged in all.
+fn stamped_snapshots(region: &Region, rounds: usize, generation: u64, context: &str) -> u64 {
+    let base = region.as_ptr() as usize;
+    let mut stampers = common::Stampers::start(base, region.len(), 3);
+    stampers.wait_started(base);
+    let mut staged = 0;
+    let mut results = Vec::new();
+    for _ in 0..rounds {
+        let r = region.background_snapshot().and_then(|bg| bg.wait_report());
+        if let Ok((_, report)) = &r {
+            staged += report.staged;
+        }
+        results.push(r.map(|(snap, _)| snap.to_vec()));
+    }
+    stampers.stop();
+    for (round, bytes) in results.into_iter().enumerate() {
+        let ctx = format!("{context} round {round}");
+        let bytes = bytes.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        stampers.assert_consistent(&bytes, &ctx);
+        assert_pages_in_place(&bytes, generation, &ctx);
+    }
+    staged
+}
+
+/// Huge-page batches are 2 MiB: a lent slot is 512 frames, a whole slab's
+/// worth, scattered over the free list. Every staged page lands in place.
+#[test]
+fn huge_page_batches_stage_into_lent_frames_in_place() {
+    let len = 16 << 20;
+    let mut region = Region::builder(len).huge_pages(true).build().unwrap();
+    let generation = free_a_region_of_frames(&mut region, 1);
+    let (_, report) = region.background_snapshot().unwrap().wait_report().unwrap();
+    assert_eq!(report.staging_bytes, len as u64, "the whole region lent");
+    let staged = stamped_snapshots(&region, 6, generation, "huge");
+    assert!(staged > 0, "huge: no writer ever staged a batch");
+    let snap = region.snapshot().unwrap();
+    assert!(
+        snap.to_vec() == region.as_mut_slice(),
+        "huge: tracking missed writes"
+    );
+}
+
+/// A region five pages past whole batches: its last batch (and slot) is
+/// short; the slot's other frames go back unused.
+#[test]
+fn a_short_last_batch_stages_into_lent_frames_in_place() {
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        let len = (16 << 20) + 5 * page;
+        let mut region = Region::builder(len).tracking(t).build().unwrap();
+        let generation = free_a_region_of_frames(&mut region, 2);
+        let context = format!("{t} short last batch");
+        let staged = stamped_snapshots(&region, 6, generation, &context);
+        assert!(staged > 0, "{context}: no writer ever staged a batch");
+        let snap = region.snapshot().unwrap();
+        assert!(
+            snap.to_vec() == region.as_mut_slice(),
+            "{context}: tracking missed writes"
+        );
+        // The tail pages (the short batch) are the region's, exactly.
+        let tail = len - 5 * page;
+        assert!(snap.to_vec()[tail..] == region.as_mut_slice()[tail..]);
+    }
+}
+
+/// Writes one word into each of the last `n` batches of `region`, from the
+/// last backwards (away from the copier, which goes in address order), with a
+/// pause between writes that leaves the copier time to drain the pool.
+fn write_backwards_during_background(region: &Region, n: usize) -> (u64, u64) {
+    let base = region.as_ptr() as usize;
+    let batches = region.len() / BATCH;
+    let bg = region.background_snapshot().unwrap();
+    for b in (batches - n..batches).rev() {
+        common::write_u64(base, b * BATCH + 16, b as u64);
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let (_, report) = bg.wait_report().unwrap();
+    (report.staged, report.faults)
+}
+
+/// An explicit staging size is a pool that writers reuse as the copier drains
+/// it ("only when it is full does the writer wait"). With the store's free
+/// frames lent for it, each lent slot is used once: a one-batch pool serves
+/// one batch and then writers wait for the copier for the rest of the
+/// snapshot, though the copier drained the slot long ago.
+#[test]
+fn an_explicit_staging_size_is_reused_when_the_store_lends_frames() {
+    let len = 32 << 20;
+    let t = Tracking::Auto;
+    // Baseline: a fresh store (no free frames), the pool's own one slot.
+    let mut own = Region::builder(len)
+        .tracking(t)
+        .staging(BATCH)
+        .build()
+        .unwrap();
+    // Nothing snapshot yet: not even the spare slots of a snapshot are free.
+    own.as_mut_slice().fill(2);
+    let (own_staged, _) = write_backwards_during_background(&own, 32);
+    // The same with a store that has free frames for the whole region.
+    let mut lent = Region::builder(len)
+        .tracking(t)
+        .staging(BATCH)
+        .build()
+        .unwrap();
+    free_a_region_of_frames(&mut lent, 3);
+    for (i, p) in lent
+        .as_mut_slice()
+        .chunks_exact_mut(pagesnap::page_size())
+        .enumerate()
+    {
+        p[24..32].copy_from_slice(&(i as u64).to_ne_bytes());
+    }
+    let (lent_staged, lent_faults) = write_backwards_during_background(&lent, 32);
+    eprintln!("own pool: {own_staged} staged; lent: {lent_staged} staged, {lent_faults} waited");
+    assert!(own_staged > 1, "baseline: the one own slot was reused");
+    assert!(
+        lent_staged > 1,
+        "a one-batch staging pool over lent frames staged {lent_staged} batch(es) \
+         and then made writers wait ({lent_faults} times): its slot was never reused"
+    );
+}
