@@ -80,16 +80,22 @@ fn huge_page_batches_stage_into_lent_frames_in_place() {
     );
 }
 
-/// A region five pages past whole batches: its last batch (and slot) is
-/// short; the slot's other frames go back unused.
+/// A region five pages past whole batches (of 64 KiB, and of 2 MiB with huge
+/// pages): its last batch (and slot) is short; the slot's other frames go
+/// back unused.
 #[test]
 fn a_short_last_batch_stages_into_lent_frames_in_place() {
     let page = pagesnap::page_size();
-    for t in common::backends() {
+    let cases = common::backends().into_iter().map(|t| (t, false));
+    for (t, huge) in cases.chain([(Tracking::Auto, true)]) {
         let len = (16 << 20) + 5 * page;
-        let mut region = Region::builder(len).tracking(t).build().unwrap();
+        let mut region = Region::builder(len)
+            .tracking(t)
+            .huge_pages(huge)
+            .build()
+            .unwrap();
         let generation = free_a_region_of_frames(&mut region, 2);
-        let context = format!("{t} short last batch");
+        let context = format!("{t} huge={huge} short last batch");
         let staged = stamped_snapshots(&region, 6, generation, &context);
         assert!(staged > 0, "{context}: no writer ever staged a batch");
         let snap = region.snapshot().unwrap();
@@ -158,4 +164,81 @@ fn an_explicit_staging_size_is_reused_when_the_store_lends_frames() {
         "a one-batch staging pool over lent frames staged {lent_staged} batch(es) \
          and then made writers wait ({lent_faults} times): its slot was never reused"
     );
+}
+
+/// After a background snapshot over lent frames the store holds exactly the
+/// distinct pages of the snapshots alive: none of the lent frames counted
+/// twice, none left out.
+#[test]
+fn the_store_counts_exactly_what_a_lent_snapshot_holds() {
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        let len = 16 << 20;
+        let mut region = Region::builder(len).tracking(t).build().unwrap();
+        let generation = free_a_region_of_frames(&mut region, 4);
+        // The sync point the region still holds: the second generation.
+        let mut sync_point = vec![0u8; len];
+        for (i, p) in sync_point.chunks_exact_mut(page).enumerate() {
+            p[8..16].copy_from_slice(&(generation | i as u64).to_ne_bytes());
+        }
+        let base = region.as_ptr() as usize;
+        let mut stampers = common::Stampers::start(base, len, 3);
+        stampers.wait_started(base);
+        let r = region.background_snapshot().and_then(|bg| bg.wait_report());
+        stampers.stop();
+        let (snap, report) = r.unwrap();
+        let context = format!("{t}: {} staged", report.staged);
+        // Alive: `snap` and the sync point.
+        let bytes = snap.to_vec();
+        let distinct: std::collections::HashSet<&[u8]> = bytes
+            .chunks_exact(page)
+            .chain(sync_point.chunks_exact(page))
+            .filter(|p| p.iter().any(|&b| b != 0))
+            .collect();
+        let stats = region.store().stats();
+        assert_eq!(
+            stats.unique_pages,
+            distinct.len() as u64,
+            "{context}: pages counted"
+        );
+        drop(snap);
+    }
+}
+
+/// A store with a region of free frames needs no new memory for a snapshot of
+/// that region, whoever copies its batches: the copier's own copies (batches
+/// no writer touched) must go to free frames too, not to fresh slabs while the
+/// free frames sit lent to a pool nobody stages into.
+#[test]
+fn a_quiet_background_snapshot_reuses_the_free_frames() {
+    let len = 16 << 20;
+    let mut region = Region::builder(len).build().unwrap();
+    free_a_region_of_frames(&mut region, 5);
+    // Every page changed since the sync point, and no writer during the copy.
+    free_a_region_of_frames_once(&mut region, 5 << 48 | 3 << 32);
+    let before = region.store().stats();
+    let (snap, report) = region.background_snapshot().unwrap().wait_report().unwrap();
+    let after = region.store().stats();
+    assert_eq!(report.staged, 0, "no writer");
+    assert_eq!(
+        after.unique_pages,
+        before.unique_pages + (len / pagesnap::page_size()) as u64
+    );
+    assert!(
+        after.reserved_bytes <= before.reserved_bytes + (2 << 20),
+        "the store grew by {} MiB for a snapshot of a {} MiB region while it held \
+         {} MiB of free frames",
+        (after.reserved_bytes - before.reserved_bytes) >> 20,
+        len >> 20,
+        (before.reserved_bytes - before.stored_bytes) >> 20,
+    );
+    drop(snap);
+}
+
+/// Writes `generation | i` into word 1 of each page `i` (no snapshot).
+fn free_a_region_of_frames_once(region: &mut Region, generation: u64) {
+    let page = pagesnap::page_size();
+    for (i, p) in region.as_mut_slice().chunks_exact_mut(page).enumerate() {
+        p[8..16].copy_from_slice(&(generation | i as u64).to_ne_bytes());
+    }
 }

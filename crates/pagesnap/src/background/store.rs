@@ -14,11 +14,21 @@ struct StoreSink<'a> {
     changes: Staged,
     /// The store frames writers stage into, if any.
     lent: Option<&'a mut LentFrames>,
+    /// The pool over them.
+    pool: Option<&'a StagingPool>,
 }
 
 impl Sink for StoreSink<'_> {
     fn batch(&mut self, _b: usize, dirty: &[usize], bytes: &[u8]) -> Result<()> {
         let page = page_size();
+        // A batch the copier saves itself needs no staging slot: one lent slot
+        // fewer, whose frames take this batch's pages instead of fresh memory
+        // (while the free frames all sit lent).
+        if let (Some(lent), Some(pool)) = (self.lent.as_deref_mut(), self.pool) {
+            if let Some(slot) = pool.retire_lent() {
+                lent.give_back(slot);
+            }
+        }
         for (&p, bytes) in dirty.iter().zip(bytes.chunks_exact(page)) {
             self.changes.add(p, bytes)?;
         }
@@ -102,6 +112,7 @@ pub(super) fn save(
     let mut sink = StoreSink {
         changes: Staged::new(&store),
         lent: lent.as_mut(),
+        pool,
     };
     sink.changes
         .try_reserve(dirty.len() as u64)

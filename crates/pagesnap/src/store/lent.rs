@@ -126,6 +126,17 @@ impl LentFrames {
     }
 }
 
+impl LentFrames {
+    /// Gives slot `slot`'s frames back unused: the pool retired it, so no
+    /// writer ever copies into it.
+    pub(crate) fn give_back(&mut self, slot: usize) {
+        debug_assert!(!self.settled[slot], "slot {slot} settled twice");
+        self.settled[slot] = true;
+        let mut back = self.ids[slot * self.slot_pages..][..self.slot_pages].to_vec();
+        self.store.shared.frames.unreserve(&mut back);
+    }
+}
+
 impl Drop for LentFrames {
     fn drop(&mut self) {
         let per = self.slot_pages;

@@ -299,6 +299,34 @@ impl StagingPool {
         None
     }
 
+    /// From the copier, for a batch it saves itself (which then needs no
+    /// slot): takes one free lent slot out of the pool for good — the highest,
+    /// as writers take the lowest — so that its lender may use its pages at
+    /// once. `None` if no lent slot is free. Writers never copy into the slot:
+    /// it is never free again.
+    pub(crate) fn retire_lent(&self) -> Option<usize> {
+        let lent = self.mem.lent_slots;
+        for w in (0..lent.div_ceil(64)).rev() {
+            let word = &self.free[w];
+            let n = (lent - w * 64).min(64);
+            let mask = if n == 64 { u64::MAX } else { (1 << n) - 1 };
+            let mut bits = word.load(Ordering::Acquire);
+            while bits & mask != 0 {
+                let bit = 63 - (bits & mask).leading_zeros() as usize;
+                match word.compare_exchange_weak(
+                    bits,
+                    bits & !(1 << bit),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Some(w * 64 + bit),
+                    Err(now) => bits = now,
+                }
+            }
+        }
+        None
+    }
+
     fn give(&self, slot: usize) {
         self.in_use.fetch_sub(1, Ordering::Relaxed);
         self.free[slot / 64].fetch_or(1 << (slot % 64), Ordering::Release);
@@ -608,6 +636,8 @@ mod tests {
         assert_eq!(pool.stage(&batches, 1, span, 0), Staged::Done);
         assert_eq!(pool.take_filled().map(|f| f.slot()), Some(1));
         assert_eq!((byte(7), byte(2)), (4, 4));
+        // No lent slot is free any more: none to retire.
+        assert_eq!(pool.retire_lent(), None);
         // Both lent slots used once: the pool's own slot takes the next, and
         // is used again once drained.
         for round in 0..2 {
@@ -618,5 +648,37 @@ mod tests {
             let bytes = filled.bytes().expect("own memory");
             assert!(bytes[..2 * page].iter().all(|&x| x == 3 + round as u8));
         }
+    }
+}
+
+#[cfg(test)]
+mod retire_tests {
+    use super::*;
+    use crate::sys::page_size;
+
+    /// Retiring takes free lent slots from the top, never an own slot, never
+    /// one a writer holds, and a retired slot is never handed out.
+    #[test]
+    fn retiring_takes_free_lent_slots_only() {
+        let page = page_size();
+        let lender = Arc::new(Mapping::anonymous(70 * page, Protection::ReadWrite, false).unwrap());
+        let pages: Vec<usize> = (0..70)
+            .map(|i| lender.as_ptr() as usize + i * page)
+            .collect();
+        let rw = Protection::ReadWrite;
+        // 70 lent slots of one page (two words of the free mask), 2 own.
+        let pool = StagingPool::lent(vec![lender.clone()], pages, page, page, 2, rw).unwrap();
+        let writer = pool.take().unwrap();
+        assert_eq!(writer, 0);
+        let retired: Vec<usize> = std::iter::from_fn(|| pool.retire_lent()).collect();
+        assert_eq!(retired.len(), 69);
+        assert_eq!(retired[0], 69, "highest first");
+        assert!(!retired.contains(&0), "a slot a writer holds");
+        assert!(retired.iter().all(|&s| s < 70), "an own slot");
+        // Writers now get the own slots only.
+        assert_eq!(
+            (pool.take(), pool.take(), pool.take()),
+            (Some(70), Some(71), None)
+        );
     }
 }
