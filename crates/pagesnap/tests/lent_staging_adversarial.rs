@@ -242,3 +242,41 @@ fn free_a_region_of_frames_once(region: &mut Region, generation: u64) {
         p[8..16].copy_from_slice(&(generation | i as u64).to_ne_bytes());
     }
 }
+
+/// A child forked while a background snapshot stages into lent frames writes
+/// the whole region (its own copy) and exits; the parent's writers stage into
+/// the lent frames meanwhile, and the parent's snapshot is its instant, every
+/// page in place.
+#[test]
+fn a_child_forked_during_lent_staging_leaves_the_parent_exact() {
+    let _serial = common::child::serial();
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        let len = 16 << 20;
+        let mut region = Region::builder(len).tracking(t).build().unwrap();
+        let generation = free_a_region_of_frames(&mut region, 6);
+        let instant = region.as_slice().to_vec();
+        let base = region.as_ptr() as usize;
+        let bg = region.background_snapshot().unwrap();
+        let outcome = common::child::run(std::time::Duration::from_secs(20), || {
+            for at in (0..len).step_by(page) {
+                common::write_u64(base, at + 8, 0xc41d);
+            }
+            0
+        });
+        // The parent's writers, from the top down (away from the copier).
+        for at in (0..len).step_by(page).rev() {
+            common::write_u64(base, at, 0xdad);
+        }
+        let (snap, report) = bg.wait_report().unwrap();
+        let context = format!("{t}: {} staged", report.staged);
+        assert_eq!(
+            outcome,
+            common::child::Outcome::Exited(0),
+            "{context}: the child"
+        );
+        let bytes = snap.to_vec();
+        assert_pages_in_place(&bytes, generation, &context);
+        assert!(bytes == instant, "{context}: not the instant");
+    }
+}
