@@ -75,8 +75,9 @@ pub struct Progress {
     pub faults: u64,
     /// Batches writers copied themselves into the staging pool and went on.
     pub staged: u64,
-    /// Bytes of the staging pool (extra memory, at most; mapped at the start,
-    /// filled as writers use it — unless it is the store's free frames).
+    /// Bytes of the staging pool (mapped at the start, filled as writers use
+    /// it): its own memory (extra memory, at most) and the store's free
+    /// frames lent to it, if any (no extra memory).
     pub staging_bytes: u64,
     /// Most bytes staged at once so far.
     pub staging_peak_bytes: u64,
@@ -114,8 +115,9 @@ pub struct BackgroundReport {
     pub faults: u64,
     /// Batches writers copied themselves into the staging pool and went on.
     pub staged: u64,
-    /// Bytes of the staging pool (extra memory, at most — none when it was
-    /// the store's free frames, which the snapshot keeps).
+    /// Bytes of the staging pool: its own memory (extra memory, at most) and
+    /// the store's free frames lent to it, if any (no extra memory: the
+    /// snapshot keeps what writers staged there, the rest goes back).
     pub staging_bytes: u64,
     /// Most bytes staged at once.
     pub staging_peak_bytes: u64,
