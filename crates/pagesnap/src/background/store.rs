@@ -16,16 +16,20 @@ struct StoreSink<'a> {
     lent: Option<&'a mut LentFrames>,
     /// The pool over them.
     pool: Option<&'a StagingPool>,
+    /// Batches not yet saved.
+    left: usize,
 }
 
 impl Sink for StoreSink<'_> {
     fn batch(&mut self, _b: usize, dirty: &[usize], bytes: &[u8]) -> Result<()> {
         let page = page_size();
-        // A batch the copier saves itself needs no staging slot: one lent slot
-        // fewer, whose frames take this batch's pages instead of fresh memory
-        // (while the free frames all sit lent).
+        // A batch the copier saves itself needs no staging slot: a lent slot
+        // past those the batches left may need goes back, and its frames take
+        // this batch's pages instead of fresh memory (while the free frames
+        // all sit lent).
+        self.left = self.left.saturating_sub(1);
         if let (Some(lent), Some(pool)) = (self.lent.as_deref_mut(), self.pool) {
-            if let Some(slot) = pool.retire_lent() {
+            if let Some(slot) = pool.retire_lent(self.left) {
                 lent.give_back(slot);
             }
         }
@@ -47,6 +51,7 @@ impl Sink for StoreSink<'_> {
             return Ok(false);
         };
         let keep = dirty.iter().map(|&p| (p, p - first));
+        self.left = self.left.saturating_sub(1);
         lent.settle(slot, keep, &mut self.changes)?;
         Ok(true)
     }
@@ -113,6 +118,7 @@ pub(super) fn save(
         changes: Staged::new(&store),
         lent: lent.as_mut(),
         pool,
+        left: shared.batches.states.len(),
     };
     sink.changes
         .try_reserve(dirty.len() as u64)

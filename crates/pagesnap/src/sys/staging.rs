@@ -299,17 +299,36 @@ impl StagingPool {
         None
     }
 
+    /// The mask of lent slots in word `w` of `free`.
+    fn lent_mask(&self, w: usize) -> u64 {
+        let n = self.mem.lent_slots.saturating_sub(w * 64).min(64);
+        if n == 64 {
+            u64::MAX
+        } else {
+            (1 << n) - 1
+        }
+    }
+
     /// From the copier, for a batch it saves itself (which then needs no
-    /// slot): takes one free lent slot out of the pool for good — the highest,
-    /// as writers take the lowest — so that its lender may use its pages at
-    /// once. `None` if no lent slot is free. Writers never copy into the slot:
-    /// it is never free again.
-    pub(crate) fn retire_lent(&self) -> Option<usize> {
+    /// slot), when more than `keep` lent slots are free (the batches still to
+    /// serve): takes one of them out of the pool for good — the highest, as
+    /// writers take the lowest — so that its lender may use its pages at once.
+    /// `None` if no lent slot is spare. Writers never copy into the slot: it
+    /// is never free again.
+    pub(crate) fn retire_lent(&self, keep: usize) -> Option<usize> {
         let lent = self.mem.lent_slots;
-        for w in (0..lent.div_ceil(64)).rev() {
+        let words = lent.div_ceil(64);
+        let free: usize = (0..words)
+            .map(|w| {
+                (self.free[w].load(Ordering::Acquire) & self.lent_mask(w)).count_ones() as usize
+            })
+            .sum();
+        if free <= keep {
+            return None;
+        }
+        for w in (0..words).rev() {
             let word = &self.free[w];
-            let n = (lent - w * 64).min(64);
-            let mask = if n == 64 { u64::MAX } else { (1 << n) - 1 };
+            let mask = self.lent_mask(w);
             let mut bits = word.load(Ordering::Acquire);
             while bits & mask != 0 {
                 let bit = 63 - (bits & mask).leading_zeros() as usize;
@@ -637,7 +656,7 @@ mod tests {
         assert_eq!(pool.take_filled().map(|f| f.slot()), Some(1));
         assert_eq!((byte(7), byte(2)), (4, 4));
         // No lent slot is free any more: none to retire.
-        assert_eq!(pool.retire_lent(), None);
+        assert_eq!(pool.retire_lent(0), None);
         // Both lent slots used once: the pool's own slot takes the next, and
         // is used again once drained.
         for round in 0..2 {
@@ -670,8 +689,12 @@ mod retire_tests {
         let pool = StagingPool::lent(vec![lender.clone()], pages, page, page, 2, rw).unwrap();
         let writer = pool.take().unwrap();
         assert_eq!(writer, 0);
-        let retired: Vec<usize> = std::iter::from_fn(|| pool.retire_lent()).collect();
-        assert_eq!(retired.len(), 69);
+        // Only the slots past the 10 still needed.
+        let retired: Vec<usize> = std::iter::from_fn(|| pool.retire_lent(10)).collect();
+        assert_eq!(retired.len(), 59);
+        let rest: Vec<usize> = std::iter::from_fn(|| pool.retire_lent(0)).collect();
+        assert_eq!(rest.len(), 10);
+        let retired = [retired, rest].concat();
         assert_eq!(retired[0], 69, "highest first");
         assert!(!retired.contains(&0), "a slot a writer holds");
         assert!(retired.iter().all(|&s| s < 70), "an own slot");
