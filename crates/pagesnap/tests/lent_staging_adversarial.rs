@@ -110,15 +110,34 @@ fn a_short_last_batch_stages_into_lent_frames_in_place() {
 }
 
 /// Writes one word into each of the last `n` batches of `region`, from the
-/// last backwards (away from the copier, which goes in address order), with a
-/// pause between writes that leaves the copier time to drain the pool.
+/// last backwards (away from the copier, which goes in address order); after
+/// a write that staged its batch, waits (a second at most) until the copier
+/// has saved the staged copy, draining the pool.
 fn write_backwards_during_background(region: &Region, n: usize) -> (u64, u64) {
     let base = region.as_ptr() as usize;
     let batches = region.len() / BATCH;
     let bg = region.background_snapshot().unwrap();
+    // The copier publishes the pool once it has the dirty pages (and counted
+    // them): before that, a writer waits.
+    while bg.progress().total == 0 {
+        std::thread::yield_now();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1));
     for b in (batches - n..batches).rev() {
+        let before = bg.progress();
         common::write_u64(base, b * BATCH + 16, b as u64);
-        std::thread::sleep(std::time::Duration::from_micros(200));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        // Staged (not waited for) and not yet saved by the copier: wait.
+        loop {
+            let now = bg.progress();
+            if now.staged != before.staged
+                || now.faults != before.faults
+                || std::time::Instant::now() >= deadline
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
     }
     let (_, report) = bg.wait_report().unwrap();
     (report.staged, report.faults)
@@ -278,5 +297,38 @@ fn a_child_forked_during_lent_staging_leaves_the_parent_exact() {
         let bytes = snap.to_vec();
         assert_pages_in_place(&bytes, generation, &context);
         assert!(bytes == instant, "{context}: not the instant");
+    }
+}
+
+/// Two regions of one store take background snapshots at once, each under
+/// its own stampers: the store's free frames are lent to both (whoever asks
+/// first gets them), given back and reused beside each other, and each
+/// snapshot is its region's instant with every page in place.
+#[test]
+fn two_regions_of_one_store_lend_and_give_back_side_by_side() {
+    let len = 8 << 20;
+    let store = pagesnap::PageStore::new();
+    let mut regions: Vec<Region> = (0..2)
+        .map(|_| Region::builder(len).store(&store).build().unwrap())
+        .collect();
+    let generations: Vec<u64> = regions
+        .iter_mut()
+        .enumerate()
+        .map(|(i, r)| free_a_region_of_frames(r, 7 + i as u64))
+        .collect();
+    std::thread::scope(|s| {
+        for (i, (r, &generation)) in regions.iter().zip(&generations).enumerate() {
+            s.spawn(move || {
+                let staged = stamped_snapshots(r, 6, generation, &format!("region {i}"));
+                assert!(staged > 0, "region {i}: no writer ever staged a batch");
+            });
+        }
+    });
+    for (i, r) in regions.iter_mut().enumerate() {
+        let snap = r.snapshot().unwrap();
+        assert!(
+            snap.to_vec() == r.as_mut_slice(),
+            "region {i}: tracking missed writes"
+        );
     }
 }
