@@ -93,9 +93,12 @@ pub(super) fn staging(job: &Job) -> Result<(Option<StagingPool>, Option<LentFram
         } else {
             (want - lent.slots()).min(own_default)
         };
-        let (keep, pages) = lent.memory();
-        if let Ok(pool) = StagingPool::lent(keep, pages, page, batch, own, job.unprotect_to) {
-            return Ok((Some(pool), Some(lent)));
+        // Without memory for the lists of pages, the frames go back and the
+        // pool has memory of its own.
+        if let Some((keep, pages)) = lent.memory() {
+            if let Ok(pool) = StagingPool::lent(keep, pages, page, batch, own, job.unprotect_to) {
+                return Ok((Some(pool), Some(lent)));
+            }
         }
     }
     let bytes = job.staging.unwrap_or(own_default * batch);

@@ -62,29 +62,29 @@ impl LentFrames {
     }
 
     /// The mappings the lent frames lie in, and each frame's address, slot
-    /// after slot. Nothing else in the store touches a slot's frames until
+    /// after slot (`None` when there is no memory for the lists). Nothing else in the store touches a slot's frames until
     /// [`settle`](Self::settle) takes them.
-    pub(crate) fn memory(&self) -> (Vec<Arc<Mapping>>, Vec<usize>) {
+    pub(crate) fn memory(&self) -> Option<(Vec<Arc<Mapping>>, Vec<usize>)> {
         let frames = &self.store.shared.frames;
         let mut keep: Vec<Arc<Mapping>> = Vec::new();
+        let mut addrs = Vec::new();
+        // 8 bytes a lent page: refused, not aborted, when memory is short.
+        addrs.try_reserve_exact(self.ids.len()).ok()?;
         let within = |m: &Arc<Mapping>, a: usize| {
             let start = m.as_ptr() as usize;
             (start..start + m.len()).contains(&a)
         };
-        let addrs = self
-            .ids
-            .iter()
-            .map(|&id| {
-                let addr = frames.addr(id);
-                if !keep.last().is_some_and(|m| within(m, addr)) {
-                    keep.push(frames.memory(id).0);
-                }
-                addr
-            })
-            .collect();
+        for &id in &self.ids {
+            let addr = frames.addr(id);
+            if !keep.last().is_some_and(|m| within(m, addr)) {
+                keep.try_reserve(1).ok()?;
+                keep.push(frames.memory(id).0);
+            }
+            addrs.push(addr);
+        }
         keep.sort_unstable_by_key(|m| m.as_ptr() as usize);
         keep.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        (keep, addrs)
+        Some((keep, addrs))
     }
 
     /// Slot `slot` holds a batch's bytes, its page `i` in the slot's page `i`:
@@ -186,7 +186,7 @@ mod tests {
         free_frames(&store, 8);
         let mut lent = store.lend_free(2, 4).expect("8 free frames");
         assert!(store.lend_free(1, 1).is_none(), "all of them lent");
-        let (keep, addrs) = lent.memory();
+        let (keep, addrs) = lent.memory().unwrap();
         assert_eq!(addrs.len(), 8);
         for (i, &a) in addrs[..4].iter().enumerate() {
             let m = keep

@@ -152,10 +152,14 @@ impl StagingPool {
         if slots == 0 || pages.len() % per_slot != 0 {
             return Err(invalid());
         }
-        let mut spans: Vec<(usize, usize)> = keep
-            .iter()
-            .map(|m| (m.as_ptr() as usize, m.as_ptr() as usize + m.len()))
-            .collect();
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        spans
+            .try_reserve_exact(keep.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::ENOMEM))?;
+        spans.extend(
+            keep.iter()
+                .map(|m| (m.as_ptr() as usize, m.as_ptr() as usize + m.len())),
+        );
         spans.sort_unstable();
         // Pages come in runs through one mapping: search only on leaving it.
         let mut span = (0, 0);
@@ -422,6 +426,10 @@ impl StagingPool {
                 self.give(slot);
                 state.store(REQUESTED, Ordering::Release);
             }
+        }
+        if lifted != 0 {
+            // Tell the copier, which serves requested batches first.
+            batches.requests.fetch_add(1, Ordering::Release);
         }
         batches.wake(b..b + n);
         if lifted == 0 {
