@@ -454,6 +454,17 @@ fn sqlite_writer_rate_runs() {
             .unwrap_or_else(|| panic!("unreadable ratio: {line}"));
         assert!(ratio.is_finite() && (0.0..100.0).contains(&ratio), "{line}");
     }
+    // After an earlier snapshot, freed: the point-in-time snapshot stages into
+    // the store's free frames, and its copy is checked the same way.
+    let out = run(Command::new(&exe)
+        .arg("8")
+        .arg("1")
+        .arg(&dir)
+        .arg("snapshot,save")
+        .arg("steady"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("after an earlier snapshot"), "{stdout}");
+    assert!(stdout.contains("ok: writer rate measured"), "{stdout}");
 }
 
 /// examples/c/lua: snapshot/mutate/restore cycles checked against a deep copy

@@ -156,10 +156,14 @@ fn a_store_with_free_frames_lends_them_as_staging() {
                 drop(region.snapshot().unwrap());
             }
             let (_, report) = region.background_snapshot().unwrap().wait_report().unwrap();
-            assert_eq!(
-                report.staging_bytes,
-                (len / 4 * staging) as u64,
-                "{t}, {quarters}/4 free: the store's free frames were not lent"
+            // (A few more free frames than the pages dropped — slots a
+            // snapshot reserved and did not use — may fill one more slot.)
+            let want = (len / 4 * staging) as u64;
+            assert!(
+                (want..=want + 2 * BATCH as u64).contains(&report.staging_bytes),
+                "{t}, {quarters}/4 free: {} bytes of staging, not the store's free \
+                 frames and its own pool ({want})",
+                report.staging_bytes
             );
             let unique = region.store().stats().unique_pages;
             let context = format!("{t} lent {quarters}/4");

@@ -18,8 +18,13 @@
  * and converging methods finish between two transactions (the writer's mutex
  * held), fork forks there.
  *
+ * With a fifth argument `steady`, the point-in-time methods first take one
+ * background snapshot of the built database and free it (untimed), as a
+ * program that snapshots periodically has done before: the measured snapshot
+ * then stages into memory the store already holds.
+ *
  * Build: as sqlite_pagesnap.c. Run:
- *   sqlite_writer_rate MB RUNS DIR [METHODS]   e.g. 200 5 /tmp
+ *   sqlite_writer_rate MB RUNS DIR [METHODS [steady]]   e.g. 200 5 /tmp
  * Prints one line per run and the median ratio per method ("during / before").
  */
 #include <pthread.h>
@@ -79,7 +84,8 @@ static long long rows_at_instant(long long rows0) {
     return rows0 + 100LL * atomic_load(&commits);
 }
 
-static struct result run_one(const char *method, long mb, const char *dir, double base_ms) {
+static struct result run_one(const char *method, long mb, const char *dir, double base_ms,
+                             int steady) {
     ps_store *store = ps_store_new();
     ps_region *r = ps_region_new(store, (size_t)(mb * 5 + 256) << 20, PS_TRACKING_AUTO);
     EXPECT(r != NULL && ps_heap_init(r) == 0);
@@ -94,6 +100,14 @@ static struct result run_one(const char *method, long mb, const char *dir, doubl
              mb * 1000000 / 260);
     sql(db, stmt);
     long long rows0 = one(db, "SELECT count(*) FROM t");
+    if (steady && (strcmp(method, "snapshot") == 0 || strcmp(method, "save") == 0)) {
+        /* A periodic program's earlier snapshot, freed: the store keeps its memory. */
+        ps_background *bg = ps_background_snapshot(r);
+        EXPECT(bg != NULL);
+        ps_snapshot *earlier = ps_background_wait(bg);
+        EXPECT(earlier != NULL);
+        ps_snapshot_free(earlier);
+    }
     atomic_store(&commits, 0);
     atomic_store(&stop_writer, 0);
     pthread_t t;
@@ -204,7 +218,8 @@ static int by_value(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s MB RUNS DIR [snapshot,save,converge,converge-save,fork]\n",
+        fprintf(stderr,
+                "usage: %s MB RUNS DIR [snapshot,save,converge,converge-save,fork [steady]]\n",
                 argv[0]);
         return 2;
     }
@@ -213,12 +228,14 @@ int main(int argc, char **argv) {
     EXPECT(mb > 0 && runs > 0 && runs <= 64);
     char methods[256] = "snapshot,save,converge,converge-save,fork";
     if (argc > 4) snprintf(methods, sizeof methods, "%s", argv[4]);
+    int steady = argc > 5 && strcmp(argv[5], "steady") == 0;
     double base_ms = mb >= 64 ? 1000 : 200;
-    printf("database ~%ld MB, 100-row transactions, %d runs per method\n", mb, runs);
+    printf("database ~%ld MB, 100-row transactions, %d runs per method%s\n", mb, runs,
+           steady ? ", after an earlier snapshot" : "");
     for (char *m = strtok(methods, ","); m != NULL; m = strtok(NULL, ",")) {
         double ratios[64];
         for (int i = 0; i < runs; i++) {
-            struct result r = run_one(m, mb, argv[3], base_ms);
+            struct result r = run_one(m, mb, argv[3], base_ms, steady);
             EXPECT(r.before > 0);
             ratios[i] = r.during / r.before;
             printf("%s run %d: before %.2f tx/ms, during %.2f tx/ms over %.0f ms "
