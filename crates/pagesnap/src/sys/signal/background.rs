@@ -4,7 +4,7 @@
 //! `BACKGROUND[i]` names a region, its batch size and its [`BatchStates`]; the
 //! handler (`on_fault` in `mod.rs`) reads it to stage a batch a writer touches
 //! before the copier saved it, or to park the writer on a futex
-//! ([`wait_until_copied`]) until the copier has. Everything the handler calls
+//! ([`BatchStates::wait_until_copied`]) until the copier has. Everything the handler calls
 //! here is async-signal-safe: atomics, `memcpy` into the staging pool, `futex(2)`
 //! and `clock_gettime(2)`.
 
