@@ -1,0 +1,172 @@
+//! The staging pool, one writer at a time: staging, room, lent pages, retiring, warming.
+
+use super::*;
+use crate::sys::page_size;
+
+#[test]
+fn a_writer_stages_a_pending_batch_once_and_the_copier_takes_it() {
+    let page = page_size();
+    let region = Mapping::anonymous(4 * page, Protection::ReadWrite, false).unwrap();
+    region.copy_in(0, &vec![9u8; 2 * page]);
+    region.protect(0, 2 * page, Protection::Read).unwrap();
+    let pool = StagingPool::new(1, 2 * page, Protection::ReadWrite).unwrap();
+    let batches = BatchStates::new(2, PENDING);
+    let states = &batches.states;
+    let at = (region.as_ptr() as usize, 4 * page, 2 * page);
+    assert_eq!(pool.stage(&batches, 0, at, 0), Staged::Done);
+    assert_eq!(states[0].load(Ordering::Acquire), STAGED);
+    // Writable again: this write would fault into no handler otherwise.
+    region.copy_in(0, &[1]);
+    // The one slot is used: a second batch finds no room.
+    assert_eq!(pool.stage(&batches, 1, at, 0), Staged::NoRoom);
+    assert_eq!(states[1].load(Ordering::Acquire), PENDING);
+    let filled = pool.take_filled().expect("a filled slot");
+    assert_eq!(filled.batch(), 0);
+    assert!(filled.bytes().unwrap()[..2 * page].iter().all(|&b| b == 9));
+    assert!(pool.take_filled().is_none());
+    drop(filled);
+    // Freed: the staged batch is not claimed twice.
+    assert_eq!(pool.stage(&batches, 0, at, 0), Staged::Taken);
+    assert_eq!(pool.peak_bytes(), 2 * page);
+}
+
+#[test]
+fn a_writer_in_order_stages_the_waiting_batches_ahead_in_one_call() {
+    let page = page_size();
+    let region = Mapping::anonymous(8 * page, Protection::ReadWrite, false).unwrap();
+    for i in 0..8 {
+        region.copy_in(i * page, &vec![i as u8 + 1; page]);
+    }
+    region.protect(0, 8 * page, Protection::Read).unwrap();
+    let pool = StagingPool::new(8, page, Protection::ReadWrite).unwrap();
+    let batches = BatchStates::new(8, PENDING);
+    let states = &batches.states;
+    // Batch 4 is with the copier: the run stops before it.
+    states[4].store(COPYING, Ordering::Release);
+    let at = (region.as_ptr() as usize, 8 * page, page);
+    assert_eq!(pool.stage(&batches, 1, at, 5), Staged::Done);
+    let got: Vec<u32> = states.iter().map(|s| s.load(Ordering::Acquire)).collect();
+    assert_eq!(
+        got,
+        [PENDING, STAGED, STAGED, STAGED, COPYING, PENDING, PENDING, PENDING]
+    );
+    // All three writable again, and their copies are the bytes before.
+    region.copy_in(page, &vec![0; 3 * page]);
+    let mut seen = Vec::new();
+    while let Some(slot) = pool.take_filled() {
+        let b = slot.batch();
+        assert!(slot.bytes().unwrap()[..page]
+            .iter()
+            .all(|&x| x == b as u8 + 1));
+        seen.push(b);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [1, 2, 3]);
+    // Batch 0 was not staged: still protected.
+    assert_eq!(states[0].load(Ordering::Acquire), PENDING);
+}
+
+#[test]
+fn warming_stays_a_window_ahead_of_the_slots_used() {
+    let huge = crate::sys::mmap::HUGE_PAGE;
+    let slot = 256 << 10;
+    // 32 MiB of slots: warming stops 8 MiB ahead of use.
+    let pool = StagingPool::new(128, slot, Protection::ReadWrite).unwrap();
+    let mut steps = 0;
+    while pool.warm_ahead() {
+        steps += 1;
+    }
+    assert_eq!(steps, WARM_AHEAD / huge);
+    // Writers take 40 slots (10 MiB): warming goes on to 18 MiB.
+    let taken: Vec<usize> = (0..40).map(|_| pool.take().unwrap()).collect();
+    while pool.warm_ahead() {
+        steps += 1;
+    }
+    assert_eq!(steps, (40 * slot + WARM_AHEAD) / huge);
+    for s in taken {
+        pool.give(s);
+    }
+    // Never past the pool's end.
+    let small = StagingPool::new(4, slot, Protection::ReadWrite).unwrap();
+    let mut n = 0;
+    while small.warm_ahead() {
+        n += 1;
+    }
+    assert_eq!(n, 1);
+}
+
+/// Over lent pages a writer's copy lands page by page where the lender
+/// said and a drained slot is never handed out again; then the pool's own
+/// slots serve, reused; pages outside the lender's mappings are refused.
+#[test]
+fn a_pool_over_lent_pages_copies_into_them_once() {
+    let page = page_size();
+    let region = Mapping::anonymous(4 * page, Protection::ReadWrite, false).unwrap();
+    region.copy_in(0, &vec![3u8; 2 * page]);
+    region.copy_in(2 * page, &vec![4u8; 2 * page]);
+    region.protect(0, 4 * page, Protection::Read).unwrap();
+    let lender = Arc::new(Mapping::anonymous(8 * page, Protection::ReadWrite, false).unwrap());
+    let at = |i: usize| lender.as_ptr() as usize + i * page;
+    let rw = Protection::ReadWrite;
+    // Two slots of two pages, scattered over the lender's memory.
+    let pages = vec![at(5), at(1), at(7), at(2)];
+    let outside = vec![at(5), at(1), at(7), at(8)];
+    let keep = || vec![lender.clone()];
+    assert!(StagingPool::lent(keep(), outside, page, 2 * page, 0, rw).is_err());
+    let pool = StagingPool::lent(keep(), pages, page, 2 * page, 1, rw).unwrap();
+    assert_eq!(pool.bytes(), 6 * page);
+    let batches = BatchStates::new(2, PENDING);
+    let span = (region.as_ptr() as usize, 4 * page, 2 * page);
+    assert_eq!(pool.stage(&batches, 0, span, 0), Staged::Done);
+    let filled = pool.take_filled().expect("a filled slot");
+    assert_eq!((filled.batch(), filled.slot()), (0, 0));
+    assert!(filled.bytes().is_none(), "lent pages stay with the lender");
+    drop(filled);
+    let byte = |i: usize| lender.range(i * page, page)[0];
+    assert_eq!((byte(5), byte(1)), (3, 3));
+    assert_eq!(pool.stage(&batches, 1, span, 0), Staged::Done);
+    assert_eq!(pool.take_filled().map(|f| f.slot()), Some(1));
+    assert_eq!((byte(7), byte(2)), (4, 4));
+    // No lent slot is free any more: none to retire.
+    assert_eq!(pool.retire_lent(0), None);
+    // Both lent slots used once: the pool's own slot takes the next, and
+    // is used again once drained.
+    for round in 0..2 {
+        let more = BatchStates::new(2, PENDING);
+        assert_eq!(pool.stage(&more, round, span, 0), Staged::Done);
+        let filled = pool.take_filled().expect("a filled own slot");
+        assert_eq!(filled.slot(), 2);
+        let bytes = filled.bytes().expect("own memory");
+        assert!(bytes[..2 * page].iter().all(|&x| x == 3 + round as u8));
+    }
+}
+
+/// Retiring takes free lent slots from the top, never an own slot, never
+/// one a writer holds, and a retired slot is never handed out.
+#[test]
+fn retiring_takes_free_lent_slots_only() {
+    let page = page_size();
+    let lender = Arc::new(Mapping::anonymous(70 * page, Protection::ReadWrite, false).unwrap());
+    let pages: Vec<usize> = (0..70)
+        .map(|i| lender.as_ptr() as usize + i * page)
+        .collect();
+    let rw = Protection::ReadWrite;
+    // 70 lent slots of one page (two words of the free mask), 2 own.
+    let pool = StagingPool::lent(vec![lender.clone()], pages, page, page, 2, rw).unwrap();
+    let writer = pool.take().unwrap();
+    assert_eq!(writer, 0);
+    // Only the slots past the 10 still needed.
+    let retired: Vec<usize> = std::iter::from_fn(|| pool.retire_lent(10)).collect();
+    assert_eq!(retired.len(), 59);
+    let rest: Vec<usize> = std::iter::from_fn(|| pool.retire_lent(0)).collect();
+    assert_eq!(rest.len(), 10);
+    let retired = [retired, rest].concat();
+    assert_eq!(retired[0], 69, "highest first");
+    assert!(!retired.contains(&0), "a slot a writer holds");
+    assert!(retired.iter().all(|&s| s < 70), "an own slot");
+    // Writers now get the own slots only.
+    assert_eq!(
+        (pool.take(), pool.take(), pool.take()),
+        (Some(70), Some(71), None)
+    );
+}
