@@ -273,10 +273,16 @@ impl ConvergedSave {
 
     fn join(&mut self) -> Result<SaveReport> {
         let t = self.thread.take().expect("joined once");
-        match t.join() {
-            Ok(r) => r,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        // A panic (a bug) in the writing thread fails the save like an error
+        // (its temporary file is removed as it unwinds), not the caller.
+        t.join().unwrap_or_else(|_| {
+            Err(Error::Background {
+                step: "converging save (the writing thread panicked)",
+                addr: 0,
+                len: 0,
+                source: std::io::Error::other("the writing thread panicked"),
+            })
+        })
     }
 }
 
