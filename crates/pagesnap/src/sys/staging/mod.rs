@@ -24,8 +24,11 @@
 //! else lifts its protection, so the bytes copied are the batch at the instant.
 #![allow(unsafe_code)]
 
+mod memory;
+
 use super::mmap::{Mapping, Protection};
 use super::signal::{BatchStates, COPYING, PENDING, REQUESTED, STAGED};
+use memory::{low_bits, Memory, Place};
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -62,33 +65,6 @@ pub(crate) struct StagingPool {
     high: AtomicUsize,
 }
 
-/// Where a pool's slots are: first the slots over lent pages, if any, then
-/// the pool's own.
-struct Memory {
-    /// Pages lent by the pool's owner (frames of a page store), anywhere in
-    /// the mappings it keeps alive here: page `i` of slot `s` at
-    /// `pages[s × pages_per_slot + i]`. Each such slot is used once: its copy
-    /// stays where it lies and becomes the owner's.
-    lent: Option<Lent>,
-    /// How many slots are lent pages.
-    lent_slots: usize,
-    /// The pool's own mapping, slot after slot; such a slot is used again once
-    /// the copier has taken its copy.
-    own: Option<Mapping>,
-}
-
-struct Lent {
-    _keep: Box<[Arc<Mapping>]>,
-    pages: Box<[usize]>,
-    page: usize,
-}
-
-/// Where one slot is (see [`StagingPool::place`]).
-enum Place<'a> {
-    Own(&'a Mapping, usize),
-    Lent(&'a Lent, usize),
-}
-
 /// How far [`StagingPool::warm_ahead`] keeps faulted-in memory ahead of the
 /// slots writers have used.
 const WARM_AHEAD: usize = 8 << 20;
@@ -112,18 +88,7 @@ impl StagingPool {
         slot_bytes: usize,
         unprotect_to: Protection,
     ) -> io::Result<StagingPool> {
-        let len = slots
-            .checked_mul(slot_bytes)
-            .filter(|&l| l > 0)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // Huge pages where the kernel has them: a writer's first copy into a
-        // slot then takes one fault per 2 MiB, not one per page.
-        let mem = Mapping::anonymous(len, Protection::ReadWrite, true)?;
-        let mem = Memory {
-            lent: None,
-            lent_slots: 0,
-            own: Some(mem),
-        };
+        let mem = Memory::own(slots, slot_bytes)?;
         Ok(StagingPool::over(mem, slots, slot_bytes, unprotect_to))
     }
 
@@ -143,73 +108,14 @@ impl StagingPool {
         own: usize,
         unprotect_to: Protection,
     ) -> io::Result<StagingPool> {
-        let invalid = || io::Error::from_raw_os_error(libc::EINVAL);
-        if page == 0 || slot_bytes == 0 || slot_bytes % page != 0 {
-            return Err(invalid());
-        }
-        let per_slot = slot_bytes / page;
-        let slots = pages.len() / per_slot;
-        if slots == 0 || pages.len() % per_slot != 0 {
-            return Err(invalid());
-        }
-        let mut spans: Vec<(usize, usize)> = Vec::new();
-        spans
-            .try_reserve_exact(keep.len())
-            .map_err(|_| io::Error::from_raw_os_error(libc::ENOMEM))?;
-        spans.extend(
-            keep.iter()
-                .map(|m| (m.as_ptr() as usize, m.as_ptr() as usize + m.len())),
-        );
-        spans.sort_unstable();
-        // Pages come in runs through one mapping: search only on leaving it.
-        let mut span = (0, 0);
-        let inside = |&a: &usize| {
-            let Some(end) = a.checked_add(page) else {
-                return false;
-            };
-            if !(span.0 <= a && end <= span.1) {
-                let i = spans.partition_point(|s| s.0 <= a);
-                if i == 0 {
-                    return false;
-                }
-                span = spans[i - 1];
-            }
-            end <= span.1
-        };
-        if !pages.iter().all(inside) {
-            return Err(invalid());
-        }
-        let own_map = match own {
-            0 => None,
-            n => {
-                let len = n.checked_mul(slot_bytes).ok_or_else(invalid)?;
-                Some(Mapping::anonymous(len, Protection::ReadWrite, true)?)
-            }
-        };
-        let mem = Memory {
-            lent: Some(Lent {
-                _keep: keep.into_boxed_slice(),
-                pages: pages.into_boxed_slice(),
-                page,
-            }),
-            lent_slots: slots,
-            own: own_map,
-        };
-        Ok(StagingPool::over(
-            mem,
-            slots + own,
-            slot_bytes,
-            unprotect_to,
-        ))
+        let (mem, lent) = Memory::lent(keep, pages, page, slot_bytes, own)?;
+        Ok(StagingPool::over(mem, lent + own, slot_bytes, unprotect_to))
     }
 
     fn over(mem: Memory, slots: usize, slot_bytes: usize, unprotect_to: Protection) -> StagingPool {
         let words = slots.div_ceil(64);
         let free = (0..words)
-            .map(|w| {
-                let n = (slots - w * 64).min(64);
-                AtomicU64::new(if n == 64 { u64::MAX } else { (1 << n) - 1 })
-            })
+            .map(|w| AtomicU64::new(low_bits(slots - w * 64)))
             .collect();
         let holds = (0..slots).map(|_| AtomicUsize::new(0)).collect();
         StagingPool {
@@ -223,47 +129,6 @@ impl StagingPool {
             in_use: AtomicUsize::new(0),
             warmed: AtomicUsize::new(0),
             high: AtomicUsize::new(0),
-        }
-    }
-
-    /// Copies `len` (≤ `slot_bytes`) bytes from `src` into slot `slot`.
-    ///
-    /// # Safety
-    ///
-    /// `src` is readable for `len` bytes and nobody writes it meanwhile; the
-    /// caller holds `slot` (taken from `free`, not given back); `src` is not
-    /// staging memory.
-    unsafe fn copy_into(&self, slot: usize, src: *const u8, len: usize) {
-        debug_assert!(slot < self.slots && len <= self.slot_bytes);
-        match self.place(slot) {
-            Place::Own(m, at) => {
-                // SAFETY: the slot lies inside the pool's own mapping
-                // (`place`), the caller holds it and vouches for `src`.
-                unsafe { std::ptr::copy_nonoverlapping(src, m.as_ptr().add(at), len) };
-            }
-            Place::Lent(lent, first) => {
-                let page = lent.page;
-                for (i, &dst) in lent.pages[first..][..len.div_ceil(page)].iter().enumerate() {
-                    let n = page.min(len - i * page);
-                    // SAFETY: `dst` starts a page inside a mapping the pool
-                    // keeps alive (checked by `lent`), lent to this slot, which
-                    // the caller holds; the caller vouches for `src`.
-                    unsafe { std::ptr::copy_nonoverlapping(src.add(i * page), dst as *mut u8, n) };
-                }
-            }
-        }
-    }
-
-    /// Where slot `slot` is: an offset in the pool's own mapping, or the
-    /// index of its first page among the lent ones.
-    fn place(&self, slot: usize) -> Place<'_> {
-        let m = &self.mem;
-        match (&m.lent, &m.own) {
-            (Some(lent), _) if slot < m.lent_slots => {
-                Place::Lent(lent, slot * (self.slot_bytes / lent.page))
-            }
-            (_, Some(own)) => Place::Own(own, (slot - m.lent_slots) * self.slot_bytes),
-            _ => unreachable!("slot {slot} of a pool of {} slots", self.slots),
         }
     }
 
@@ -305,12 +170,7 @@ impl StagingPool {
 
     /// The mask of lent slots in word `w` of `free`.
     fn lent_mask(&self, w: usize) -> u64 {
-        let n = self.mem.lent_slots.saturating_sub(w * 64).min(64);
-        if n == 64 {
-            u64::MAX
-        } else {
-            (1 << n) - 1
-        }
+        low_bits(self.mem.lent_slots.saturating_sub(w * 64))
     }
 
     /// From the copier, for a batch it saves itself (which then needs no
@@ -402,7 +262,14 @@ impl StagingPool {
             // COPYING, claimed by this thread, so its protection stays on until
             // we lift it below. The slot (batch ≤ slot_bytes) was taken from
             // `free` by this thread alone. The region is not staging memory.
-            unsafe { self.copy_into(slot, (start + at) as *const u8, batch.min(len - at)) };
+            unsafe {
+                self.mem.copy_into(
+                    slot,
+                    self.slot_bytes,
+                    (start + at) as *const u8,
+                    batch.min(len - at),
+                )
+            };
         }
         // SAFETY: [start + from, start + to) is page-aligned (whole batches of a
         // registered region) and lies inside it; mprotect is async-signal-safe,
@@ -515,7 +382,7 @@ impl FilledSlot<'_> {
     /// The copy: the batch's bytes at the instant, from its first byte; `None`
     /// for a pool over lent pages, whose lender keeps the copy where it lies.
     pub(crate) fn bytes(&self) -> Option<&[u8]> {
-        match self.pool.place(self.slot) {
+        match self.pool.mem.place(self.slot, self.pool.slot_bytes) {
             Place::Own(m, at) => Some(m.range(at, self.pool.slot_bytes)),
             Place::Lent(..) => None,
         }
@@ -524,7 +391,7 @@ impl FilledSlot<'_> {
 
 impl Drop for FilledSlot<'_> {
     fn drop(&mut self) {
-        match self.pool.place(self.slot) {
+        match self.pool.mem.place(self.slot, self.pool.slot_bytes) {
             Place::Own(..) => self.pool.give(self.slot),
             // Used once: the copy now belongs to the lender.
             Place::Lent(..) => {
