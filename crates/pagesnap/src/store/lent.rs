@@ -97,10 +97,9 @@ impl LentFrames {
         keep: impl Iterator<Item = (usize, usize)>,
         staged: &mut Staged,
     ) -> Result<(), StoreError> {
-        debug_assert!(!self.settled[slot], "slot {slot} settled twice");
-        self.settled[slot] = true;
+        let at = self.settle_once(slot);
+        let ids = &self.ids[at];
         let frames = &self.store.shared.frames;
-        let ids = &self.ids[slot * self.slot_pages..][..self.slot_pages];
         let mut taken = [0u64; SLAB_FRAMES / 64];
         let mut result = Ok(());
         for (page, i) in keep {
@@ -124,16 +123,20 @@ impl LentFrames {
         frames.unreserve(&mut back);
         result
     }
-}
 
-impl LentFrames {
     /// Gives slot `slot`'s frames back unused: the pool retired it, so no
     /// writer ever copies into it.
     pub(crate) fn give_back(&mut self, slot: usize) {
+        let at = self.settle_once(slot);
+        let mut back = self.ids[at].to_vec();
+        self.store.shared.frames.unreserve(&mut back);
+    }
+
+    /// Marks slot `slot` settled (once) and returns where its frames are in `ids`.
+    fn settle_once(&mut self, slot: usize) -> std::ops::Range<usize> {
         debug_assert!(!self.settled[slot], "slot {slot} settled twice");
         self.settled[slot] = true;
-        let mut back = self.ids[slot * self.slot_pages..][..self.slot_pages].to_vec();
-        self.store.shared.frames.unreserve(&mut back);
+        slot * self.slot_pages..(slot + 1) * self.slot_pages
     }
 }
 
