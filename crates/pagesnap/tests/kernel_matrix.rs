@@ -41,6 +41,21 @@ fn read_rows(text: &str) -> Vec<Row> {
         .collect()
 }
 
+/// The last `n` lines a suite printed between its markers in a guest's log
+/// (to the log's end where the suite never finished).
+fn suite_tail<'a>(log: &'a str, suite: &str, n: usize) -> Vec<&'a str> {
+    let begin = format!("@@suite {suite} begin");
+    let end = format!("@@suite {suite} end");
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .skip_while(|l| !l.starts_with(&begin))
+        .skip(1)
+        .take_while(|l| !l.starts_with(&end))
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
 /// `key=value` from a row's detail.
 fn field<'a>(row: &'a Row, key: &str) -> &'a str {
     row.detail
@@ -79,6 +94,20 @@ fn every_kernel_of_the_matrix_passes() {
         .filter(|r| r.status != "pass")
         .map(|r| format!("{} {}: {} ({})", r.kernel, r.suite, r.status, r.detail))
         .collect();
+    // CI keeps only this test's output: show what each failing suite printed.
+    for r in rows.iter().filter(|r| r.status != "pass") {
+        let log = path.with_file_name(format!("{}.log", r.kernel));
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        eprintln!(
+            "--- {} {}: the end of its output in {}",
+            r.kernel,
+            r.suite,
+            log.display()
+        );
+        for line in suite_tail(&text, &r.suite, 60) {
+            eprintln!("  | {line}");
+        }
+    }
     assert!(
         bad.is_empty(),
         "kernel matrix failures (guest logs beside {}):\n{}",
