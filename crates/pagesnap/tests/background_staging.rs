@@ -191,3 +191,44 @@ fn a_store_with_free_frames_lends_them_as_staging() {
         }
     }
 }
+
+/// A region much larger than what was written since the sync point, over a
+/// store holding free frames: the batches the copier saves itself take the
+/// frames lent and not needed (the store maps no fresh memory), though most
+/// of the region's batches have nothing to save.
+#[test]
+fn batches_the_copier_saves_take_lent_frames_not_fresh_memory() {
+    for t in common::backends() {
+        let len = 64 << 20;
+        let page = pagesnap::page_size();
+        let mut region = Region::builder(len).tracking(t).build().unwrap();
+        // Three generations over the first 4 MiB: after the second snapshot,
+        // the first one's frames are free; the third is what the background
+        // snapshot saves, 64 batches of the region's 1024.
+        let written = 4 << 20;
+        for generation in 1..=3u64 {
+            let pages = region.as_mut_slice()[..written].chunks_exact_mut(page);
+            for (i, p) in pages.enumerate() {
+                p[8..16].copy_from_slice(&(generation << 32 | i as u64).to_ne_bytes());
+            }
+            if generation < 3 {
+                drop(region.snapshot().unwrap());
+            }
+        }
+        let before = region.store().stats();
+        let (snap, report) = region.background_snapshot().unwrap().wait_report().unwrap();
+        let after = region.store().stats();
+        assert_eq!(report.staged, 0, "{t}: no writer ran");
+        assert!(
+            snap.to_vec() == region.as_mut_slice(),
+            "{t}: the snapshot is not the region"
+        );
+        assert!(
+            after.reserved_bytes <= before.reserved_bytes,
+            "{t}: the store mapped {} more bytes for {written} bytes of pages while \
+             {} bytes of its frames were free",
+            after.reserved_bytes - before.reserved_bytes,
+            before.reserved_bytes - before.stored_bytes
+        );
+    }
+}

@@ -16,13 +16,18 @@ struct StoreSink<'a> {
     lent: Option<&'a mut LentFrames>,
     /// The pool over them.
     pool: Option<&'a StagingPool>,
-    /// Batches not yet saved.
+    /// Batches with written pages not yet saved: the most lent slots still
+    /// of use (a batch with nothing written never takes a slot: the start
+    /// made it writable again).
     left: usize,
 }
 
 impl Sink for StoreSink<'_> {
     fn batch(&mut self, _b: usize, dirty: &[usize], bytes: &[u8]) -> Result<()> {
         let page = page_size();
+        if dirty.is_empty() {
+            return Ok(());
+        }
         // A batch the copier saves itself needs no staging slot: a lent slot
         // past those the batches left may need goes back, and its frames take
         // this batch's pages instead of fresh memory (while the free frames
@@ -121,7 +126,7 @@ pub(super) fn save(
         changes: Staged::new(&store),
         lent: lent.as_mut(),
         pool,
-        left: shared.batches.states.len(),
+        left: batches_written(dirty, batch / page_size()),
     };
     sink.changes
         .try_reserve(dirty.len() as u64)
@@ -136,4 +141,13 @@ pub(super) fn save(
         job.base.len(),
         job.map.as_ptr(),
     ))
+}
+
+/// How many batches of `pages_per_batch` hold a page of `dirty` (sorted).
+fn batches_written(dirty: &[usize], pages_per_batch: usize) -> usize {
+    let mut last = None;
+    dirty
+        .iter()
+        .filter(|&&p| last.replace(p / pages_per_batch) != Some(p / pages_per_batch))
+        .count()
 }
