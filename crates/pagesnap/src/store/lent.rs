@@ -7,11 +7,12 @@
 //! the snapshot holds no second copy of what writers staged.
 //!
 //! ```text
-//!  lend:     whole fresh slabs (mapped, not faulted in), every frame reserved
-//!  writers:  batch b -> slot s: frames first + s*k .. first + (s+1)*k
+//!  lend:     free frames (faulted in by earlier use), k per slot, reserved
+//!  writers:  batch b -> slot s: frames ids[s*k .. (s+1)*k]
 //!  copier:   dirty page p of b -> publish(frame of p) -> Staged (or its equal)
 //!            the slot's other frames -> back to the store's free slots
-//!  drop:     frames never published go back (untouched ones cost nothing)
+//!            a batch it saves itself -> a spare lent slot goes back first
+//!  drop:     frames never published go back
 //! ```
 
 use super::frames::FrameId;
