@@ -27,6 +27,10 @@ pub(crate) const COPIED: u32 = 3;
 /// yet to save the copy (then it becomes `COPIED`). Writes may go ahead.
 pub(crate) const STAGED: u32 = 4;
 
+/// Writers asleep at once whose batches [`BatchStates`] lists (more still
+/// work: they make wakes cover whole ranges).
+pub(super) const SLEEP_TABLE: usize = 64;
+
 /// How many background snapshots can run at once in one process.
 pub(crate) const MAX_BACKGROUND: usize = 1024;
 
@@ -58,6 +62,13 @@ pub(crate) struct BatchStates {
     /// a syscall only if there are any (a writer staging in order would
     /// otherwise make one per batch).
     pub(crate) sleepers: AtomicUsize,
+    /// The batches those writers sleep on (index + 1; 0: a free entry), so
+    /// that a wake over many batches (the start lifting every batch with
+    /// nothing written) makes one syscall per sleeper, not one per batch.
+    pub(super) sleeping: [AtomicUsize; SLEEP_TABLE],
+    /// Sleepers that found `sleeping` full: wakes then cover every batch of
+    /// their range, as without the table.
+    pub(super) unlisted: AtomicUsize,
     /// Nanoseconds writers spent in the handler on batches of this region:
     /// staging their batch, or waiting for the copier.
     pub(crate) waited_ns: AtomicU64,
@@ -74,6 +85,8 @@ impl BatchStates {
             states: (0..n).map(|_| AtomicU32::new(state)).collect(),
             requests: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
+            sleeping: [const { AtomicUsize::new(0) }; SLEEP_TABLE],
+            unlisted: AtomicUsize::new(0),
             waited_ns: AtomicU64::new(0),
             pool: AtomicPtr::new(std::ptr::null_mut()),
             inside: AtomicUsize::new(0),
@@ -100,9 +113,43 @@ impl BatchStates {
         // `wait_until_copied`: either it is counted here, or its futex sees
         // the new state and does not sleep.
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) != 0 {
+        if self.sleepers.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if self.unlisted.load(Ordering::SeqCst) != 0 {
             for state in &self.states[range] {
                 futex::wake_all(state);
+            }
+            return;
+        }
+        // Listed before the sleeper's futex re-checks its state, like the count.
+        for entry in &self.sleeping {
+            match entry.load(Ordering::SeqCst) {
+                0 => {}
+                b if range.contains(&(b - 1)) => futex::wake_all(&self.states[b - 1]),
+                _ => {}
+            }
+        }
+    }
+
+    /// Lists batch `b` as slept on: the entry taken, or `None` (counted in
+    /// `unlisted`) if the table is full. Async-signal-safe.
+    fn list_sleeper(&self, b: usize) -> Option<usize> {
+        let entry = self.sleeping.iter().position(|e| {
+            e.compare_exchange(0, b + 1, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        });
+        if entry.is_none() {
+            self.unlisted.fetch_add(1, Ordering::SeqCst);
+        }
+        entry
+    }
+
+    fn unlist_sleeper(&self, entry: Option<usize>) {
+        match entry {
+            Some(i) => self.sleeping[i].store(0, Ordering::SeqCst),
+            None => {
+                self.unlisted.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }
@@ -127,12 +174,14 @@ impl BatchStates {
                 }
                 s => {
                     waited = true;
-                    // Counted before the futex re-checks the state, so a waker
-                    // that changes it either sees us counted or we see its
+                    // Listed and counted before the futex re-checks the state,
+                    // so a waker that changes it either sees us or we see its
                     // change (both sides SeqCst; see `wake`).
+                    let entry = self.list_sleeper(b);
                     self.sleepers.fetch_add(1, Ordering::SeqCst);
                     futex::wait(state, s);
                     self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                    self.unlist_sleeper(entry);
                 }
             }
         }

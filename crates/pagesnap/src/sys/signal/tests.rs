@@ -5,6 +5,7 @@
 use super::*;
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
+use background::SLEEP_TABLE;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,60 @@ fn a_pending_batch_is_requested_once_and_waited_for_until_copied() {
     super::super::futex::wake_all(&b.states[0]);
     assert!(writer.join().unwrap(), "the writer reports that it waited");
     assert_eq!(b.requests.load(Ordering::Relaxed), 1);
+}
+
+/// `n` writer threads waiting on batches `0, 7, 14, …` of `b`, all asleep
+/// when this returns.
+fn sleepers_on(b: &Arc<BatchStates>, n: usize) -> Vec<std::thread::JoinHandle<bool>> {
+    let writers: Vec<_> = (0..n)
+        .map(|i| {
+            let b = b.clone();
+            std::thread::spawn(move || b.wait_until_copied(i * 7))
+        })
+        .collect();
+    while b.sleepers.load(Ordering::SeqCst) != n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    writers
+}
+
+/// A wake over a range reaches the writers asleep on batches inside it, and
+/// only once their batch is saved do they go on; with more sleepers than the
+/// table lists, wakes cover whole ranges and still reach every one.
+#[test]
+fn a_wake_over_a_range_reaches_every_sleeper_in_it() {
+    for n in [3, SLEEP_TABLE + 6] {
+        let b = batches(7 * n + 10, PENDING);
+        let writers = sleepers_on(&b, n);
+        // The copier claims them all, then saves the first half.
+        for s in b.states.iter() {
+            crate::sys::staging::claim(s);
+        }
+        let half = 7 * (n / 2);
+        for s in &b.states[..half] {
+            s.store(COPIED, Ordering::Release);
+        }
+        b.wake(0..half);
+        std::thread::sleep(Duration::from_millis(50));
+        for (i, w) in writers.iter().enumerate() {
+            assert_eq!(
+                w.is_finished(),
+                i * 7 < half,
+                "{n} sleepers: writer {i} on batch {} (saved up to {half})",
+                i * 7
+            );
+        }
+        for s in &b.states[half..] {
+            s.store(COPIED, Ordering::Release);
+        }
+        b.wake(half..b.states.len());
+        for w in writers {
+            assert!(w.join().unwrap(), "{n} sleepers: a writer did not wait");
+        }
+        assert_eq!(b.sleepers.load(Ordering::SeqCst), 0);
+        assert_eq!(b.unlisted.load(Ordering::SeqCst), 0);
+        assert!(b.sleeping.iter().all(|e| e.load(Ordering::SeqCst) == 0));
+    }
 }
 
 #[test]
