@@ -17,13 +17,37 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// An address range of `len` bytes that is free right now (mapped, then unmapped).
+/// The tests of this file map at addresses they just freed: one at a time, so
+/// that another's mappings (thread stacks, regions) do not land there.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn free_range(len: usize) -> usize {
     let r = Region::builder(len).build().unwrap();
     r.as_ptr() as usize
 }
 
+/// A region built at an address that was free a moment before. Other tests of
+/// this binary map memory meanwhile and may take the range first: then the
+/// build fails with `AddressTaken` (nothing replaced), and it tries another.
+fn region_at_a_free_range(len: usize, t: Tracking) -> (Region, usize) {
+    for _ in 0..20 {
+        let free = free_range(len);
+        match Region::builder(len).tracking(t).at(free).build() {
+            Ok(r) => return (r, free),
+            Err(Error::AddressTaken { .. }) => continue,
+            Err(e) => panic!("{t:?} at {free:#x}: {e}"),
+        }
+    }
+    panic!("{t:?}: no free range stayed free long enough to map at it")
+}
+
 #[test]
 fn a_region_maps_exactly_at_its_address_and_never_replaces_a_mapping() {
+    let _serial = serial();
     for t in common::backends() {
         let len = 64 * page();
         let mut a = Region::builder(len).tracking(t).build().unwrap();
@@ -52,8 +76,7 @@ fn a_region_maps_exactly_at_its_address_and_never_replaces_a_mapping() {
             .unwrap_err();
         assert!(matches!(e, Error::BadAddress { .. }), "{e}");
 
-        let free = free_range(len);
-        let mut b = Region::builder(len).tracking(t).at(free).build().unwrap();
+        let (mut b, free) = region_at_a_free_range(len, t);
         assert_eq!(b.as_ptr() as usize, free);
         assert_eq!(b.tracking(), t);
         b.as_mut_slice()[3 * page()] = 9;
@@ -104,6 +127,7 @@ fn walk(r: &Region) -> Vec<u64> {
 
 #[test]
 fn a_clone_at_the_origin_follows_the_snapshots_own_pointers() {
+    let _serial = serial();
     for t in common::backends() {
         let len = 32 * page();
         let mut src = linked(len, t);
@@ -131,6 +155,7 @@ fn a_clone_at_the_origin_follows_the_snapshots_own_pointers() {
 
 #[test]
 fn files_keep_the_origin_and_older_versions_still_load() {
+    let _serial = serial();
     let dir = scratch("files");
     let len = 16 * page();
     let store = PageStore::new();
