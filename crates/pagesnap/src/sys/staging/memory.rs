@@ -4,9 +4,9 @@
 //! ```text
 //!  slot:   0 … lent_slots-1              lent_slots … slots-1
 //!          page i of slot s at           own mapping, slot after slot,
-//!          pages[s × per_slot + i]       reused once drained
-//!          (used once: the copy stays
-//!          where it lies, the owner's)
+//!          pages[s × per_slot + i]       reused once drained; runs from
+//!          (used once: the copy stays    the bottom (huge pages), single
+//!          where it lies, the owner's)   batches from the top (small pages)
 //! ```
 
 use crate::sys::mmap::{Mapping, Protection};
@@ -49,14 +49,21 @@ fn invalid() -> io::Error {
 }
 
 /// `slots` slots of `slot_bytes` of the pool's own, mapped now and filled as
-/// slots are first used. Huge pages where the kernel has them: a writer's
-/// first copy into a slot then takes one fault per 2 MiB, not one per page.
+/// slots are first used. The lower half in huge pages where the kernel has
+/// them: a writer staging a run there takes one fault per 2 MiB, not one per
+/// page. The upper half, where single batches go (`take_single`), in small
+/// pages (best effort).
 fn own_mapping(slots: usize, slot_bytes: usize) -> io::Result<Mapping> {
     let len = slots
         .checked_mul(slot_bytes)
         .filter(|&l| l > 0)
         .ok_or_else(invalid)?;
-    Mapping::anonymous(len, Protection::ReadWrite, true)
+    let map = Mapping::anonymous(len, Protection::ReadWrite, true)?;
+    let small = slots / 2 * slot_bytes;
+    if small > 0 {
+        let _ = map.advise(len - small, small, libc::MADV_NOHUGEPAGE);
+    }
+    Ok(map)
 }
 
 impl Memory {

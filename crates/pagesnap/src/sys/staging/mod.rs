@@ -142,27 +142,61 @@ impl StagingPool {
         self.peak.load(Ordering::Relaxed) * self.slot_bytes
     }
 
-    /// A free slot, lowest first (so the slots already touched are reused).
-    /// Async-signal-safe.
+    /// A free slot for a run of batches, lowest first (so the slots already
+    /// touched are reused, and warming stays ahead of them: see
+    /// [`warm_ahead`](Self::warm_ahead)). Async-signal-safe.
     fn take(&self) -> Option<usize> {
-        for (w, word) in self.free.iter().enumerate() {
-            let mut bits = word.load(Ordering::Acquire);
-            while bits != 0 {
-                let bit = bits.trailing_zeros() as usize;
-                match word.compare_exchange_weak(
-                    bits,
-                    bits & !(1 << bit),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => {
-                        let n = self.in_use.fetch_add(1, Ordering::Relaxed) + 1;
-                        self.peak.fetch_max(n, Ordering::Relaxed);
-                        self.high.fetch_max(w * 64 + bit + 1, Ordering::Relaxed);
-                        return Some(w * 64 + bit);
-                    }
-                    Err(now) => bits = now,
-                }
+        let slot = (0..self.free.len()).find_map(|w| self.take_in(w, u64::MAX, false))?;
+        self.high.fetch_max(slot + 1, Ordering::Relaxed);
+        Some(slot)
+    }
+
+    /// A free slot for one batch: the lowest lent one (its copy then stays
+    /// where it lies), else the highest of the pool's own, from the part
+    /// mapped with small pages — a writer copying one batch there faults in
+    /// that batch, not a whole huge page (which, where fresh memory is dear,
+    /// stalls a random writer for milliseconds in its handler). Runs, staged
+    /// by writers going through memory in order, take the huge pages at the
+    /// bottom, one fault per 2 MiB. Async-signal-safe.
+    fn take_single(&self) -> Option<usize> {
+        (0..self.mem.lent_slots.div_ceil(64))
+            .find_map(|w| self.take_in(w, self.lent_mask(w), false))
+            .or_else(|| {
+                (0..self.free.len())
+                    .rev()
+                    .find_map(|w| self.take_in(w, !self.lent_mask(w), true))
+            })
+    }
+
+    /// Takes a free slot among `mask`'s of word `w` of `free` (see
+    /// [`pick`](Self::pick)) and counts it in use. Async-signal-safe.
+    fn take_in(&self, w: usize, mask: u64, highest: bool) -> Option<usize> {
+        let slot = self.pick(w, mask, highest)?;
+        let n = self.in_use.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(n, Ordering::Relaxed);
+        Some(slot)
+    }
+
+    /// Clears the highest or the lowest free bit among `mask`'s of word `w`
+    /// of `free`: that slot is the caller's. Async-signal-safe.
+    fn pick(&self, w: usize, mask: u64, highest: bool) -> Option<usize> {
+        let word = &self.free[w];
+        let mut bits = word.load(Ordering::Acquire);
+        while bits & mask != 0 {
+            let free = bits & mask;
+            let bit = if highest {
+                63 - free.leading_zeros() as usize
+            } else {
+                free.trailing_zeros() as usize
+            };
+            match word.compare_exchange_weak(
+                bits,
+                bits & !(1 << bit),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(w * 64 + bit),
+                Err(now) => bits = now,
             }
         }
         None
@@ -190,24 +224,9 @@ impl StagingPool {
         if free <= keep {
             return None;
         }
-        for w in (0..words).rev() {
-            let word = &self.free[w];
-            let mask = self.lent_mask(w);
-            let mut bits = word.load(Ordering::Acquire);
-            while bits & mask != 0 {
-                let bit = 63 - (bits & mask).leading_zeros() as usize;
-                match word.compare_exchange_weak(
-                    bits,
-                    bits & !(1 << bit),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => return Some(w * 64 + bit),
-                    Err(now) => bits = now,
-                }
-            }
-        }
-        None
+        (0..words)
+            .rev()
+            .find_map(|w| self.pick(w, self.lent_mask(w), true))
     }
 
     fn give(&self, slot: usize) {
@@ -232,7 +251,12 @@ impl StagingPool {
             return Staged::NoRoom;
         }
         let states = &batches.states;
-        let Some(first) = self.take() else {
+        let first = if ahead == 0 {
+            self.take_single()
+        } else {
+            self.take()
+        };
+        let Some(first) = first else {
             return Staged::NoRoom;
         };
         if !claim(&states[b]) {

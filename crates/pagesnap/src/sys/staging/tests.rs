@@ -170,3 +170,53 @@ fn retiring_takes_free_lent_slots_only() {
         (Some(70), Some(71), None)
     );
 }
+
+/// A single batch takes the lowest free lent slot, else the highest own one
+/// (the small-page half); a run takes the lowest free slots (lent, then the
+/// huge-page half). Only runs move the mark that warming follows.
+#[test]
+fn single_batches_take_lent_slots_then_the_top_and_runs_the_bottom() {
+    let page = page_size();
+    let rw = Protection::ReadWrite;
+    let own = StagingPool::new(8, page, rw).unwrap();
+    assert_eq!((own.take_single(), own.take_single()), (Some(7), Some(6)));
+    assert_eq!(own.high.load(Ordering::Relaxed), 0);
+    assert_eq!((own.take(), own.take()), (Some(0), Some(1)));
+    assert_eq!(own.high.load(Ordering::Relaxed), 2);
+    own.give(7);
+    assert_eq!(own.take_single(), Some(7), "the top slot is reused first");
+    // Singles go on downwards, runs upwards, until they meet.
+    let rest: Vec<_> = std::iter::from_fn(|| own.take_single()).collect();
+    assert_eq!(rest, [5, 4, 3, 2]);
+    assert_eq!(own.take(), None);
+
+    let lender = Arc::new(Mapping::anonymous(3 * page, rw, false).unwrap());
+    let pages = (0..3)
+        .map(|i| lender.as_ptr() as usize + i * page)
+        .collect();
+    let lent = StagingPool::lent(vec![lender.clone()], pages, page, page, 4, rw).unwrap();
+    assert_eq!(lent.take_single(), Some(0), "lent first");
+    assert_eq!(lent.take(), Some(1));
+    assert_eq!(lent.take_single(), Some(2));
+    assert_eq!(lent.take_single(), Some(6), "then the top of its own");
+    assert_eq!(lent.take(), Some(3));
+}
+
+/// Staging one batch (nothing ahead) uses a single slot; staging a run, the
+/// lowest ones.
+#[test]
+fn a_writer_stages_one_batch_at_the_top_and_a_run_at_the_bottom() {
+    let page = page_size();
+    let region = Mapping::anonymous(8 * page, Protection::ReadWrite, false).unwrap();
+    region.protect(0, 8 * page, Protection::Read).unwrap();
+    let pool = StagingPool::new(8, page, Protection::ReadWrite).unwrap();
+    let batches = BatchStates::new(8, PENDING);
+    let at = (region.as_ptr() as usize, 8 * page, page);
+    assert_eq!(pool.stage(&batches, 5, at, 0), Staged::Done);
+    assert_eq!(pool.stage(&batches, 1, at, 2), Staged::Done);
+    let mut held: Vec<(usize, usize)> = std::iter::from_fn(|| pool.take_filled())
+        .map(|f| (f.batch(), f.slot()))
+        .collect();
+    held.sort_unstable();
+    assert_eq!(held, [(1, 0), (2, 1), (3, 2), (5, 7)]);
+}
