@@ -132,6 +132,16 @@ fn staging_is_reported() {
     assert_eq!((report.staged, report.staging_peak_bytes), (0, 0));
 }
 
+/// Writes `generation` into the second word of each page of the first
+/// `written` bytes (distinct per page; the first word is the stampers').
+fn write_generation(region: &mut Region, written: usize, generation: u64) {
+    let page = pagesnap::page_size();
+    let pages = region.as_mut_slice()[..written].chunks_exact_mut(page);
+    for (i, p) in pages.enumerate() {
+        p[8..16].copy_from_slice(&(generation << 32 | i as u64).to_ne_bytes());
+    }
+}
+
 /// A store that holds free frames (memory of snapshots dropped since) lends
 /// them as the staging pool: writers copy their batch straight into store
 /// memory, the snapshot keeps it where it lies, and every snapshot is still
@@ -149,10 +159,7 @@ fn a_store_with_free_frames_lends_them_as_staging() {
             // free. (Past the first word, which the stampers own.)
             let written = len / 4 * quarters;
             for generation in 1..=2u64 {
-                let pages = region.as_mut_slice()[..written].chunks_exact_mut(page);
-                for (i, p) in pages.enumerate() {
-                    p[8..16].copy_from_slice(&(generation << 32 | i as u64).to_ne_bytes());
-                }
+                write_generation(&mut region, written, generation);
                 drop(region.snapshot().unwrap());
             }
             // The store may hold more free frames than the pages dropped: slots
@@ -200,17 +207,13 @@ fn a_store_with_free_frames_lends_them_as_staging() {
 fn batches_the_copier_saves_take_lent_frames_not_fresh_memory() {
     for t in common::backends() {
         let len = 64 << 20;
-        let page = pagesnap::page_size();
         let mut region = Region::builder(len).tracking(t).build().unwrap();
         // Three generations over the first 4 MiB: after the second snapshot,
         // the first one's frames are free; the third is what the background
         // snapshot saves, 64 batches of the region's 1024.
         let written = 4 << 20;
         for generation in 1..=3u64 {
-            let pages = region.as_mut_slice()[..written].chunks_exact_mut(page);
-            for (i, p) in pages.enumerate() {
-                p[8..16].copy_from_slice(&(generation << 32 | i as u64).to_ne_bytes());
-            }
+            write_generation(&mut region, written, generation);
             if generation < 3 {
                 drop(region.snapshot().unwrap());
             }

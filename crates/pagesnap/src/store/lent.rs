@@ -63,7 +63,8 @@ impl LentFrames {
     }
 
     /// The mappings the lent frames lie in, and each frame's address, slot
-    /// after slot (`None` when there is no memory for the lists). Nothing else in the store touches a slot's frames until
+    /// after slot (`None` when there is no memory for the lists). Nothing
+    /// else in the store touches a slot's frames until
     /// [`settle`](Self::settle) takes them.
     pub(crate) fn memory(&self) -> Option<(Vec<Arc<Mapping>>, Vec<usize>)> {
         let frames = &self.store.shared.frames;
