@@ -134,6 +134,14 @@ impl Region {
     /// Fails with [`Error::BackgroundBusy`] while a background snapshot or save
     /// of this region is still copying.
     ///
+    /// The rounds copy on idle CPU time, so they never take a core from the
+    /// program's threads: where the process may raise a thread back to normal
+    /// priority (`CAP_SYS_NICE`, or an `RLIMIT_NICE` of 20 or more), the round
+    /// thread runs under `SCHED_IDLE`, and `finish` raises it before waiting for
+    /// it. Where the program keeps every CPU busy, the rounds then progress
+    /// slowly and `finish` copies more: [`Converging::hurry`] makes them copy at
+    /// normal priority. Without that permission they run at normal priority.
+    ///
     /// ```
     /// let mut region = pagesnap::Region::builder(8 << 20).build()?;
     /// region.as_mut_slice().fill(1);
@@ -170,6 +178,14 @@ impl Converging<'_> {
     /// Rounds, pages copied, and whether the rounds have stopped.
     pub fn progress(&self) -> ConvergeProgress {
         self.run.progress()
+    }
+
+    /// From now on the rounds copy at normal priority, sharing the CPUs with
+    /// the program's threads, instead of on idle CPU time only (see
+    /// [`Region::converging_snapshot`]): for a program that keeps every CPU
+    /// busy and wants the rounds to go on anyway.
+    pub fn hurry(&self) {
+        self.run.hurry()
     }
 
     /// Whether the rounds have stopped on their own.

@@ -14,11 +14,11 @@
 use super::Region;
 use crate::error::{Error, Result};
 use crate::sys::mmap::Mapping;
-use crate::sys::page_size;
+use crate::sys::{page_size, sched};
 use crate::track::Tracker;
 use crate::Tracking;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -68,11 +68,67 @@ pub(super) trait Sink: Send + 'static {
 /// What the round thread and the caller share.
 struct Ctl {
     stop: AtomicBool,
+    /// The round thread while it runs at idle priority (see [`idle_rounds`]).
+    idle: Mutex<Option<libc::pid_t>>,
     rounds: AtomicU64,
     copied: AtomicU64,
     last: AtomicU64,
     done: Mutex<bool>,
     cv: Condvar,
+}
+
+/// Whether round threads copy on idle CPU time only: where the process may
+/// raise them again (`sys::sched`), so that `finish` never waits on a thread
+/// the busy CPUs starve. Elsewhere they run at normal priority.
+fn idle_rounds() -> bool {
+    static IDLE: OnceLock<bool> = OnceLock::new();
+    *IDLE.get_or_init(sched::can_leave_idle)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Ctl {
+    fn new() -> Ctl {
+        Ctl {
+            stop: AtomicBool::new(false),
+            idle: Mutex::new(None),
+            rounds: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            done: Mutex::new(false),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// On the round thread: from now on, copy only when a CPU is free, so the
+    /// rounds never take a core from the program's writers.
+    fn enter_idle(&self) {
+        if !idle_rounds() {
+            return;
+        }
+        let mut idle = lock(&self.idle);
+        if !self.stop.load(Ordering::Acquire) && sched::make_self_idle().is_ok() {
+            *idle = Some(sched::current_tid());
+        }
+    }
+
+    /// Tells the rounds to stop and raises the round thread back to normal
+    /// priority: the caller is about to wait for it.
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.raise();
+    }
+
+    /// Raises an idle round thread back to normal priority.
+    fn raise(&self) {
+        if let Some(tid) = lock(&self.idle).take() {
+            // The thread is alive (it clears `idle` before it ends). Should the
+            // raise fail, the thread still stops at its next chunk.
+            let _ = sched::make_normal(tid);
+        }
+    }
 }
 
 /// What the round thread leaves behind.
@@ -111,14 +167,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
             return Err(Error::BackgroundBusy);
         }
         let mode = mode(region.tracking());
-        let ctl = Arc::new(Ctl {
-            stop: AtomicBool::new(false),
-            rounds: AtomicU64::new(0),
-            copied: AtomicU64::new(0),
-            last: AtomicU64::new(0),
-            done: Mutex::new(false),
-            cv: Condvar::new(),
-        });
+        let ctl = Arc::new(Ctl::new());
         let map = region.map.clone();
         let tracker = region.tracker.clone();
         let carried = std::mem::take(&mut region.carried);
@@ -127,7 +176,11 @@ impl<'r, S: Sink> RoundRun<'r, S> {
         let spawned = std::thread::Builder::new()
             .name("pagesnap-rounds".into())
             .spawn(move || {
+                thread_ctl.enter_idle();
                 let out = run_rounds(&map, &tracker, sink, carried, mode, &thread_ctl);
+                // Cleared before the thread ends, so `hurry` never names a
+                // thread id that could be reused.
+                *lock(&thread_ctl.idle) = None;
                 *thread_ctl.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 thread_ctl.cv.notify_all();
                 out
@@ -168,6 +221,11 @@ impl<'r, S: Sink> RoundRun<'r, S> {
         }
     }
 
+    /// The rounds copy at normal priority from now on.
+    pub(super) fn hurry(&self) {
+        self.ctl.raise();
+    }
+
     pub(super) fn is_converged(&self) -> bool {
         *self.ctl.done.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -193,7 +251,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
     /// caller copies it while writers stay quiescent. On error every page the
     /// tracker forgot went back to the region.
     pub(super) fn remainder(&mut self) -> Result<Remainder<S>> {
-        self.ctl.stop.store(true, Ordering::Release);
+        self.ctl.stop();
         let Rounds {
             mut sink,
             mut collected,
@@ -267,7 +325,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
 impl<S: Sink> Drop for RoundRun<'_, S> {
     fn drop(&mut self) {
         if self.thread.is_some() {
-            self.ctl.stop.store(true, Ordering::Release);
+            self.ctl.stop();
             // The copies are discarded; what the tracker forgot goes back
             // (after a panic, `join` has the region resync instead).
             if let Ok(r) = self.join() {
@@ -406,5 +464,47 @@ mod tests {
             let snap = region.snapshot().unwrap();
             assert!(snap.to_vec() == region.as_slice(), "{t}: a write was lost");
         }
+    }
+
+    fn own_policy() -> libc::c_int {
+        crate::sys::sched::policy(0).unwrap()
+    }
+
+    #[test]
+    fn stop_raises_an_idle_round_thread() {
+        if !idle_rounds() {
+            eprintln!("skipped: neither CAP_SYS_NICE nor RLIMIT_NICE >= 20 here");
+            return;
+        }
+        let ctl = Arc::new(Ctl::new());
+        let (entered, stopped) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                ctl.enter_idle();
+                let idle = own_policy();
+                entered.wait();
+                stopped.wait();
+                (idle, own_policy())
+            });
+            entered.wait();
+            ctl.stop();
+            stopped.wait();
+            let (idle, after) = t.join().unwrap();
+            assert_eq!(idle, libc::SCHED_IDLE);
+            assert_eq!(after, libc::SCHED_OTHER);
+        });
+    }
+
+    #[test]
+    fn a_stopped_run_never_goes_idle() {
+        let ctl = Ctl::new();
+        ctl.stop();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                ctl.enter_idle();
+                assert_eq!(own_policy(), libc::SCHED_OTHER);
+                assert!(lock(&ctl.idle).is_none());
+            });
+        });
     }
 }

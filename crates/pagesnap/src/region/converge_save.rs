@@ -97,7 +97,8 @@ impl Region {
     /// `finish`, a thread completes the file (atomically and durably, like
     /// [`Snapshot::save`]) while writers run again. The region's sync point
     /// does not move. Fails here, before any round, if the file cannot be
-    /// created.
+    /// created. The rounds copy on idle CPU time, as those of
+    /// [`converging_snapshot`](Self::converging_snapshot) do.
     ///
     /// ```
     /// use pagesnap::{PageStore, Region, Snapshot};
@@ -156,6 +157,12 @@ impl ConvergingSave<'_> {
     /// Rounds, pages copied, and whether the rounds have stopped.
     pub fn progress(&self) -> ConvergeProgress {
         self.run.progress()
+    }
+
+    /// From now on the rounds copy at normal priority instead of on idle CPU
+    /// time only, as [`Converging::hurry`](crate::Converging::hurry).
+    pub fn hurry(&self) {
+        self.run.hurry()
     }
 
     /// Whether the rounds have stopped on their own.

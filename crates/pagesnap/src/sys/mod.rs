@@ -12,6 +12,7 @@ pub(crate) mod memfd;
 pub(crate) mod mmap;
 pub(crate) mod pagemap;
 pub(crate) mod process;
+pub(crate) mod sched;
 pub(crate) mod signal;
 pub(crate) mod staging;
 #[cfg(feature = "remote")]

@@ -1,0 +1,129 @@
+//! A converging snapshot's rounds copy on idle CPU time only (where the
+//! process may raise them again); `hurry` raises them, and `finish` does not
+//! wait long on a round thread starved by busy CPUs.
+
+mod common;
+
+use pagesnap::Region;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Whether this process may return a `SCHED_IDLE` thread to normal:
+/// `CAP_SYS_NICE` (bit 23 of CapEff) or `RLIMIT_NICE` ≥ 20.
+fn may_raise() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .unwrap();
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live rlimit the kernel writes.
+    let nice_ok =
+        unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut lim) } == 0 && lim.rlim_cur >= 20;
+    caps & (1 << 23) != 0 || nice_ok
+}
+
+/// The policy of this process's thread named `name`, if one is alive.
+fn policy_of(name: &str) -> Option<i32> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let tid: i32 = task.file_name().to_str()?.parse().ok()?;
+            // SAFETY: sched_getscheduler only reads the policy of `tid`.
+            let p = unsafe { libc::sched_getscheduler(tid) };
+            if p >= 0 {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Threads that keep every CPU busy at normal priority until dropped.
+struct Spinners {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Spinners {
+    fn start(n: usize) -> Spinners {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Spinners { stop, threads }
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn rounds_run_idle_and_finish_is_prompt_on_a_busy_machine() {
+    let len = 128 << 20;
+    let mut region = Region::builder(len).build().unwrap();
+    common::fill(region.as_mut_slice(), 11);
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners = Spinners::start(2 * cpus);
+    let conv = region.converging_snapshot().unwrap();
+    // The first round copies 128 MiB: on CPUs kept busy, an idle round thread
+    // is still at it seconds later.
+    let want = if may_raise() {
+        libc::SCHED_IDLE
+    } else {
+        eprintln!("no CAP_SYS_NICE and RLIMIT_NICE < 20: rounds run at normal priority");
+        libc::SCHED_OTHER
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        match policy_of("pagesnap-rounds") {
+            Some(p) if p == want || Instant::now() > deadline => break Some(p),
+            None if conv.is_converged() => break None,
+            _ => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    match seen {
+        Some(p) => assert_eq!(p, want, "round thread policy"),
+        // At normal priority the rounds may be done already.
+        None => assert_eq!(want, libc::SCHED_OTHER, "idle rounds ended on busy CPUs"),
+    }
+    if seen == Some(libc::SCHED_IDLE) {
+        // Still copying its first round on busy CPUs: hurry raises it.
+        conv.hurry();
+        match policy_of("pagesnap-rounds") {
+            Some(p) => assert_eq!(p, libc::SCHED_OTHER, "policy after hurry"),
+            None => assert!(conv.is_converged(), "round thread gone, rounds not done"),
+        }
+    }
+    let progress = conv.progress();
+    let t = Instant::now();
+    let snap = conv.finish().unwrap();
+    let took = t.elapsed();
+    drop(spinners);
+    eprintln!(
+        "finish on busy CPUs after {} rounds ({} pages copied): {took:?}",
+        progress.rounds, progress.copied
+    );
+    assert!(snap.to_vec() == region.as_slice(), "finish != region");
+    // Raised, the round thread stops at its next chunk and finish copies the
+    // rest at a normal thread's share of the CPUs.
+    assert!(took < Duration::from_secs(5), "finish took {took:?}");
+}
