@@ -106,6 +106,9 @@ where
     for st in batches.states.iter() {
         st.store(PENDING, Ordering::Release);
     }
+    // A tracker lift a handler decided before must land before the
+    // protection, not after it.
+    batches.wait_tracker_lifts();
     let requests_before = batches.requests.load(Ordering::Acquire);
     let waited_before = batches.waited_ns.load(Ordering::Acquire);
     let started = Instant::now();

@@ -76,6 +76,9 @@ pub(crate) struct BatchStates {
     pool: AtomicPtr<StagingPool>,
     /// Handlers between loading `pool` and being done with it.
     inside: AtomicUsize,
+    /// Handlers lifting the tracker's protection of a page of a saved batch
+    /// (see [`enter_tracker_lift`](Self::enter_tracker_lift)).
+    lifting: AtomicUsize,
 }
 
 impl BatchStates {
@@ -90,6 +93,44 @@ impl BatchStates {
             waited_ns: AtomicU64::new(0),
             pool: AtomicPtr::new(std::ptr::null_mut()),
             inside: AtomicUsize::new(0),
+            lifting: AtomicUsize::new(0),
+        }
+    }
+
+    /// From the handler, before the mprotect tracker's path lifts the
+    /// protection of a page of batch `b`: whether that batch is still saved
+    /// (`COPIED` or `STAGED`). If so the caller lifts and marks the page, then
+    /// calls [`leave_tracker_lift`](Self::leave_tracker_lift); if not, a
+    /// snapshot started meanwhile: retry the write, which faults into it.
+    /// Async-signal-safe.
+    ///
+    /// Without this, a lift decided before a snapshot's start could land
+    /// after its protection, leaving a page of a batch not yet copied
+    /// writable: later writes would reach the snapshot.
+    pub(crate) fn enter_tracker_lift(&self, b: usize) -> bool {
+        // SeqCst pairs with `wait_tracker_lifts`: either the start sees us
+        // counted and waits, or we see the batch pending.
+        self.lifting.fetch_add(1, Ordering::SeqCst);
+        if matches!(self.states[b].load(Ordering::SeqCst), COPIED | STAGED) {
+            return true;
+        }
+        self.lifting.fetch_sub(1, Ordering::SeqCst);
+        false
+    }
+
+    /// The lift [`enter_tracker_lift`](Self::enter_tracker_lift) allowed is
+    /// done (the page marked). Async-signal-safe.
+    pub(crate) fn leave_tracker_lift(&self) {
+        self.lifting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// From a snapshot's start, after setting every batch pending and before
+    /// protecting the region: waits out the tracker lifts decided before (a
+    /// few microseconds each), so that the protection comes after them.
+    pub(crate) fn wait_tracker_lifts(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        while self.lifting.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
         }
     }
 

@@ -127,6 +127,9 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
 fn on_fault(addr: usize) -> bool {
     let page = PAGE.load(Ordering::Relaxed);
     let mut in_background = false;
+    // Set while this handler may lift a tracker's protection in a region
+    // with background snapshots (see `enter_tracker_lift`).
+    let mut lifting = None;
     if let Some(e) = BACKGROUND[..BACKGROUND_HIGH.load(Ordering::Acquire)]
         .iter()
         .find(|e| covers(&e.start, &e.len, addr))
@@ -172,32 +175,48 @@ fn on_fault(addr: usize) -> bool {
             // tracker also watches it) writable again.
             return true;
         }
-    }
-    if let Some(slot) = SLOTS[..SLOTS_HIGH.load(Ordering::Acquire)]
-        .iter()
-        .find(|s| covers(&s.start, &s.len, addr))
-    {
-        let start = slot.start.load(Ordering::Relaxed);
-        let index = (addr - start) / page;
-        let page_addr = start + index * page;
-        if slot.pid.load(Ordering::Relaxed) != process::id() {
-            return make_writable(page_addr, page);
-        }
-        let bits = slot.bits.load(Ordering::Relaxed);
-        // Unprotect first, then set the bit: a collect running meanwhile (a
-        // converging snapshot's round) either sees the bit and re-protects the
-        // page after this, or misses it and sees it next time — never clears
-        // the bit of a page left writable.
-        if make_writable(page_addr, page) {
-            // SAFETY: bits points at a live bitmap of len/page bits (kept alive by
-            // the FaultSlot that published it) and index < len/page.
-            unsafe { (*bits.add(index / 64)).fetch_or(1 << (index % 64), Ordering::Release) };
+        // The batch is saved: the tracker's protection, if any, is next. A
+        // snapshot starting meanwhile must not see it lifted after its own.
+        if !batches.enter_tracker_lift(b) {
             return true;
         }
+        lifting = Some(batches);
     }
-    // A fault in a batch that was saved between the fault and the check above:
-    // the protection is already lifted, so the retried write goes through.
-    in_background
+    let tracked = on_tracker_fault(addr, page);
+    if let Some(batches) = lifting {
+        batches.leave_tracker_lift();
+    }
+    // None: a fault in a batch that was saved between the fault and the
+    // check above: the protection is already lifted, so the retried write
+    // goes through.
+    tracked.unwrap_or(in_background)
+}
+
+/// The mprotect tracker's side of a fault at `addr`: lifts the page's
+/// protection and marks it written. `None` if no tracked region holds it, or
+/// the lift failed.
+fn on_tracker_fault(addr: usize, page: usize) -> Option<bool> {
+    let slot = SLOTS[..SLOTS_HIGH.load(Ordering::Acquire)]
+        .iter()
+        .find(|s| covers(&s.start, &s.len, addr))?;
+    let start = slot.start.load(Ordering::Relaxed);
+    let index = (addr - start) / page;
+    let page_addr = start + index * page;
+    if slot.pid.load(Ordering::Relaxed) != process::id() {
+        return Some(make_writable(page_addr, page));
+    }
+    let bits = slot.bits.load(Ordering::Relaxed);
+    // Unprotect first, then set the bit: a collect running meanwhile (a
+    // converging snapshot's round) either sees the bit and re-protects the
+    // page after this, or misses it and sees it next time — never clears
+    // the bit of a page left writable.
+    if !make_writable(page_addr, page) {
+        return None;
+    }
+    // SAFETY: bits points at a live bitmap of len/page bits (kept alive by
+    // the FaultSlot that published it) and index < len/page.
+    unsafe { (*bits.add(index / 64)).fetch_or(1 << (index % 64), Ordering::Release) };
+    Some(true)
 }
 
 /// Whether the entry `[start, start + len)` is live and holds `addr`.
