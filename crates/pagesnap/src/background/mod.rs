@@ -61,7 +61,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub(crate) use start::start_with;
+pub(crate) use start::{start_with, BesidePool};
 
 /// How far a background snapshot has come, from [`Background::progress`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,7 +131,7 @@ pub(crate) struct Shared {
     pub(crate) total: AtomicU64,
     pub(crate) staged: AtomicU64,
     pub(crate) staging_peak: AtomicU64,
-    pub(crate) staging_bytes: u64,
+    pub(crate) staging_bytes: AtomicU64,
     pub(crate) batches: Arc<BatchStates>,
     /// `batches.requests` before this run protected anything: the counter lives
     /// as long as the region, a run's faults are what it added.
@@ -153,7 +153,7 @@ impl Shared {
                 .load(Ordering::Relaxed)
                 .wrapping_sub(self.requests_before) as u64,
             staged: self.staged.load(Ordering::Relaxed),
-            staging_bytes: self.staging_bytes,
+            staging_bytes: self.staging_bytes.load(Ordering::Relaxed),
             staging_peak_bytes: self.staging_peak.load(Ordering::Relaxed),
             writers_waited: Duration::from_nanos(
                 self.batches

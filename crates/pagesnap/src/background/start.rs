@@ -12,13 +12,31 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+/// What a mode keeps beside its staging pool (see [`start_with`]). Once the
+/// copier knows the pages to save, and before any writer may stage, it may
+/// give the pool a new shape for them.
+pub(crate) trait BesidePool: Send + 'static {
+    /// The pool writers will use, given the one prepared and `dirty` (sorted).
+    fn refine(
+        &mut self,
+        _job: &Job,
+        _dirty: &[usize],
+        pool: Option<StagingPool>,
+    ) -> Option<StagingPool> {
+        pool
+    }
+}
+
+impl BesidePool for () {}
+
 /// Protects the region and starts a copier running `body`, which is given the
 /// job, the shared state, the dirty pages (sorted), the batch size, the
 /// staging pool and what `prepare` made beside it (the memory lent to the
 /// pool: dropped only once the pool is withdrawn and no writer is inside it),
 /// and must serve every batch (see [`drive`](super::drive::drive)). `prepare`
 /// maps the staging pool before the instant (a failure is reported with
-/// nothing protected yet), and only once the start is not refused.
+/// nothing protected yet), and only once the start is not refused; `X` may
+/// reshape it once the dirty pages are known ([`BesidePool::refine`]).
 pub(crate) fn start_with<T, X, F>(
     job: Job,
     prepare: impl FnOnce(&Job) -> Result<(Option<StagingPool>, X)>,
@@ -27,7 +45,7 @@ pub(crate) fn start_with<T, X, F>(
 ) -> Result<(JoinHandle<Result<T>>, Arc<Shared>)>
 where
     T: Send + 'static,
-    X: Send + 'static,
+    X: BesidePool,
     F: FnOnce(&Job, &Shared, &[usize], usize, Option<&StagingPool>, &mut X) -> Result<T>
         + Send
         + 'static,
@@ -90,7 +108,7 @@ fn start_inner<T, X, F>(
 ) -> Result<(JoinHandle<Result<T>>, Arc<Shared>)>
 where
     T: Send + 'static,
-    X: Send + 'static,
+    X: BesidePool,
     F: FnOnce(&Job, &Shared, &[usize], usize, Option<&StagingPool>, &mut X) -> Result<T>
         + Send
         + 'static,
@@ -102,7 +120,6 @@ where
     let batches = job.batches.clone();
     debug_assert_eq!(batches.states.len(), len.div_ceil(batch));
     // Published to the handler only once the peek is done.
-    let pool = pool.map(Arc::new);
     for st in batches.states.iter() {
         st.store(PENDING, Ordering::Release);
     }
@@ -128,7 +145,7 @@ where
         total: AtomicU64::new(0),
         staged: AtomicU64::new(0),
         staging_peak: AtomicU64::new(0),
-        staging_bytes: pool.as_ref().map_or(0, |p| p.bytes() as u64),
+        staging_bytes: AtomicU64::new(pool.as_ref().map_or(0, |p| p.bytes() as u64)),
         batches,
         requests_before,
         waited_before,
@@ -153,7 +170,10 @@ where
                 peek(&mut dirty)
                     .and_then(|()| lift_clean(&job, shared, &mut dirty, batch))
                     .and_then(|()| {
-                        published = pool.map(|p| shared.batches.publish(p));
+                        let pool = extra.refine(&job, &dirty, pool);
+                        let bytes = pool.as_ref().map_or(0, |p| p.bytes() as u64);
+                        shared.staging_bytes.store(bytes, Ordering::Relaxed);
+                        published = pool.map(|p| shared.batches.publish(Arc::new(p)));
                         body(
                             &job,
                             shared,

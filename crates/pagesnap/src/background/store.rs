@@ -2,7 +2,7 @@
 //! the region's store, then committed as a snapshot on the sync point's tree.
 
 use super::drive::{drive, Sink};
-use super::{Job, Shared};
+use super::{BesidePool, Job, Shared};
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
 use crate::store::{LentFrames, Staged};
@@ -66,7 +66,9 @@ impl Sink for StoreSink<'_> {
 /// has free frames (memory of snapshots dropped since), it lends them: a batch
 /// a writer stages there is saved where it lies (the copier publishes it: no
 /// second copy, no second home in memory, no fresh memory to fault in). Else
-/// the pool has memory of its own, reused as the copier saves its slots.
+/// the pool has memory of its own, reused as the copier saves its slots; and
+/// once the pages to save are known, new store frames may join the lent ones
+/// ([`BesidePool::refine`]).
 pub(super) fn staging(job: &Job) -> Result<(Option<StagingPool>, Option<LentFrames>)> {
     let (page, batch) = (page_size(), job.batch);
     let region_slots = job.map.len().div_ceil(batch);
@@ -108,6 +110,65 @@ pub(super) fn staging(job: &Job) -> Result<(Option<StagingPool>, Option<LentFram
     }
     let bytes = job.staging.unwrap_or(own_default * batch);
     Ok((super::start::own_pool(job, bytes)?, None))
+}
+
+impl BesidePool for Option<LentFrames> {
+    /// With the default staging, once the pages to save are known: where the
+    /// free frames lent (if any) cover fewer batches than hold them, the
+    /// store lends new frames for the rest (as many as the written pages
+    /// fill), so that what writers stage is the snapshot's own copy there
+    /// too — no second copy by the copier, no staging memory beside the
+    /// store's. The pool is rebuilt over all of them, with fewer slots of its
+    /// own; should that fail, the prepared pool stays.
+    fn refine(
+        &mut self,
+        job: &Job,
+        dirty: &[usize],
+        pool: Option<StagingPool>,
+    ) -> Option<StagingPool> {
+        if job.staging.is_some() {
+            return pool;
+        }
+        let (page, batch) = (page_size(), job.batch);
+        let per = batch / page;
+        let need = batches_written(dirty, per).min(dirty.len().div_ceil(per));
+        let had = self.as_ref().map_or(0, LentFrames::slots);
+        if need <= had {
+            return pool;
+        }
+        let Some(new) = job.base.store().lend_new(need - had, per) else {
+            return pool;
+        };
+        let mut lent = match self.take() {
+            Some(mut lent) => {
+                if !lent.append(new) {
+                    *self = Some(lent);
+                    return pool;
+                }
+                lent
+            }
+            None => new,
+        };
+        let region_slots = job.map.len().div_ceil(batch);
+        let own_default = super::staging_or(job, super::STAGING_SNAPSHOT) / batch;
+        let own = region_slots.saturating_sub(lent.slots()).min(own_default);
+        let rebuilt = lent.memory().and_then(|(keep, pages)| {
+            StagingPool::lent(keep, pages, page, batch, own, job.unprotect_to)
+                .ok()
+                .map(|p| p.lent_untouched_from(had))
+        });
+        match rebuilt {
+            Some(p) => {
+                *self = Some(lent);
+                Some(p)
+            }
+            None => {
+                lent.truncate(had);
+                *self = (had > 0).then_some(lent);
+                pool
+            }
+        }
+    }
 }
 
 /// The copier: saves every batch with dirty pages into the store.

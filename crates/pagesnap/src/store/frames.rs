@@ -152,7 +152,8 @@ impl Frames {
         Ok(())
     }
 
-    /// Up to `n` free slots (used before, so faulted in), reserved, in a
+    /// Up to `n` free slots (used before, so faulted in — but for new slots
+    /// lent and given back unused: see [`take_new`](Self::take_new)), reserved, in a
     /// whole number of `unit`s; `None` if not one unit is free, or there is
     /// no memory for the list.
     pub(super) fn take_free(&self, n: usize, unit: usize) -> Option<Vec<FrameId>> {
@@ -166,6 +167,31 @@ impl Frames {
         let at = a.free.len() - take;
         out.extend(a.free.drain(at..));
         Some(out)
+    }
+
+    /// Up to `n` slots never used before, reserved, in a whole number of
+    /// `unit`s (new slabs are mapped for them, pre-faulted or not as
+    /// [`Slabs::add`] decides); `None` if not one unit, or no memory for the
+    /// list.
+    pub(super) fn take_new(&self, n: usize, unit: usize) -> Option<Vec<FrameId>> {
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).ok()?;
+        let mut a = self.lock_alloc();
+        while out.len() < n && a.next < u32::MAX {
+            let slab = a.next as usize / SLAB_FRAMES;
+            if !self.slabs.has(slab) && self.slabs.add(slab).is_err() {
+                break;
+            }
+            out.push(FrameId(a.next));
+            a.next += 1;
+        }
+        let whole = out.len() / unit * unit;
+        if whole < out.len() && a.free.try_reserve(out.len() - whole).is_ok() {
+            a.free.extend(out.drain(whole..));
+        }
+        // (Without room in the free list, the odd ids are left unused.)
+        out.truncate(whole);
+        (whole > 0).then_some(out)
     }
 
     /// Gives reserved, unpublished slots back.

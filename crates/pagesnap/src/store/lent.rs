@@ -7,7 +7,9 @@
 //! the snapshot holds no second copy of what writers staged.
 //!
 //! ```text
-//!  lend:     free frames (faulted in by earlier use), k per slot, reserved
+//!  lend:     free frames (faulted in by earlier use), k per slot, reserved;
+//!            then, once the copier knows the pages to save, new frames for
+//!            the batches the free ones do not cover (a first snapshot)
 //!  writers:  batch b -> slot s: frames ids[s*k .. (s+1)*k]
 //!  copier:   dirty page p of b -> publish(frame of p) -> Staged (or its equal)
 //!            the slot's other frames -> back to the store's free slots
@@ -56,7 +58,69 @@ impl PageStore {
     }
 }
 
+impl PageStore {
+    /// Lends up to `slots` slots of `slot_pages` pages of frames never used
+    /// before: new slabs, mapped now but not faulted in (writers copying into
+    /// a slot fault in what they copy; what they never reach costs nothing).
+    /// For a snapshot whose store has too few free frames: a batch a writer
+    /// stages there is then saved where it lies too, with no second copy and
+    /// no staging memory besides the snapshot's own. `None` when not one slot
+    /// can be mapped.
+    pub(crate) fn lend_new(&self, slots: usize, slot_pages: usize) -> Option<LentFrames> {
+        debug_assert!(slot_pages > 0 && slot_pages <= SLAB_FRAMES);
+        // Not pre-faulted: that would zero every lent frame now, in the
+        // copier, while writers wait on the mmap lock it holds.
+        let _beside = self.beside_writers();
+        let frames = &self.shared.frames;
+        let mut ids = frames.take_new(slots.checked_mul(slot_pages)?, slot_pages)?;
+        let slots = ids.len() / slot_pages;
+        let mut settled = Vec::new();
+        if settled.try_reserve_exact(slots).is_err() {
+            frames.unreserve(&mut ids);
+            return None;
+        }
+        settled.resize(slots, false);
+        Some(LentFrames {
+            store: self.clone(),
+            ids,
+            slot_pages,
+            settled,
+        })
+    }
+}
+
 impl LentFrames {
+    /// Appends `more`'s slots after these (lent by the same store, slots of
+    /// the same size), as one lending; false (nothing changed, `more` given
+    /// back) without memory for the longer lists.
+    pub(crate) fn append(&mut self, mut more: LentFrames) -> bool {
+        debug_assert_eq!(self.slot_pages, more.slot_pages);
+        if self.ids.try_reserve(more.ids.len()).is_err()
+            || self.settled.try_reserve(more.settled.len()).is_err()
+        {
+            return false;
+        }
+        self.ids.append(&mut more.ids);
+        self.settled.append(&mut more.settled);
+        // `more` drops with empty lists: nothing of it goes back.
+        true
+    }
+
+    /// Gives back every slot from `slots` on, never used (the lending
+    /// shrinks to its first `slots`).
+    pub(crate) fn truncate(&mut self, slots: usize) {
+        if slots >= self.slots() {
+            return;
+        }
+        debug_assert!(
+            !self.settled[slots..].contains(&true),
+            "a settled slot given back"
+        );
+        let mut back = self.ids.split_off(slots * self.slot_pages);
+        self.settled.truncate(slots);
+        self.store.shared.frames.unreserve(&mut back);
+    }
+
     /// How many slots are lent.
     pub(crate) fn slots(&self) -> usize {
         self.settled.len()
@@ -213,5 +277,30 @@ mod tests {
         // Slot 1 was never settled and slot 0's other pages went back: all
         // six can be lent again.
         assert!(store.lend_free(6, 1).is_some());
+    }
+
+    /// New frames lent on top of free ones make one lending; slots given
+    /// back by `truncate` and every slot never settled go back to the store,
+    /// where they are free frames afterwards.
+    #[test]
+    fn new_frames_join_free_ones_and_all_go_back() {
+        let store = PageStore::new();
+        free_frames(&store, 4);
+        let mut lent = store.lend_free(4, 2).expect("4 free frames: 2 slots");
+        assert!(store.lend_free(1, 1).is_none(), "all free frames lent");
+        let new = store
+            .lend_new(3, 2)
+            .expect("new frames, though none is free");
+        assert!(lent.append(new));
+        assert_eq!(lent.slots(), 5);
+        let (_, addrs) = lent.memory().unwrap();
+        assert_eq!(addrs.len(), 10);
+        lent.truncate(3);
+        assert_eq!(lent.slots(), 3);
+        drop(lent);
+        // All ten frames are free again (with the rest of the new slab).
+        let again = store.lend_free(10, 1).expect("free frames");
+        assert!(again.slots() >= 10, "{} free", again.slots());
+        assert_eq!(store.stats().unique_pages, 0);
     }
 }

@@ -61,6 +61,9 @@ pub(crate) struct StagingPool {
     in_use: AtomicUsize,
     /// Bytes of the pool's own memory faulted in by [`StagingPool::warm_ahead`].
     warmed: AtomicUsize,
+    /// Lent slots from this one on are memory never touched
+    /// ([`StagingPool::lent_untouched_from`]).
+    untouched_from: usize,
     /// One past the highest slot ever taken.
     high: AtomicUsize,
 }
@@ -128,6 +131,7 @@ impl StagingPool {
             peak: AtomicUsize::new(0),
             in_use: AtomicUsize::new(0),
             warmed: AtomicUsize::new(0),
+            untouched_from: slots,
             high: AtomicUsize::new(0),
         }
     }
@@ -151,20 +155,29 @@ impl StagingPool {
         Some(slot)
     }
 
-    /// A free slot for one batch: the lowest lent one (its copy then stays
-    /// where it lies), else the highest of the pool's own, from the part
-    /// mapped with small pages — a writer copying one batch there faults in
-    /// that batch, not a whole huge page (which, where fresh memory is dear,
-    /// stalls a random writer for milliseconds in its handler). Runs, staged
-    /// by writers going through memory in order, take the huge pages at the
-    /// bottom, one fault per 2 MiB. Async-signal-safe.
+    /// A free slot for one batch: the lowest lent one that is warm (its copy
+    /// then stays where it lies), else the highest of the pool's own, from
+    /// the part mapped with small pages — a writer copying one batch there
+    /// faults in that batch, not a whole huge page (which, where fresh memory
+    /// is dear, stalls a random writer for milliseconds in its handler), and
+    /// the slots the copier drains are taken again while warm. Only then an
+    /// untouched lent one. Runs, staged by writers going through memory in
+    /// order, take the lowest slots (lent ones, then the huge pages at the
+    /// bottom of the pool's own), one fault per 2 MiB. Async-signal-safe.
     fn take_single(&self) -> Option<usize> {
-        (0..self.mem.lent_slots.div_ceil(64))
-            .find_map(|w| self.take_in(w, self.lent_mask(w), false))
+        let lent_words = self.mem.lent_slots.div_ceil(64);
+        (0..lent_words)
+            .find_map(|w| self.take_in(w, self.warm_lent_mask(w), false))
             .or_else(|| {
                 (0..self.free.len())
                     .rev()
                     .find_map(|w| self.take_in(w, !self.lent_mask(w), true))
+            })
+            .or_else(|| {
+                (0..lent_words).find_map(|w| {
+                    let untouched = self.lent_mask(w) & !self.warm_lent_mask(w);
+                    self.take_in(w, untouched, false)
+                })
             })
     }
 
@@ -200,6 +213,15 @@ impl StagingPool {
             }
         }
         None
+    }
+
+    /// The mask of lent slots in word `w` of `free` that are warm.
+    fn warm_lent_mask(&self, w: usize) -> u64 {
+        low_bits(
+            self.untouched_from
+                .min(self.mem.lent_slots)
+                .saturating_sub(w * 64),
+        )
     }
 
     /// The mask of lent slots in word `w` of `free`.
@@ -330,6 +352,14 @@ impl StagingPool {
         }
     }
 
+    /// Lent slots from `first` on are memory never touched (new store
+    /// frames): single batches take them last
+    /// ([`take_single`](Self::take_single)). Before the pool is published.
+    pub(crate) fn lent_untouched_from(mut self, first: usize) -> StagingPool {
+        self.untouched_from = first;
+        self
+    }
+
     /// From the copier, between batches: faults in the next huge page of the
     /// pool's own memory if writers' use (free slots are taken lowest first)
     /// has come within [`WARM_AHEAD`] of what is warm, so that a writer's copy into a
@@ -337,7 +367,8 @@ impl StagingPool {
     /// `MADV_POPULATE_WRITE` never changes contents, so slots in use are safe;
     /// one huge page per call keeps its hold on the mmap lock (which writers'
     /// `mprotect` needs) short. True if it did something. Lent pages are
-    /// memory their lender used before: nothing to do.
+    /// left alone: memory their lender used before, or new memory that only
+    /// runs take (see [`take_single`](Self::take_single)).
     pub(crate) fn warm_ahead(&self) -> bool {
         const STEP: usize = super::mmap::HUGE_PAGE;
         let Some(mem) = &self.mem.own else {

@@ -202,6 +202,32 @@ fn single_batches_take_lent_slots_then_the_top_and_runs_the_bottom() {
     assert_eq!(lent.take(), Some(3));
 }
 
+/// Lent slots that are new memory (never touched) go to runs first; a single
+/// batch takes them only once the warm lent slots and the pool's own are all
+/// in use.
+#[test]
+fn single_batches_take_untouched_lent_slots_last() {
+    let page = page_size();
+    let rw = Protection::ReadWrite;
+    let lender = Arc::new(Mapping::anonymous(4 * page, rw, false).unwrap());
+    let pages = (0..4)
+        .map(|i| lender.as_ptr() as usize + i * page)
+        .collect();
+    // Lent slots 0 and 1 warm, 2 and 3 untouched; own slots 4 and 5.
+    let pool = StagingPool::lent(vec![lender.clone()], pages, page, page, 2, rw)
+        .unwrap()
+        .lent_untouched_from(2);
+    assert_eq!(pool.take_single(), Some(0), "a warm lent slot first");
+    assert_eq!(pool.take(), Some(1));
+    assert_eq!(pool.take_single(), Some(5), "then the top of its own");
+    assert_eq!(pool.take_single(), Some(4));
+    assert_eq!(pool.take_single(), Some(2), "untouched lent slots last");
+    pool.give(5);
+    assert_eq!(pool.take(), Some(3), "runs take the lowest free");
+    assert_eq!(pool.take_single(), Some(5));
+    assert_eq!(pool.take_single(), None);
+}
+
 /// Staging one batch (nothing ahead) uses a single slot; staging a run, the
 /// lowest ones.
 #[test]
