@@ -477,6 +477,15 @@ int ps_converging_finish_save(ps_converging *conv);
 int ps_converging_free(ps_converging *conv);
 
 /*
+ From now on the rounds copy at normal priority instead of on idle CPU
+ time only (where the process may raise them back, they run under
+ SCHED_IDLE so that they never take a core from the program's threads): for
+ a program that keeps every CPU busy and wants the rounds to go on anyway.
+ Returns 0, or -1 (dead handle, already finished).
+ */
+int ps_converging_hurry(const ps_converging *conv);
+
+/*
  Fills `*out` with how far the rounds have come. Returns 0, or -1 (dead
  handle, NULL out, already finished).
 

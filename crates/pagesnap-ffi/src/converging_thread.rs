@@ -11,6 +11,7 @@ use std::time::Duration;
 /// What the caller asks of the converging thread.
 pub(crate) enum Ask {
     Progress,
+    Hurry,
     Wait(Option<Duration>),
     Finish,
 }
@@ -18,6 +19,7 @@ pub(crate) enum Ask {
 /// What it answers.
 pub(crate) enum Answer {
     Progress(ConvergeProgress),
+    Hurried,
     Waited(bool),
     Snapshot(Result<Snapshot, Error>),
     Saving(Result<ConvergedSave, Error>),
@@ -28,12 +30,16 @@ pub(crate) type Asks = Sender<(Ask, SyncSender<Answer>)>;
 /// What both converging kinds answer.
 trait Rounds {
     fn progress(&self) -> ConvergeProgress;
+    fn hurry(&self);
     fn wait(&self, limit: Option<Duration>) -> bool;
 }
 
 impl Rounds for Converging<'_> {
     fn progress(&self) -> ConvergeProgress {
         Converging::progress(self)
+    }
+    fn hurry(&self) {
+        Converging::hurry(self)
     }
     fn wait(&self, limit: Option<Duration>) -> bool {
         match limit {
@@ -49,6 +55,9 @@ impl Rounds for Converging<'_> {
 impl Rounds for ConvergingSave<'_> {
     fn progress(&self) -> ConvergeProgress {
         ConvergingSave::progress(self)
+    }
+    fn hurry(&self) {
+        ConvergingSave::hurry(self)
     }
     fn wait(&self, limit: Option<Duration>) -> bool {
         match limit {
@@ -70,6 +79,10 @@ fn serve<C: Rounds>(
     while let Ok((ask, reply)) = asks.recv() {
         let answer = match ask {
             Ask::Progress => Answer::Progress(conv.progress()),
+            Ask::Hurry => {
+                conv.hurry();
+                Answer::Hurried
+            }
             Ask::Wait(limit) => Answer::Waited(conv.wait(limit)),
             Ask::Finish => {
                 let _ = reply.send(finish(conv));

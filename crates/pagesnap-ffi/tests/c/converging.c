@@ -53,6 +53,7 @@ int main(int argc, char **argv) {
         CHECK(ps_converging_start(r, NULL) == NULL);
         CHECK(ps_converging_finish_save(c) == -1);
         CHECK_ERROR("ps_converging_finish()");
+        CHECK(ps_converging_hurry(c) == 0);
         CHECK(ps_converging_wait(c, 60000) == 1);
         ps_converge_progress p;
         CHECK(ps_converging_progress(c, &p) == 0 && p.converged == 1);
@@ -62,6 +63,7 @@ int main(int argc, char **argv) {
         check_equal(s, r, buf);
         pthread_mutex_unlock(&quiet);
         CHECK(ps_converging_wait(c, 0) == -1); /* freed by finish */
+        CHECK(ps_converging_hurry(c) == -1);
         ps_snapshot_free(s);
     }
 
