@@ -14,10 +14,9 @@
 mod common;
 
 use common::child::{self, Outcome};
+use common::kernel_source::Source;
 use common::rng::XorShift;
 use pagesnap::{Error, PageStore, Region, Snapshot, Tracking};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -610,68 +609,6 @@ fn background_saves_with_small_pools_and_huge_pages() {
 }
 
 // ───────────── 3. Kernel-mode writes ─────────────
-
-/// A source of bytes readable by `read(2)` (pipe) or `recv(2)` (socket).
-enum Source {
-    Pipe([libc::c_int; 2]),
-    Socket(UnixStream, UnixStream),
-}
-
-impl Source {
-    fn new(socket: bool) -> Source {
-        if socket {
-            let (a, b) = UnixStream::pair().unwrap();
-            Source::Socket(a, b)
-        } else {
-            let mut fds = [0; 2];
-            // SAFETY: fds has room for two descriptors.
-            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-            Source::Pipe(fds)
-        }
-    }
-
-    fn put(&self, data: &[u8]) {
-        // SAFETY: writing our buffer to a descriptor we own.
-        let w = unsafe {
-            match self {
-                Source::Pipe(fds) => libc::write(fds[1], data.as_ptr().cast(), data.len()),
-                Source::Socket(a, _) => {
-                    libc::write(a.as_raw_fd(), data.as_ptr().cast(), data.len())
-                }
-            }
-        };
-        assert_eq!(w, data.len() as isize);
-    }
-
-    /// One read into `addr`: bytes read, or the errno.
-    fn read_into(&self, addr: usize, n: usize) -> Result<usize, i32> {
-        // SAFETY: addr..addr+n lies inside a live region; the kernel writes it
-        // or fails with EFAULT.
-        let r = unsafe {
-            match self {
-                Source::Pipe(fds) => libc::read(fds[0], addr as *mut libc::c_void, n),
-                Source::Socket(_, b) => libc::recv(b.as_raw_fd(), addr as *mut libc::c_void, n, 0),
-            }
-        };
-        if r < 0 {
-            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-        } else {
-            Ok(r as usize)
-        }
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        if let Source::Pipe(fds) = self {
-            // SAFETY: our descriptors.
-            unsafe {
-                libc::close(fds[0]);
-                libc::close(fds[1]);
-            }
-        }
-    }
-}
 
 /// Kernel-mode writes of one page each into random pages while writers stage
 /// or wait, during a background snapshot (and a save): a read that succeeds

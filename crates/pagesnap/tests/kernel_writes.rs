@@ -11,67 +11,10 @@
 
 mod common;
 
+use common::kernel_source::Source;
 use pagesnap::{Region, Tracking};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 
 const PAGE_AT: usize = 40 << 20;
-
-/// A source of `n` bytes of `byte` readable by `read(2)` or `recv(2)`.
-enum Source {
-    Pipe([libc::c_int; 2]),
-    /// The writing end (kept open) and the reading end.
-    Socket(#[allow(dead_code)] UnixStream, UnixStream),
-}
-
-impl Source {
-    fn new(socket: bool, byte: u8, n: usize) -> Source {
-        let data = vec![byte; n];
-        if socket {
-            let (a, b) = UnixStream::pair().unwrap();
-            use std::io::Write;
-            (&a).write_all(&data).unwrap();
-            Source::Socket(a, b)
-        } else {
-            let mut fds = [0; 2];
-            // SAFETY: fds has room for the two descriptors.
-            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-            // SAFETY: writing our buffer to the pipe we own (n fits its buffer).
-            let w = unsafe { libc::write(fds[1], data.as_ptr().cast(), n) };
-            assert_eq!(w, n as isize);
-            Source::Pipe(fds)
-        }
-    }
-
-    /// One read into `addr`: bytes read, or the errno.
-    fn read_into(&self, addr: usize, n: usize) -> Result<usize, i32> {
-        // SAFETY: addr..addr+n lies inside a live region of the caller; the
-        // kernel writes it (or fails with EFAULT without touching memory).
-        let r = unsafe {
-            match self {
-                Source::Pipe(fds) => libc::read(fds[0], addr as *mut libc::c_void, n),
-                Source::Socket(_, b) => libc::recv(b.as_raw_fd(), addr as *mut libc::c_void, n, 0),
-            }
-        };
-        if r < 0 {
-            Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-        } else {
-            Ok(r as usize)
-        }
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        if let Source::Pipe(fds) = self {
-            // SAFETY: closing the pipe's descriptors, ours.
-            unsafe {
-                libc::close(fds[0]);
-                libc::close(fds[1]);
-            }
-        }
-    }
-}
 
 fn region(t: Tracking) -> Region {
     let mut region = Region::builder(64 << 20).tracking(t).build().unwrap();
@@ -88,7 +31,7 @@ fn kernel_writes_during_converging_snapshot() {
         for socket in [false, true] {
             let mut region = region(t);
             let addr = region.as_ptr() as usize + PAGE_AT;
-            let src = Source::new(socket, 9, page);
+            let src = Source::filled(socket, 9, page);
             let conv = region.converging_snapshot().unwrap();
             let got = src.read_into(addr, page);
             let what = if socket { "recv" } else { "read" };
@@ -121,7 +64,7 @@ fn kernel_writes_during_point_in_time_snapshot() {
                 common::write_u64(base, at, 2);
             }
             let addr = base + PAGE_AT;
-            let src = Source::new(socket, 9, page);
+            let src = Source::filled(socket, 9, page);
             let bg = region.background_snapshot().unwrap();
             let got = src.read_into(addr, page);
             let snap = bg.wait().unwrap();

@@ -41,11 +41,17 @@ impl PageStore {
     pub(crate) fn lend_free(&self, slots: usize, slot_pages: usize) -> Option<LentFrames> {
         debug_assert!(slot_pages > 0 && slot_pages <= SLAB_FRAMES);
         let frames = &self.shared.frames;
-        let mut ids = frames.take_free(slots.checked_mul(slot_pages)?, slot_pages)?;
+        let ids = frames.take_free(slots.checked_mul(slot_pages)?, slot_pages)?;
+        self.lending(ids, slot_pages)
+    }
+
+    /// A lending of `ids` (reserved, a whole number of slots of `slot_pages`);
+    /// `None`, the frames given back, without memory for its list.
+    fn lending(&self, mut ids: Vec<FrameId>, slot_pages: usize) -> Option<LentFrames> {
         let slots = ids.len() / slot_pages;
         let mut settled = Vec::new();
         if settled.try_reserve_exact(slots).is_err() {
-            frames.unreserve(&mut ids);
+            self.shared.frames.unreserve(&mut ids);
             return None;
         }
         settled.resize(slots, false);
@@ -72,20 +78,8 @@ impl PageStore {
         // copier, while writers wait on the mmap lock it holds.
         let _beside = self.beside_writers();
         let frames = &self.shared.frames;
-        let mut ids = frames.take_new(slots.checked_mul(slot_pages)?, slot_pages)?;
-        let slots = ids.len() / slot_pages;
-        let mut settled = Vec::new();
-        if settled.try_reserve_exact(slots).is_err() {
-            frames.unreserve(&mut ids);
-            return None;
-        }
-        settled.resize(slots, false);
-        Some(LentFrames {
-            store: self.clone(),
-            ids,
-            slot_pages,
-            settled,
-        })
+        let ids = frames.take_new(slots.checked_mul(slot_pages)?, slot_pages)?;
+        self.lending(ids, slot_pages)
     }
 }
 

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod kernel_source;
 pub mod oracle;
 pub mod rng;
 
