@@ -479,9 +479,10 @@ int ps_converging_free(ps_converging *conv);
 /*
  From now on the rounds copy at normal priority instead of on idle CPU
  time only (where the process may raise them back, they run under
- SCHED_IDLE so that they never take a core from the program's threads): for
- a program that keeps every CPU busy and wants the rounds to go on anyway.
- Returns 0, or -1 (dead handle, already finished).
+ SCHED_IDLE so that they never take a core from the program's threads, until
+ ps_converging_wait or a finish raises them): for a program that keeps every
+ CPU busy and wants the rounds to go on without waiting for them. Returns 0,
+ or -1 (dead handle, already finished).
  */
 int ps_converging_hurry(const ps_converging *conv);
 
@@ -536,7 +537,8 @@ ps_converging *ps_converging_start(ps_region *region, const char *path);
  Waits until the rounds have stopped on their own (they always do: their
  number is bounded, whatever the writers do), for at most `timeout_ms`
  milliseconds (negative: no limit). Returns 1 once they have stopped, 0 if
- the time ran out first, -1 on failure (dead handle, already finished).
+ the time ran out first, -1 on failure (dead handle, already finished). From
+ then on the rounds copy at normal priority (see ps_converging_hurry).
  */
 int ps_converging_wait(const ps_converging *conv, int64_t timeout_ms);
 

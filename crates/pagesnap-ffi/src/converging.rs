@@ -218,9 +218,10 @@ pub unsafe extern "C" fn ps_converging_progress(
 
 /// From now on the rounds copy at normal priority instead of on idle CPU
 /// time only (where the process may raise them back, they run under
-/// SCHED_IDLE so that they never take a core from the program's threads): for
-/// a program that keeps every CPU busy and wants the rounds to go on anyway.
-/// Returns 0, or -1 (dead handle, already finished).
+/// SCHED_IDLE so that they never take a core from the program's threads, until
+/// ps_converging_wait or a finish raises them): for a program that keeps every
+/// CPU busy and wants the rounds to go on without waiting for them. Returns 0,
+/// or -1 (dead handle, already finished).
 #[no_mangle]
 pub extern "C" fn ps_converging_hurry(conv: *const ps_converging) -> c_int {
     call(-1, || {
@@ -234,7 +235,8 @@ pub extern "C" fn ps_converging_hurry(conv: *const ps_converging) -> c_int {
 /// Waits until the rounds have stopped on their own (they always do: their
 /// number is bounded, whatever the writers do), for at most `timeout_ms`
 /// milliseconds (negative: no limit). Returns 1 once they have stopped, 0 if
-/// the time ran out first, -1 on failure (dead handle, already finished).
+/// the time ran out first, -1 on failure (dead handle, already finished). From
+/// then on the rounds copy at normal priority (see ps_converging_hurry).
 #[no_mangle]
 pub extern "C" fn ps_converging_wait(conv: *const ps_converging, timeout_ms: i64) -> c_int {
     call(-1, || {

@@ -78,6 +78,8 @@ impl Drop for Spinners {
 
 #[test]
 fn rounds_run_idle_and_finish_is_prompt_on_a_busy_machine() {
+    // One round thread at a time in this binary: they are found by name.
+    let _serial = common::child::serial();
     let len = 128 << 20;
     let mut region = Region::builder(len).build().unwrap();
     common::fill(region.as_mut_slice(), 11);
@@ -126,4 +128,39 @@ fn rounds_run_idle_and_finish_is_prompt_on_a_busy_machine() {
     // Raised, the round thread stops at its next chunk and finish copies the
     // rest at a normal thread's share of the CPUs.
     assert!(took < Duration::from_secs(5), "finish took {took:?}");
+}
+
+/// Waiting for the rounds raises them: a program that waits wants them done,
+/// however busy the machine (other processes included) keeps its CPUs.
+#[test]
+fn waiting_for_the_rounds_raises_them() {
+    let _serial = common::child::serial();
+    if !may_raise() {
+        eprintln!("skipped: no CAP_SYS_NICE and RLIMIT_NICE < 20 (rounds run at normal priority)");
+        return;
+    }
+    let len = 128 << 20;
+    let mut region = Region::builder(len).build().unwrap();
+    common::fill(region.as_mut_slice(), 12);
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let spinners = Spinners::start(2 * cpus);
+    let conv = region.converging_snapshot().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while policy_of("pagesnap-rounds") != Some(libc::SCHED_IDLE) {
+        assert!(
+            Instant::now() < deadline,
+            "the round thread never went idle"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let done = conv.wait_converged_timeout(Duration::ZERO);
+    match policy_of("pagesnap-rounds") {
+        Some(p) => assert_eq!(p, libc::SCHED_OTHER, "policy after a wait"),
+        None => assert!(
+            done || conv.is_converged(),
+            "round thread gone, rounds not done"
+        ),
+    }
+    drop(spinners);
+    assert!(conv.finish().unwrap().to_vec() == region.as_slice());
 }

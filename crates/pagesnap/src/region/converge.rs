@@ -137,10 +137,12 @@ impl Region {
     /// The rounds copy on idle CPU time, so they never take a core from the
     /// program's threads: where the process may raise a thread back to normal
     /// priority (`CAP_SYS_NICE`, or an `RLIMIT_NICE` of 20 or more), the round
-    /// thread runs under `SCHED_IDLE`, and `finish` raises it before waiting for
-    /// it. Where the program keeps every CPU busy, the rounds then progress
-    /// slowly and `finish` copies more: [`Converging::hurry`] makes them copy at
-    /// normal priority. Without that permission they run at normal priority.
+    /// thread runs under `SCHED_IDLE` until someone waits for it —
+    /// [`wait_converged`](Converging::wait_converged) (and its timeout form),
+    /// `finish` and drop raise it to normal priority first. Where every CPU
+    /// is busy (the program's threads, or other processes), idle rounds
+    /// progress slowly: [`Converging::hurry`] raises them without waiting.
+    /// Without that permission they run at normal priority.
     ///
     /// ```
     /// let mut region = pagesnap::Region::builder(8 << 20).build()?;
@@ -194,13 +196,14 @@ impl Converging<'_> {
     }
 
     /// Blocks until the rounds have stopped (they always do: the round count
-    /// is bounded, whatever the writers do).
+    /// is bounded, whatever the writers do). From now on they copy at normal
+    /// priority (see [`Region::converging_snapshot`]).
     pub fn wait_converged(&self) {
         self.run.wait_converged()
     }
 
-    /// As [`wait_converged`](Self::wait_converged), for at most `limit`;
-    /// whether they have stopped.
+    /// As [`wait_converged`](Self::wait_converged) (the rounds copy at normal
+    /// priority from now on), for at most `limit`; whether they have stopped.
     pub fn wait_converged_timeout(&self, limit: Duration) -> bool {
         self.run.wait_converged_timeout(limit)
     }

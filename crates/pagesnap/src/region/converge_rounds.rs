@@ -230,7 +230,9 @@ impl<'r, S: Sink> RoundRun<'r, S> {
         *self.ctl.done.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits for the rounds (raised first: the caller waits on them).
     pub(super) fn wait_converged(&self) {
+        self.ctl.raise();
         let mut done = self.ctl.done.lock().unwrap_or_else(|e| e.into_inner());
         while !*done {
             done = self.ctl.cv.wait(done).unwrap_or_else(|e| e.into_inner());
@@ -238,6 +240,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
     }
 
     pub(super) fn wait_converged_timeout(&self, limit: Duration) -> bool {
+        self.ctl.raise();
         let done = self.ctl.done.lock().unwrap_or_else(|e| e.into_inner());
         let (done, _) = self
             .ctl

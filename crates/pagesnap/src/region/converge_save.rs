@@ -170,7 +170,9 @@ impl ConvergingSave<'_> {
         self.run.is_converged()
     }
 
-    /// Blocks until the rounds have stopped (bounded, whatever the writers do).
+    /// Blocks until the rounds have stopped (bounded, whatever the writers
+    /// do). From now on they copy at normal priority, as with
+    /// [`Converging::wait_converged`](crate::Converging::wait_converged).
     pub fn wait_converged(&self) {
         self.run.wait_converged()
     }
