@@ -68,8 +68,9 @@ pub(super) trait Sink: Send + 'static {
 /// What the round thread and the caller share.
 struct Ctl {
     stop: AtomicBool,
-    /// The round thread while it runs at idle priority (see [`idle_rounds`]).
-    idle: Mutex<Option<libc::pid_t>>,
+    /// The round thread while it runs at idle priority (see [`idle_rounds`]),
+    /// and whether it was raised (or told to stop): then it stays normal.
+    idle: Mutex<(Option<libc::pid_t>, bool)>,
     rounds: AtomicU64,
     copied: AtomicU64,
     last: AtomicU64,
@@ -93,7 +94,7 @@ impl Ctl {
     fn new() -> Ctl {
         Ctl {
             stop: AtomicBool::new(false),
-            idle: Mutex::new(None),
+            idle: Mutex::new((None, false)),
             rounds: AtomicU64::new(0),
             copied: AtomicU64::new(0),
             last: AtomicU64::new(0),
@@ -109,8 +110,9 @@ impl Ctl {
             return;
         }
         let mut idle = lock(&self.idle);
-        if !self.stop.load(Ordering::Acquire) && sched::make_self_idle().is_ok() {
-            *idle = Some(sched::current_tid());
+        // A raise (a wait, `hurry`, a stop) before this point wins.
+        if !idle.1 && sched::make_self_idle().is_ok() {
+            idle.0 = Some(sched::current_tid());
         }
     }
 
@@ -123,7 +125,9 @@ impl Ctl {
 
     /// Raises an idle round thread back to normal priority.
     fn raise(&self) {
-        if let Some(tid) = lock(&self.idle).take() {
+        let mut idle = lock(&self.idle);
+        idle.1 = true;
+        if let Some(tid) = idle.0.take() {
             // The thread is alive (it clears `idle` before it ends). Should the
             // raise fail, the thread still stops at its next chunk.
             let _ = sched::make_normal(tid);
@@ -180,7 +184,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
                 let out = run_rounds(&map, &tracker, sink, carried, mode, &thread_ctl);
                 // Cleared before the thread ends, so `hurry` never names a
                 // thread id that could be reused.
-                *lock(&thread_ctl.idle) = None;
+                lock(&thread_ctl.idle).0 = None;
                 *thread_ctl.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 thread_ctl.cv.notify_all();
                 out
@@ -499,6 +503,18 @@ mod tests {
     }
 
     #[test]
+    fn a_run_raised_before_it_starts_never_goes_idle() {
+        let ctl = Ctl::new();
+        ctl.raise();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                ctl.enter_idle();
+                assert_eq!(own_policy(), libc::SCHED_OTHER);
+            });
+        });
+    }
+
+    #[test]
     fn a_stopped_run_never_goes_idle() {
         let ctl = Ctl::new();
         ctl.stop();
@@ -506,7 +522,7 @@ mod tests {
             s.spawn(|| {
                 ctl.enter_idle();
                 assert_eq!(own_policy(), libc::SCHED_OTHER);
-                assert!(lock(&ctl.idle).is_none());
+                assert!(lock(&ctl.idle).0.is_none());
             });
         });
     }
