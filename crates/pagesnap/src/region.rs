@@ -18,6 +18,7 @@ mod converge_rounds;
 pub(crate) mod converge_save;
 mod parts;
 mod restore;
+mod round_priority;
 mod verify;
 
 /// Builds a [`Region`]: `Region::builder(len).tracking(..).huge_pages(..).store(..).build()`.

@@ -67,6 +67,31 @@ impl Spinners {
     }
 }
 
+impl Spinners {
+    /// Twice as many spinners as CPUs.
+    fn busy() -> Spinners {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Spinners::start(2 * cpus)
+    }
+}
+
+/// A 128 MiB region filled from `seed`: a first round copies all of it, which
+/// on CPUs kept busy keeps an idle round thread at it for seconds.
+fn first_round_region(seed: u64) -> Region {
+    let mut region = Region::builder(128 << 20).build().unwrap();
+    common::fill(region.as_mut_slice(), seed);
+    region
+}
+
+/// After `what` raised the round thread: it runs at normal priority, or it
+/// is gone and the rounds have stopped (`converged`).
+fn assert_raised(converged: bool, what: &str) {
+    match policy_of("pagesnap-rounds") {
+        Some(p) => assert_eq!(p, libc::SCHED_OTHER, "policy after {what}"),
+        None => assert!(converged, "round thread gone, rounds not done"),
+    }
+}
+
 impl Drop for Spinners {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -80,14 +105,9 @@ impl Drop for Spinners {
 fn rounds_run_idle_and_finish_is_prompt_on_a_busy_machine() {
     // One round thread at a time in this binary: they are found by name.
     let _serial = common::child::serial();
-    let len = 128 << 20;
-    let mut region = Region::builder(len).build().unwrap();
-    common::fill(region.as_mut_slice(), 11);
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let spinners = Spinners::start(2 * cpus);
+    let mut region = first_round_region(11);
+    let spinners = Spinners::busy();
     let conv = region.converging_snapshot().unwrap();
-    // The first round copies 128 MiB: on CPUs kept busy, an idle round thread
-    // is still at it seconds later.
     let want = if may_raise() {
         libc::SCHED_IDLE
     } else {
@@ -110,10 +130,7 @@ fn rounds_run_idle_and_finish_is_prompt_on_a_busy_machine() {
     if seen == Some(libc::SCHED_IDLE) {
         // Still copying its first round on busy CPUs: hurry raises it.
         conv.hurry();
-        match policy_of("pagesnap-rounds") {
-            Some(p) => assert_eq!(p, libc::SCHED_OTHER, "policy after hurry"),
-            None => assert!(conv.is_converged(), "round thread gone, rounds not done"),
-        }
+        assert_raised(conv.is_converged(), "hurry");
     }
     let progress = conv.progress();
     let t = Instant::now();
@@ -139,11 +156,8 @@ fn waiting_for_the_rounds_raises_them() {
         eprintln!("skipped: no CAP_SYS_NICE and RLIMIT_NICE < 20 (rounds run at normal priority)");
         return;
     }
-    let len = 128 << 20;
-    let mut region = Region::builder(len).build().unwrap();
-    common::fill(region.as_mut_slice(), 12);
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let spinners = Spinners::start(2 * cpus);
+    let mut region = first_round_region(12);
+    let spinners = Spinners::busy();
     let conv = region.converging_snapshot().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while policy_of("pagesnap-rounds") != Some(libc::SCHED_IDLE) {
@@ -154,13 +168,7 @@ fn waiting_for_the_rounds_raises_them() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let done = conv.wait_converged_timeout(Duration::ZERO);
-    match policy_of("pagesnap-rounds") {
-        Some(p) => assert_eq!(p, libc::SCHED_OTHER, "policy after a wait"),
-        None => assert!(
-            done || conv.is_converged(),
-            "round thread gone, rounds not done"
-        ),
-    }
+    assert_raised(done || conv.is_converged(), "a wait");
     drop(spinners);
     assert!(conv.finish().unwrap().to_vec() == region.as_slice());
 }

@@ -98,7 +98,7 @@ pub(super) fn staging(job: &Job) -> Result<(Option<StagingPool>, Option<LentFram
         let own = if job.staging.is_some() {
             own_default
         } else {
-            (want - lent.slots()).min(own_default)
+            default_own_slots(job, lent.slots())
         };
         // Without memory for the lists of pages, the frames go back and the
         // pool has memory of its own.
@@ -149,9 +149,7 @@ impl BesidePool for Option<LentFrames> {
             }
             None => new,
         };
-        let region_slots = job.map.len().div_ceil(batch);
-        let own_default = super::staging_or(job, super::STAGING_SNAPSHOT) / batch;
-        let own = region_slots.saturating_sub(lent.slots()).min(own_default);
+        let own = default_own_slots(job, lent.slots());
         let rebuilt = lent.memory().and_then(|(keep, pages)| {
             StagingPool::lent(keep, pages, page, batch, own, job.unprotect_to)
                 .ok()
@@ -169,6 +167,14 @@ impl BesidePool for Option<LentFrames> {
             }
         }
     }
+}
+
+/// The pool's own slots by default beside `lent` lent ones: what the lent
+/// ones leave of a slot per batch, at most the default staging.
+fn default_own_slots(job: &Job, lent: usize) -> usize {
+    let region_slots = job.map.len().div_ceil(job.batch);
+    let own_default = super::staging_or(job, super::STAGING_SNAPSHOT) / job.batch;
+    region_slots.saturating_sub(lent).min(own_default)
 }
 
 /// The copier: saves every batch with dirty pages into the store.

@@ -14,15 +14,16 @@
 use super::Region;
 use crate::error::{Error, Result};
 use crate::sys::mmap::Mapping;
-use crate::sys::{page_size, sched};
+use crate::sys::page_size;
 use crate::track::Tracker;
 use crate::Tracking;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::converge::ConvergeProgress;
+use super::round_priority::RoundPriority;
 
 /// Most copy rounds before the rounds stop on their own.
 const MAX_ROUNDS: u64 = 12;
@@ -68,9 +69,8 @@ pub(super) trait Sink: Send + 'static {
 /// What the round thread and the caller share.
 struct Ctl {
     stop: AtomicBool,
-    /// The round thread while it runs at idle priority (see [`idle_rounds`]),
-    /// and whether it was raised (or told to stop): then it stays normal.
-    idle: Mutex<(Option<libc::pid_t>, bool)>,
+    /// The round thread's priority (idle until someone waits for it).
+    priority: RoundPriority,
     rounds: AtomicU64,
     copied: AtomicU64,
     last: AtomicU64,
@@ -78,23 +78,11 @@ struct Ctl {
     cv: Condvar,
 }
 
-/// Whether round threads copy on idle CPU time only: where the process may
-/// raise them again (`sys::sched`), so that `finish` never waits on a thread
-/// the busy CPUs starve. Elsewhere they run at normal priority.
-fn idle_rounds() -> bool {
-    static IDLE: OnceLock<bool> = OnceLock::new();
-    *IDLE.get_or_init(sched::can_leave_idle)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Ctl {
     fn new() -> Ctl {
         Ctl {
             stop: AtomicBool::new(false),
-            idle: Mutex::new((None, false)),
+            priority: RoundPriority::default(),
             rounds: AtomicU64::new(0),
             copied: AtomicU64::new(0),
             last: AtomicU64::new(0),
@@ -103,35 +91,11 @@ impl Ctl {
         }
     }
 
-    /// On the round thread: from now on, copy only when a CPU is free, so the
-    /// rounds never take a core from the program's writers.
-    fn enter_idle(&self) {
-        if !idle_rounds() {
-            return;
-        }
-        let mut idle = lock(&self.idle);
-        // A raise (a wait, `hurry`, a stop) before this point wins.
-        if !idle.1 && sched::make_self_idle().is_ok() {
-            idle.0 = Some(sched::current_tid());
-        }
-    }
-
     /// Tells the rounds to stop and raises the round thread back to normal
     /// priority: the caller is about to wait for it.
     fn stop(&self) {
         self.stop.store(true, Ordering::Release);
-        self.raise();
-    }
-
-    /// Raises an idle round thread back to normal priority.
-    fn raise(&self) {
-        let mut idle = lock(&self.idle);
-        idle.1 = true;
-        if let Some(tid) = idle.0.take() {
-            // The thread is alive (it clears `idle` before it ends). Should the
-            // raise fail, the thread still stops at its next chunk.
-            let _ = sched::make_normal(tid);
-        }
+        self.priority.raise();
     }
 }
 
@@ -180,11 +144,11 @@ impl<'r, S: Sink> RoundRun<'r, S> {
         let spawned = std::thread::Builder::new()
             .name("pagesnap-rounds".into())
             .spawn(move || {
-                thread_ctl.enter_idle();
+                thread_ctl.priority.enter_idle();
                 let out = run_rounds(&map, &tracker, sink, carried, mode, &thread_ctl);
                 // Cleared before the thread ends, so `hurry` never names a
                 // thread id that could be reused.
-                lock(&thread_ctl.idle).0 = None;
+                thread_ctl.priority.leave();
                 *thread_ctl.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 thread_ctl.cv.notify_all();
                 out
@@ -227,7 +191,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
 
     /// The rounds copy at normal priority from now on.
     pub(super) fn hurry(&self) {
-        self.ctl.raise();
+        self.ctl.priority.raise();
     }
 
     pub(super) fn is_converged(&self) -> bool {
@@ -236,7 +200,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
 
     /// Waits for the rounds (raised first: the caller waits on them).
     pub(super) fn wait_converged(&self) {
-        self.ctl.raise();
+        self.ctl.priority.raise();
         let mut done = self.ctl.done.lock().unwrap_or_else(|e| e.into_inner());
         while !*done {
             done = self.ctl.cv.wait(done).unwrap_or_else(|e| e.into_inner());
@@ -244,7 +208,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
     }
 
     pub(super) fn wait_converged_timeout(&self, limit: Duration) -> bool {
-        self.ctl.raise();
+        self.ctl.priority.raise();
         let done = self.ctl.done.lock().unwrap_or_else(|e| e.into_inner());
         let (done, _) = self
             .ctl
@@ -418,112 +382,5 @@ fn run_rounds<S: Sink>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A sink with a bug: its second copy panics. Its first writes page 20
-    /// of the region, as a writer would during a round, so the second round
-    /// collects that page from the tracker before the panic.
-    struct Panics {
-        calls: usize,
-    }
-
-    impl Sink for Panics {
-        fn copy(
-            &mut self,
-            map: &Mapping,
-            pages: &[usize],
-            _go_on: &mut dyn FnMut(usize) -> bool,
-        ) -> Result<usize> {
-            self.calls += 1;
-            if self.calls > 1 {
-                panic!("a bug in a sink");
-            }
-            map.copy_in(20 * page_size(), &[5u8; 8]);
-            Ok(pages.len())
-        }
-
-        fn keep_changed(&mut self, _map: &Mapping, _dirty: &mut Vec<usize>) -> Result<()> {
-            Ok(())
-        }
-    }
-
-    /// A round thread that panics fails the converging snapshot with an
-    /// error, not a panic in the caller, and the pages it had taken from the
-    /// tracker are not lost: the next snapshot still equals the region.
-    #[test]
-    fn a_panicking_round_thread_fails_cleanly_and_loses_no_write() {
-        // (Compare has no rounds: its `finish` is an ordinary snapshot.)
-        for t in [Tracking::UffdWp, Tracking::Mprotect, Tracking::SoftDirty] {
-            let Ok(mut region) = Region::builder(1 << 20).tracking(t).build() else {
-                continue;
-            };
-            region.as_mut_slice()[..4096 * 8].fill(7);
-            let mut run = RoundRun::start(&mut region, Panics { calls: 0 }).unwrap();
-            // Round 0 copies the 8 pages, round 1 collects page 20 and panics.
-            let thread = run.thread.as_ref().expect("started");
-            while !thread.is_finished() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let err = run.remainder().err().expect("the rounds failed");
-            assert!(err.to_string().contains("panicked"), "{t}: {err}");
-            drop(run);
-            let snap = region.snapshot().unwrap();
-            assert!(snap.to_vec() == region.as_slice(), "{t}: a write was lost");
-        }
-    }
-
-    fn own_policy() -> libc::c_int {
-        crate::sys::sched::policy(0).unwrap()
-    }
-
-    #[test]
-    fn stop_raises_an_idle_round_thread() {
-        if !idle_rounds() {
-            eprintln!("skipped: neither CAP_SYS_NICE nor RLIMIT_NICE >= 20 here");
-            return;
-        }
-        let ctl = Arc::new(Ctl::new());
-        let (entered, stopped) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
-        std::thread::scope(|s| {
-            let t = s.spawn(|| {
-                ctl.enter_idle();
-                let idle = own_policy();
-                entered.wait();
-                stopped.wait();
-                (idle, own_policy())
-            });
-            entered.wait();
-            ctl.stop();
-            stopped.wait();
-            let (idle, after) = t.join().unwrap();
-            assert_eq!(idle, libc::SCHED_IDLE);
-            assert_eq!(after, libc::SCHED_OTHER);
-        });
-    }
-
-    #[test]
-    fn a_run_raised_before_it_starts_never_goes_idle() {
-        let ctl = Ctl::new();
-        ctl.raise();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                ctl.enter_idle();
-                assert_eq!(own_policy(), libc::SCHED_OTHER);
-            });
-        });
-    }
-
-    #[test]
-    fn a_stopped_run_never_goes_idle() {
-        let ctl = Ctl::new();
-        ctl.stop();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                ctl.enter_idle();
-                assert_eq!(own_policy(), libc::SCHED_OTHER);
-                assert!(lock(&ctl.idle).0.is_none());
-            });
-        });
-    }
-}
+#[path = "converge_rounds_tests.rs"]
+mod tests;

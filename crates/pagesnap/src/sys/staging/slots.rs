@@ -1,0 +1,126 @@
+//! Which free slot a writer's staging takes, and giving slots back: a
+//! lock-free bitmask of free slots, lent slots at the bottom.
+//!
+//! ```text
+//!  free:  [AtomicU64]  bit set = slot free
+//!  runs:           lowest free first (lent, then own huge pages)
+//!  single batches: lowest warm lent, else highest own (small pages),
+//!                  else lowest untouched lent
+//!  retire_lent:    the highest free lent slot, out for good
+//! ```
+
+use super::memory::low_bits;
+use super::StagingPool;
+use std::sync::atomic::Ordering;
+
+impl StagingPool {
+    /// A free slot for a run of batches, lowest first (so the slots already
+    /// touched are reused, and warming stays ahead of them: see
+    /// [`warm_ahead`](Self::warm_ahead)). Async-signal-safe.
+    pub(super) fn take(&self) -> Option<usize> {
+        let slot = (0..self.free.len()).find_map(|w| self.take_in(w, u64::MAX, false))?;
+        self.high.fetch_max(slot + 1, Ordering::Relaxed);
+        Some(slot)
+    }
+
+    /// A free slot for one batch: the lowest lent one that is warm (its copy
+    /// then stays where it lies), else the highest of the pool's own, from
+    /// the part mapped with small pages — a writer copying one batch there
+    /// faults in that batch, not a whole huge page (which, where fresh memory
+    /// is dear, stalls a random writer for milliseconds in its handler), and
+    /// the slots the copier drains are taken again while warm. Only then an
+    /// untouched lent one. Runs, staged by writers going through memory in
+    /// order, take the lowest slots (lent ones, then the huge pages at the
+    /// bottom of the pool's own), one fault per 2 MiB. Async-signal-safe.
+    pub(super) fn take_single(&self) -> Option<usize> {
+        let lent_words = self.mem.lent_slots.div_ceil(64);
+        (0..lent_words)
+            .find_map(|w| self.take_in(w, self.warm_lent_mask(w), false))
+            .or_else(|| {
+                (0..self.free.len())
+                    .rev()
+                    .find_map(|w| self.take_in(w, !self.lent_mask(w), true))
+            })
+            .or_else(|| {
+                (0..lent_words).find_map(|w| {
+                    let untouched = self.lent_mask(w) & !self.warm_lent_mask(w);
+                    self.take_in(w, untouched, false)
+                })
+            })
+    }
+
+    /// Takes a free slot among `mask`'s of word `w` of `free` (see
+    /// [`pick`](Self::pick)) and counts it in use. Async-signal-safe.
+    fn take_in(&self, w: usize, mask: u64, highest: bool) -> Option<usize> {
+        let slot = self.pick(w, mask, highest)?;
+        let n = self.in_use.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak.fetch_max(n, Ordering::Relaxed);
+        Some(slot)
+    }
+
+    /// Clears the highest or the lowest free bit among `mask`'s of word `w`
+    /// of `free`: that slot is the caller's. Async-signal-safe.
+    fn pick(&self, w: usize, mask: u64, highest: bool) -> Option<usize> {
+        let word = &self.free[w];
+        let mut bits = word.load(Ordering::Acquire);
+        while bits & mask != 0 {
+            let free = bits & mask;
+            let bit = if highest {
+                63 - free.leading_zeros() as usize
+            } else {
+                free.trailing_zeros() as usize
+            };
+            match word.compare_exchange_weak(
+                bits,
+                bits & !(1 << bit),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(w * 64 + bit),
+                Err(now) => bits = now,
+            }
+        }
+        None
+    }
+
+    /// The mask of lent slots in word `w` of `free` that are warm.
+    fn warm_lent_mask(&self, w: usize) -> u64 {
+        low_bits(
+            self.untouched_from
+                .min(self.mem.lent_slots)
+                .saturating_sub(w * 64),
+        )
+    }
+
+    /// The mask of lent slots in word `w` of `free`.
+    fn lent_mask(&self, w: usize) -> u64 {
+        low_bits(self.mem.lent_slots.saturating_sub(w * 64))
+    }
+
+    /// From the copier, for a batch it saves itself (which then needs no
+    /// slot), when more than `keep` lent slots are free (the batches still to
+    /// serve): takes one of them out of the pool for good — the highest, as
+    /// writers take the lowest — so that its lender may use its pages at once.
+    /// `None` if no lent slot is spare. Writers never copy into the slot: it
+    /// is never free again.
+    pub(crate) fn retire_lent(&self, keep: usize) -> Option<usize> {
+        let lent = self.mem.lent_slots;
+        let words = lent.div_ceil(64);
+        let free: usize = (0..words)
+            .map(|w| {
+                (self.free[w].load(Ordering::Acquire) & self.lent_mask(w)).count_ones() as usize
+            })
+            .sum();
+        if free <= keep {
+            return None;
+        }
+        (0..words)
+            .rev()
+            .find_map(|w| self.pick(w, self.lent_mask(w), true))
+    }
+
+    pub(super) fn give(&self, slot: usize) {
+        self.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.free[slot / 64].fetch_or(1 << (slot % 64), Ordering::Release);
+    }
+}
