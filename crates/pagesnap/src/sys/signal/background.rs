@@ -127,9 +127,14 @@ impl BatchStates {
     /// From a snapshot's start, after setting every batch pending and before
     /// protecting the region: waits out the tracker lifts decided before (a
     /// few microseconds each), so that the protection comes after them.
+    ///
+    /// Also waits out handlers that have not yet looked the fault up in the
+    /// background table ([`enter_lookup`]): one that does not find this
+    /// region there (registered just now, before its first snapshot) lifts
+    /// the tracker's protection without asking the batch state.
     pub(crate) fn wait_tracker_lifts(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
-        while self.lifting.load(Ordering::SeqCst) != 0 {
+        while self.lifting.load(Ordering::SeqCst) != 0 || LOOKING.load(Ordering::SeqCst) != 0 {
             std::thread::yield_now();
         }
     }
@@ -327,6 +332,27 @@ impl Drop for BackgroundSlot {
         let _guard = registry_unless_inherited(&e.pid);
         e.start.store(0, Ordering::Release);
     }
+}
+
+/// Handlers between [`enter_lookup`] and [`leave_lookup`].
+static LOOKING: AtomicUsize = AtomicUsize::new(0);
+
+/// From the handler, before it looks the fault up in [`BACKGROUND`]. If it
+/// finds no entry it may lift the mprotect tracker's protection at once; a
+/// region registered meanwhile and starting its first snapshot must not see
+/// that lift land after its protection. With the SeqCst fence either the
+/// start's [`BatchStates::wait_tracker_lifts`] sees this handler counted and
+/// waits, or this handler's lookup sees the entry (stored before that wait)
+/// and goes through the batch state. Async-signal-safe.
+pub(super) fn enter_lookup() {
+    LOOKING.fetch_add(1, Ordering::SeqCst);
+    std::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// The handler found its background entry (the batch state decides from
+/// here), or its tracker lift is done. Async-signal-safe.
+pub(super) fn leave_lookup() {
+    LOOKING.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// CLOCK_MONOTONIC in nanoseconds, from the handler (clock_gettime is

@@ -130,10 +130,13 @@ fn on_fault(addr: usize) -> bool {
     // Set while this handler may lift a tracker's protection in a region
     // with background snapshots (see `enter_tracker_lift`).
     let mut lifting = None;
+    // Counted until the lookup finds an entry or the tracker's lift is done.
+    background::enter_lookup();
     if let Some(e) = BACKGROUND[..BACKGROUND_HIGH.load(Ordering::Acquire)]
         .iter()
         .find(|e| covers(&e.start, &e.len, addr))
     {
+        background::leave_lookup();
         if e.pid.load(Ordering::Relaxed) != process::id() {
             return make_writable(addr & !(page - 1), page);
         }
@@ -183,8 +186,10 @@ fn on_fault(addr: usize) -> bool {
         lifting = Some(batches);
     }
     let tracked = on_tracker_fault(addr, page);
-    if let Some(batches) = lifting {
-        batches.leave_tracker_lift();
+    match lifting {
+        Some(batches) => batches.leave_tracker_lift(),
+        // No background entry holds `addr`: still counted from the lookup.
+        None => background::leave_lookup(),
     }
     // None: a fault in a batch that was saved between the fault and the
     // check above: the protection is already lifted, so the retried write
