@@ -18,8 +18,22 @@ fn status_bytes(field: &str) -> u64 {
 /// writer stages is the snapshot's own copy. The process grows by about the
 /// region (the snapshot), not the region plus a staging pool of its own
 /// (which grew it by about 1.5 times the region).
+///
+/// The writer starts in the middle (the copier goes from the start) and wraps
+/// round; since the copier may still get everywhere first, the case is tried
+/// again, a few times, until the writer staged something.
 #[test]
 fn a_first_snapshot_stages_into_new_store_frames() {
+    for attempt in 1..=8 {
+        if staged_within_bounds(attempt) {
+            return;
+        }
+    }
+    panic!("the writer never staged in 8 attempts: nothing measured");
+}
+
+/// One attempt: false if the writer staged nothing.
+fn staged_within_bounds(attempt: u32) -> bool {
     let len = 64 << 20;
     let page = pagesnap::page_size();
     let mut region = Region::builder(len).build().unwrap();
@@ -34,7 +48,8 @@ fn a_first_snapshot_stages_into_new_store_frames() {
     let rss = status_bytes("VmRSS:");
     let bg = region.background_snapshot().unwrap();
     let writer = std::thread::spawn(move || {
-        for p in 0..len / page {
+        let pages = len / page;
+        for p in (pages / 2..pages).chain(0..pages / 2) {
             common::write_u64(base, p * page + 16, 2);
         }
     });
@@ -46,15 +61,14 @@ fn a_first_snapshot_stages_into_new_store_frames() {
         "the snapshot is not the region at its instant"
     );
     eprintln!(
-        "staged {} batches; grew {} MiB for a {} MiB snapshot",
+        "attempt {attempt}: staged {} batches; grew {} MiB for a {} MiB snapshot",
         report.staged,
         grew >> 20,
         len >> 20
     );
-    assert!(
-        report.staged > 0,
-        "the writer never staged: nothing measured"
-    );
+    if report.staged == 0 {
+        return false;
+    }
     // The snapshot itself, its lists and tables: a few MiB past the region.
     assert!(
         grew <= (len + len / 8) as u64,
@@ -62,4 +76,5 @@ fn a_first_snapshot_stages_into_new_store_frames() {
         grew >> 20,
         len >> 20
     );
+    true
 }

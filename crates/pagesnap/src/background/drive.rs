@@ -16,9 +16,10 @@
 use super::start::release_all;
 use super::{Job, Shared};
 use crate::error::{Error, Result};
+use crate::sys::mmap::HUGE_PAGE;
 use crate::sys::page_size;
-use crate::sys::signal::{self, COPIED, REQUESTED};
-use crate::sys::staging::{claim, FilledSlot, StagingPool};
+use crate::sys::signal::{self, COPIED, PENDING, REQUESTED};
+use crate::sys::staging::{claim, FilledSlot, StagingPool, MAX_RUN};
 use std::sync::atomic::Ordering;
 
 /// Where a batch's pages go: the store (`store.rs`) or a file (`save.rs`).
@@ -78,6 +79,7 @@ pub(crate) fn drive(
         pages_per_batch: batch / page_size(),
         buf: batch_buffer(batch)?,
         done: vec![false; shared.batches.states.len()],
+        staged_here: vec![false; shared.batches.states.len()],
         left: shared.batches.states.len(),
         sink,
     };
@@ -101,6 +103,8 @@ struct Copier<'a, S: Sink> {
     buf: Vec<u8>,
     /// Batches handed to the sink.
     done: Vec<bool>,
+    /// Batches this copier staged itself (into lent slots).
+    staged_here: Vec<bool>,
     left: usize,
     sink: &'a mut S,
 }
@@ -135,8 +139,11 @@ impl<S: Sink> Copier<'_, S> {
                 }
                 continue;
             }
-            // 2. Staged copies: free their slots for the next writers.
-            if let Some(slot) = pool.and_then(|p| p.take_filled()) {
+            // 2. Staged copies in the pool's own memory: free their slots for
+            //    the next writers. (Copies in lent memory are the snapshot's
+            //    own pages already: their hashing waits until every batch is
+            //    out of the writers' way, below.)
+            if let Some(slot) = pool.and_then(|p| p.take_filled_own()) {
                 self.staged(slot)?;
                 continue;
             }
@@ -158,10 +165,13 @@ impl<S: Sink> Copier<'_, S> {
                 (next < n).then_some(next)
             };
             match b {
-                Some(b) => self.in_order(b)?,
-                // Every batch left is with a writer, copying it into a slot.
-                None if !pool.is_some_and(|p| p.has_filled()) => std::thread::yield_now(),
-                None => {}
+                Some(b) => self.in_order(b, pool)?,
+                // Every batch is out of the writers' way: hash what is staged.
+                None => match pool.and_then(|p| p.take_filled()) {
+                    Some(slot) => self.staged(slot)?,
+                    // Every batch left is with a writer, copying it into a slot.
+                    None => std::thread::yield_now(),
+                },
             }
         }
         Ok(())
@@ -170,11 +180,46 @@ impl<S: Sink> Copier<'_, S> {
     /// Batch `b` in its turn: copied here if nobody has it; sunk empty if the
     /// start lifted it (nothing written since the sync point); left alone if
     /// a writer has it (it comes back staged).
-    fn in_order(&mut self, b: usize) -> Result<()> {
+    fn in_order(&mut self, b: usize, pool: Option<&StagingPool>) -> Result<()> {
+        if let Some(pool) = pool.filter(|p| p.has_lent()) {
+            if self.stage_run(b, pool) {
+                return Ok(());
+            }
+        }
         if !self.direct(b)? && self.shared.batches.states[b].load(Ordering::Acquire) == COPIED {
             self.serve(b, &[])?;
         }
         Ok(())
+    }
+
+    /// Stages batch `b`, if mostly written, and the mostly written waiting
+    /// batches after it (up to a huge page in all) into lent slots, as a writer
+    /// would: one copy each, straight into store frames, and one `mprotect`
+    /// for the run; they come back through [`staged`](Self::staged) once
+    /// every batch is served. (Copying a batch here, then into the store,
+    /// would read and write its pages twice, and keep the writers out of it
+    /// until it is hashed too.) False if it did not.
+    fn stage_run(&mut self, b: usize, pool: &StagingPool) -> bool {
+        let states = &self.shared.batches.states;
+        let dense = |c: usize| {
+            let (lo, hi) = self.range(c);
+            2 * (hi - lo) >= self.pages_per_batch
+        };
+        // Up to a huge page per call, as a writer's run: a writer that
+        // faults on a batch of the run waits for all of it.
+        let most = (HUGE_PAGE / self.batch).clamp(1, MAX_RUN);
+        let run = (b..states.len().min(b + most))
+            .take_while(|&c| {
+                !self.done[c] && states[c].load(Ordering::Acquire) == PENDING && dense(c)
+            })
+            .count();
+        if run == 0 {
+            return false;
+        }
+        let at = (&*self.job.map, self.batch);
+        let staged = pool.stage_lent(&self.shared.batches, b, at, run - 1);
+        self.staged_here[b..b + staged].fill(true);
+        staged > 0
     }
 
     /// Whether a writer has claimed batch `b` (not done) to stage it.
@@ -267,7 +312,9 @@ impl<S: Sink> Copier<'_, S> {
             }
         };
         drop(slot);
-        self.shared.staged.fetch_add(1, Ordering::Relaxed);
+        if !std::mem::take(&mut self.staged_here[b]) {
+            self.shared.staged.fetch_add(1, Ordering::Relaxed);
+        }
         self.shared.batches.states[b].store(COPIED, Ordering::Release);
         r
     }

@@ -68,7 +68,19 @@ pub(crate) struct StagingPool {
     untouched_from: usize,
     /// One past the highest slot ever taken.
     high: AtomicUsize,
+    /// Lent and own slots whose `holds` is set (counts kept beside them, so
+    /// that a copier finding none does not scan every slot: at 1 GiB that is
+    /// 16,384 loads per look, and the copier looks between every two batches).
+    filled: [AtomicUsize; 2],
+    /// Where the copier looks for a filled lent and own slot first: one past
+    /// the slot it took last (lent slots are used once, lowest first, so the
+    /// filled ones move up).
+    cursor: [AtomicUsize; 2],
 }
+
+/// Index of [`StagingPool::filled`] and [`StagingPool::cursor`].
+const LENT: usize = 0;
+const OWN: usize = 1;
 
 /// How far [`StagingPool::warm_ahead`] keeps faulted-in memory ahead of the
 /// slots writers have used.
@@ -135,6 +147,8 @@ impl StagingPool {
             warmed: AtomicUsize::new(0),
             untouched_from: slots,
             high: AtomicUsize::new(0),
+            filled: [AtomicUsize::new(0), AtomicUsize::new(0)],
+            cursor: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
     }
 
@@ -158,30 +172,72 @@ impl StagingPool {
         &self,
         batches: &BatchStates,
         b: usize,
-        (start, len, batch): (usize, usize, usize),
+        at: (usize, usize, usize),
         ahead: usize,
     ) -> Staged {
-        if batch > self.slot_bytes {
+        if at.2 > self.slot_bytes {
             return Staged::NoRoom;
         }
-        let states = &batches.states;
         let first = if ahead == 0 {
             self.take_single()
         } else {
             self.take()
         };
+        self.stage_from(batches, b, at, ahead, first, Self::take).0
+    }
+
+    /// From a copier: stages batch `b` and up to `ahead` waiting batches
+    /// after it as [`stage`](Self::stage) does, into lent slots only (pages
+    /// of the store the snapshot goes to, so the copy made here is the
+    /// snapshot's own and the copier's hashing of it can wait until every
+    /// batch is out of the writers' way). How many batches it staged: 0 if
+    /// no lent slot is free, someone else has batch `b`, or the lift failed.
+    /// `map` is the region, cut into `batch`-byte batches with states in
+    /// `batches`.
+    pub(crate) fn stage_lent(
+        &self,
+        batches: &BatchStates,
+        b: usize,
+        (map, batch): (&Mapping, usize),
+        ahead: usize,
+    ) -> usize {
+        let at = (map.as_ptr() as usize, map.len(), batch);
+        if batch > self.slot_bytes || batches.states.len() != map.len().div_ceil(batch) {
+            return 0;
+        }
+        self.stage_from(batches, b, at, ahead, self.take_lent(), Self::take_lent)
+            .1
+    }
+
+    /// Whether any slot is lent memory.
+    pub(crate) fn has_lent(&self) -> bool {
+        self.mem.lent_slots > 0
+    }
+
+    /// [`stage`](Self::stage) from its first slot on, further slots from
+    /// `next`. Async-signal-safe.
+    fn stage_from(
+        &self,
+        batches: &BatchStates,
+        b: usize,
+        (start, len, batch): (usize, usize, usize),
+        ahead: usize,
+        first: Option<usize>,
+        next: fn(&Self) -> Option<usize>,
+    ) -> (Staged, usize) {
+        let states = &batches.states;
         let Some(first) = first else {
-            return Staged::NoRoom;
+            return (Staged::NoRoom, 0);
         };
         if !claim(&states[b]) {
             self.give(first);
-            return Staged::Taken;
+            return (Staged::Taken, 0);
         }
         let mut slots = [0usize; MAX_RUN];
         slots[0] = first;
         let mut n = 1;
         while n <= ahead.min(MAX_RUN - 1) && b + n < states.len() {
-            let Some(slot) = self.take() else { break };
+            let Some(slot) = next(self) else { break };
             if !claim(&states[b + n]) {
                 self.give(slot);
                 break;
@@ -195,7 +251,8 @@ impl StagingPool {
             let at = from + i * batch;
             // SAFETY: the source is one batch (`batch` bytes, fewer for the
             // region's last) of a live region registered with the handler (the
-            // caller found it in the background table), readable (protected
+            // caller, a writer's handler or the snapshot's copier, found it in
+            // the background table or holds its registration), readable (protected
             // read-only, not PROT_NONE), and nobody writes it: the batch is
             // COPYING, claimed by this thread, so its protection stays on until
             // we lift it below. The slot (batch ≤ slot_bytes) was taken from
@@ -224,6 +281,8 @@ impl StagingPool {
             let state = &states[b + i];
             if lifted == 0 {
                 self.holds[slot].store(b + i + 1, Ordering::Release);
+                // After the hold: a copier that sees the count finds it.
+                self.filled[self.kind(slot)].fetch_add(1, Ordering::Release);
                 state.store(STAGED, Ordering::Release);
             } else {
                 // Leave the batch to a copier (which reports the failure if it
@@ -238,9 +297,9 @@ impl StagingPool {
         }
         batches.wake(b..b + n);
         if lifted == 0 {
-            Staged::Done
+            (Staged::Done, n)
         } else {
-            Staged::NoRoom
+            (Staged::NoRoom, 0)
         }
     }
 
@@ -286,12 +345,43 @@ impl StagingPool {
     /// A slot whose copy is complete, if any, taken by the caller until the
     /// returned guard drops (which frees the slot).
     pub(crate) fn take_filled(&self) -> Option<FilledSlot<'_>> {
-        for (slot, h) in self.holds.iter().enumerate() {
+        self.take_filled_of(OWN)
+            .or_else(|| self.take_filled_of(LENT))
+    }
+
+    /// [`take_filled`](Self::take_filled) among the pool's own slots only:
+    /// those writers reuse.
+    pub(crate) fn take_filled_own(&self) -> Option<FilledSlot<'_>> {
+        self.take_filled_of(OWN)
+    }
+
+    /// Whether slot `slot` is lent ([`LENT`]) or the pool's own ([`OWN`]).
+    fn kind(&self, slot: usize) -> usize {
+        if slot < self.mem.lent_slots {
+            LENT
+        } else {
+            OWN
+        }
+    }
+
+    fn take_filled_of(&self, kind: usize) -> Option<FilledSlot<'_>> {
+        if self.filled[kind].load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let (lo, hi) = match kind {
+            LENT => (0, self.mem.lent_slots),
+            _ => (self.mem.lent_slots, self.slots),
+        };
+        let from = self.cursor[kind].load(Ordering::Relaxed).clamp(lo, hi);
+        for slot in (from..hi).chain(lo..from) {
+            let h = &self.holds[slot];
             let held = h.load(Ordering::Acquire);
             if held != 0
                 && h.compare_exchange(held, 0, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
+                self.filled[kind].fetch_sub(1, Ordering::Relaxed);
+                self.cursor[kind].store(slot + 1, Ordering::Relaxed);
                 return Some(FilledSlot {
                     pool: self,
                     slot,
@@ -300,11 +390,6 @@ impl StagingPool {
             }
         }
         None
-    }
-
-    /// Whether any slot holds a complete copy not yet taken.
-    pub(crate) fn has_filled(&self) -> bool {
-        self.holds.iter().any(|h| h.load(Ordering::Acquire) != 0)
     }
 }
 

@@ -6,6 +6,7 @@
 //!  runs:           lowest free first (lent, then own huge pages)
 //!  single batches: lowest warm lent, else highest own (small pages),
 //!                  else lowest untouched lent
+//!  a copier's:     lowest untouched lent, else lowest warm lent
 //!  retire_lent:    the highest free lent slot, out for good
 //! ```
 
@@ -46,6 +47,21 @@ impl StagingPool {
                     let untouched = self.lent_mask(w) & !self.warm_lent_mask(w);
                     self.take_in(w, untouched, false)
                 })
+            })
+    }
+
+    /// A free lent slot for a copier's staging: the lowest untouched one
+    /// (the copier faults in new memory in its own time, not a writer in its
+    /// handler), else the lowest warm one. Async-signal-safe.
+    pub(super) fn take_lent(&self) -> Option<usize> {
+        let lent_words = self.mem.lent_slots.div_ceil(64);
+        (0..lent_words)
+            .find_map(|w| {
+                let untouched = self.lent_mask(w) & !self.warm_lent_mask(w);
+                self.take_in(w, untouched, false)
+            })
+            .or_else(|| {
+                (0..lent_words).find_map(|w| self.take_in(w, self.warm_lent_mask(w), false))
             })
     }
 

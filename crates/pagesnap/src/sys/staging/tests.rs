@@ -246,3 +246,53 @@ fn a_writer_stages_one_batch_at_the_top_and_a_run_at_the_bottom() {
     held.sort_unstable();
     assert_eq!(held, [(1, 0), (2, 1), (3, 2), (5, 7)]);
 }
+
+/// A copier stages into lent slots only, untouched ones first, a run in one
+/// call; its copies wait while the pool's own filled slots are taken first.
+#[test]
+fn a_copier_stages_runs_into_lent_slots_only() {
+    let page = page_size();
+    let region = Mapping::anonymous(4 * page, Protection::ReadWrite, false).unwrap();
+    for i in 0..4 {
+        region.copy_in(i * page, &vec![i as u8 + 1; page]);
+    }
+    region.protect(0, 4 * page, Protection::Read).unwrap();
+    let lender = Arc::new(Mapping::anonymous(4 * page, Protection::ReadWrite, false).unwrap());
+    let pages: Vec<usize> = (0..3)
+        .map(|i| lender.as_ptr() as usize + (i + 1) * page)
+        .collect();
+    let rw = Protection::ReadWrite;
+    // Three lent slots of one page (the last untouched), one of its own.
+    let pool = StagingPool::lent(vec![lender.clone()], pages, page, page, 1, rw)
+        .unwrap()
+        .lent_untouched_from(2);
+    assert!(pool.has_lent());
+    let batches = BatchStates::new(4, PENDING);
+    let states = &batches.states;
+    // A writer's single batch: a warm lent slot (0).
+    let at = (region.as_ptr() as usize, 4 * page, page);
+    assert_eq!(pool.stage(&batches, 3, at, 0), Staged::Done);
+    // The copier's run of two: the untouched slot (2), then the warm one (1).
+    assert_eq!(pool.stage_lent(&batches, 0, (&region, page), 1), 2);
+    let got: Vec<u32> = states.iter().map(|s| s.load(Ordering::Acquire)).collect();
+    assert_eq!(got, [STAGED, STAGED, PENDING, STAGED]);
+    // No lent slot left: the copier stages nothing, and leaves the batch.
+    assert_eq!(pool.stage_lent(&batches, 2, (&region, page), 0), 0);
+    assert_eq!(states[2].load(Ordering::Acquire), PENDING);
+    // None of its own is filled; a writer's next batch goes there.
+    assert!(pool.take_filled_own().is_none());
+    assert_eq!(pool.stage(&batches, 2, at, 0), Staged::Done);
+    let own = pool.take_filled_own().expect("the own slot");
+    assert_eq!((own.slot(), own.batch()), (3, 2));
+    drop(own);
+    let mut lent: Vec<(usize, usize)> = std::iter::from_fn(|| pool.take_filled())
+        .map(|f| (f.slot(), f.batch()))
+        .collect();
+    lent.sort_unstable();
+    assert_eq!(lent, [(0, 3), (1, 1), (2, 0)]);
+    let byte = |slot: usize| lender.range((slot + 1) * page, page)[0];
+    assert_eq!((byte(0), byte(1), byte(2)), (4, 2, 1));
+    // A region that is not the batches' is refused.
+    let other = Mapping::anonymous(8 * page, Protection::ReadWrite, false).unwrap();
+    assert_eq!(pool.stage_lent(&batches, 0, (&other, page), 0), 0);
+}
