@@ -5,7 +5,7 @@
 //!  free:  [AtomicU64]  bit set = slot free
 //!  runs:           lowest free first (lent, then own huge pages)
 //!  single batches: lowest warm lent, else highest own (small pages),
-//!                  else lowest untouched lent
+//!                  else highest untouched lent
 //!  a copier's:     lowest untouched lent, else lowest warm lent
 //!  retire_lent:    the highest free lent slot, out for good
 //! ```
@@ -30,7 +30,11 @@ impl StagingPool {
     /// faults in that batch, not a whole huge page (which, where fresh memory
     /// is dear, stalls a random writer for milliseconds in its handler), and
     /// the slots the copier drains are taken again while warm. Only then an
-    /// untouched lent one. Runs, staged by writers going through memory in
+    /// untouched lent one, the highest: the copier stages into untouched
+    /// ones from the bottom, a huge page per run, so a writer taking the
+    /// one above the copier's would fault in a fresh huge page each time,
+    /// where from the top it faults in one per huge page's worth of
+    /// batches. Runs, staged by writers going through memory in
     /// order, take the lowest slots (lent ones, then the huge pages at the
     /// bottom of the pool's own), one fault per 2 MiB. Async-signal-safe.
     pub(super) fn take_single(&self) -> Option<usize> {
@@ -43,9 +47,9 @@ impl StagingPool {
                     .find_map(|w| self.take_in(w, !self.lent_mask(w), true))
             })
             .or_else(|| {
-                (0..lent_words).find_map(|w| {
+                (0..lent_words).rev().find_map(|w| {
                     let untouched = self.lent_mask(w) & !self.warm_lent_mask(w);
-                    self.take_in(w, untouched, false)
+                    self.take_in(w, untouched, true)
                 })
             })
     }

@@ -204,7 +204,7 @@ fn single_batches_take_lent_slots_then_the_top_and_runs_the_bottom() {
 
 /// Lent slots that are new memory (never touched) go to runs first; a single
 /// batch takes them only once the warm lent slots and the pool's own are all
-/// in use.
+/// in use, the highest first (a copier's stagings fill them from the bottom).
 #[test]
 fn single_batches_take_untouched_lent_slots_last() {
     let page = page_size();
@@ -221,9 +221,13 @@ fn single_batches_take_untouched_lent_slots_last() {
     assert_eq!(pool.take(), Some(1));
     assert_eq!(pool.take_single(), Some(5), "then the top of its own");
     assert_eq!(pool.take_single(), Some(4));
-    assert_eq!(pool.take_single(), Some(2), "untouched lent slots last");
+    assert_eq!(
+        pool.take_single(),
+        Some(3),
+        "untouched lent slots last, from the top"
+    );
     pool.give(5);
-    assert_eq!(pool.take(), Some(3), "runs take the lowest free");
+    assert_eq!(pool.take(), Some(2), "runs take the lowest free");
     assert_eq!(pool.take_single(), Some(5));
     assert_eq!(pool.take_single(), None);
 }
