@@ -103,7 +103,9 @@ struct Copier<'a, S: Sink> {
     buf: Vec<u8>,
     /// Batches handed to the sink.
     done: Vec<bool>,
-    /// Batches this copier staged itself (into lent slots).
+    /// Batches this copier staged itself (into lent slots), until it takes
+    /// them back (their state says `COPIED` meanwhile, see
+    /// [`StagingPool::stage_lent`]).
     staged_here: Vec<bool>,
     left: usize,
     sink: &'a mut S,
@@ -159,7 +161,9 @@ impl<S: Sink> Copier<'_, S> {
                 cursors[turn] = c + 1;
                 Some(c)
             } else {
-                while next < n && (self.done[next] || self.with_writer(next)) {
+                while next < n
+                    && (self.done[next] || self.staged_here[next] || self.with_writer(next))
+                {
                     next += 1;
                 }
                 (next < n).then_some(next)
@@ -181,6 +185,11 @@ impl<S: Sink> Copier<'_, S> {
     /// start lifted it (nothing written since the sync point); left alone if
     /// a writer has it (it comes back staged).
     fn in_order(&mut self, b: usize, pool: Option<&StagingPool>) -> Result<()> {
+        if self.staged_here[b] {
+            // Staged here, `COPIED` to the handler: it comes back through
+            // `staged`.
+            return Ok(());
+        }
         if let Some(pool) = pool.filter(|p| p.has_lent()) {
             if self.stage_run(b, pool) {
                 return Ok(());

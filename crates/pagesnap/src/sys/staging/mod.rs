@@ -29,11 +29,14 @@ mod memory;
 mod slots;
 
 use super::mmap::{Mapping, Protection};
-use super::signal::{BatchStates, COPYING, PENDING, REQUESTED, STAGED};
+use super::signal::{BatchStates, COPIED, COPYING, PENDING, REQUESTED, STAGED};
 use memory::{low_bits, Memory, Place};
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+
+/// How a staging takes its next free slot (see `slots.rs`).
+type TakeSlot = fn(&StagingPool) -> Option<usize>;
 
 /// Most batches one writer stages in one call (see [`StagingPool::stage`]).
 pub(crate) const MAX_RUN: usize = 32;
@@ -183,7 +186,8 @@ impl StagingPool {
         } else {
             self.take()
         };
-        self.stage_from(batches, b, at, ahead, first, Self::take).0
+        self.stage_from(batches, b, at, ahead, (first, Self::take), STAGED)
+            .0
     }
 
     /// From a copier: stages batch `b` and up to `ahead` waiting batches
@@ -192,6 +196,10 @@ impl StagingPool {
     /// snapshot's own and the copier's hashing of it can wait until every
     /// batch is out of the writers' way). How many batches it staged: 0 if
     /// no lent slot is free, someone else has batch `b`, or the lift failed.
+    /// They are left `COPIED`, not `STAGED`, to the handler: a writer that
+    /// finds the batch before its own staged takes itself for one going
+    /// through memory in order and stages a run ahead, which after the
+    /// copier's stagings it is not (the copier keeps track of its own).
     /// `map` is the region, cut into `batch`-byte batches with states in
     /// `batches`.
     pub(crate) fn stage_lent(
@@ -205,8 +213,11 @@ impl StagingPool {
         if batch > self.slot_bytes || batches.states.len() != map.len().div_ceil(batch) {
             return 0;
         }
-        self.stage_from(batches, b, at, ahead, self.take_lent(), Self::take_lent)
-            .1
+        let slots = (
+            self.take_lent(),
+            Self::take_lent as fn(&Self) -> Option<usize>,
+        );
+        self.stage_from(batches, b, at, ahead, slots, COPIED).1
     }
 
     /// Whether any slot is lent memory.
@@ -215,15 +226,16 @@ impl StagingPool {
     }
 
     /// [`stage`](Self::stage) from its first slot on, further slots from
-    /// `next`. Async-signal-safe.
+    /// `next`, leaving each batch staged in state `staged`; with the number
+    /// of batches staged. Async-signal-safe.
     fn stage_from(
         &self,
         batches: &BatchStates,
         b: usize,
         (start, len, batch): (usize, usize, usize),
         ahead: usize,
-        first: Option<usize>,
-        next: fn(&Self) -> Option<usize>,
+        (first, next): (Option<usize>, TakeSlot),
+        staged: u32,
     ) -> (Staged, usize) {
         let states = &batches.states;
         let Some(first) = first else {
@@ -283,7 +295,7 @@ impl StagingPool {
                 self.holds[slot].store(b + i + 1, Ordering::Release);
                 // After the hold: a copier that sees the count finds it.
                 self.filled[self.kind(slot)].fetch_add(1, Ordering::Release);
-                state.store(STAGED, Ordering::Release);
+                state.store(staged, Ordering::Release);
             } else {
                 // Leave the batch to a copier (which reports the failure if it
                 // cannot lift it either).

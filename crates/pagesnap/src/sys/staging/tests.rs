@@ -279,7 +279,8 @@ fn a_copier_stages_runs_into_lent_slots_only() {
     // The copier's run of two: the untouched slot (2), then the warm one (1).
     assert_eq!(pool.stage_lent(&batches, 0, (&region, page), 1), 2);
     let got: Vec<u32> = states.iter().map(|s| s.load(Ordering::Acquire)).collect();
-    assert_eq!(got, [STAGED, STAGED, PENDING, STAGED]);
+    // Left COPIED to the handler: no writer takes them for a run's start.
+    assert_eq!(got, [COPIED, COPIED, PENDING, STAGED]);
     // No lent slot left: the copier stages nothing, and leaves the batch.
     assert_eq!(pool.stage_lent(&batches, 2, (&region, page), 0), 0);
     assert_eq!(states[2].load(Ordering::Acquire), PENDING);
