@@ -149,6 +149,28 @@ impl Memory {
         }
     }
 
+    /// Faults in lent slot `slot`'s pages with a write of one byte each
+    /// (a write fault takes only the mapping's own lock, where
+    /// `MADV_POPULATE_WRITE` would hold the process's mmap lock that writers'
+    /// `mprotect` waits for). False if the slot is not lent.
+    ///
+    /// # Safety
+    ///
+    /// `slot` is held by the caller (taken from the pool's free mask, not
+    /// given back): nobody else writes it, and a free slot's bytes are never
+    /// read before a staging has copied over them.
+    pub(super) unsafe fn touch_lent(&self, slot: usize, slot_bytes: usize) -> bool {
+        let Place::Lent(lent, first) = self.place(slot, slot_bytes) else {
+            return false;
+        };
+        for &dst in &lent.pages[first..][..slot_bytes / lent.page] {
+            // SAFETY: `dst` starts a page inside a mapping kept alive here
+            // (checked by `lent`), lent to this slot, which the caller holds.
+            unsafe { std::ptr::write_volatile(dst as *mut u8, 0) };
+        }
+        true
+    }
+
     /// Copies `len` (≤ `slot_bytes`) bytes from `src` into slot `slot`.
     ///
     /// # Safety

@@ -27,6 +27,7 @@
 
 mod memory;
 mod slots;
+mod warm;
 
 use super::mmap::{Mapping, Protection};
 use super::signal::{BatchStates, COPIED, COPYING, PENDING, REQUESTED, STAGED};
@@ -71,6 +72,11 @@ pub(crate) struct StagingPool {
     untouched_from: usize,
     /// One past the highest slot ever taken.
     high: AtomicUsize,
+    /// Lent slots from this one on were faulted in by the copier
+    /// ([`StagingPool::warm_ahead`]), for single batches taken from the top.
+    warm_top: AtomicUsize,
+    /// The lowest lent slot a single batch took from the top.
+    top_taken: AtomicUsize,
     /// Lent and own slots whose `holds` is set (counts kept beside them, so
     /// that a copier finding none does not scan every slot: at 1 GiB that is
     /// 16,384 loads per look, and the copier looks between every two batches).
@@ -84,10 +90,6 @@ pub(crate) struct StagingPool {
 /// Index of [`StagingPool::filled`] and [`StagingPool::cursor`].
 const LENT: usize = 0;
 const OWN: usize = 1;
-
-/// How far [`StagingPool::warm_ahead`] keeps faulted-in memory ahead of the
-/// slots writers have used.
-const WARM_AHEAD: usize = 8 << 20;
 
 /// What [`StagingPool::stage`] did.
 #[derive(Debug, PartialEq, Eq)]
@@ -133,6 +135,7 @@ impl StagingPool {
     }
 
     fn over(mem: Memory, slots: usize, slot_bytes: usize, unprotect_to: Protection) -> StagingPool {
+        let lent = mem.lent_slots;
         let words = slots.div_ceil(64);
         let free = (0..words)
             .map(|w| AtomicU64::new(low_bits(slots - w * 64)))
@@ -150,6 +153,8 @@ impl StagingPool {
             warmed: AtomicUsize::new(0),
             untouched_from: slots,
             high: AtomicUsize::new(0),
+            warm_top: AtomicUsize::new(lent),
+            top_taken: AtomicUsize::new(lent),
             filled: [AtomicUsize::new(0), AtomicUsize::new(0)],
             cursor: [AtomicUsize::new(0), AtomicUsize::new(0)],
         }
@@ -321,37 +326,6 @@ impl StagingPool {
     pub(crate) fn lent_untouched_from(mut self, first: usize) -> StagingPool {
         self.untouched_from = first;
         self
-    }
-
-    /// From the copier, between batches: faults in the next huge page of the
-    /// pool's own memory if writers' use (free slots are taken lowest first)
-    /// has come within [`WARM_AHEAD`] of what is warm, so that a writer's copy into a
-    /// fresh slot does not also zero the memory under it in its fault handler.
-    /// `MADV_POPULATE_WRITE` never changes contents, so slots in use are safe;
-    /// one huge page per call keeps its hold on the mmap lock (which writers'
-    /// `mprotect` needs) short. True if it did something. Lent pages are
-    /// left alone: memory their lender used before, or new memory that only
-    /// runs take (see [`take_single`](Self::take_single)).
-    pub(crate) fn warm_ahead(&self) -> bool {
-        const STEP: usize = super::mmap::HUGE_PAGE;
-        let Some(mem) = &self.mem.own else {
-            return false;
-        };
-        let len = mem.len();
-        // The own slots follow the lent ones, and are taken after them.
-        let ahead = WARM_AHEAD.div_ceil(self.slot_bytes);
-        let high = self.high.load(Ordering::Relaxed);
-        let want = ((high + ahead).saturating_sub(self.mem.lent_slots) * self.slot_bytes).min(len);
-        let warmed = self.warmed.load(Ordering::Relaxed);
-        if warmed >= want {
-            return false;
-        }
-        let step = STEP.min(len - warmed);
-        // Best effort: without MADV_POPULATE_WRITE (before Linux 5.14) the
-        // writers fault the memory in as before.
-        let _ = mem.advise(warmed, step, libc::MADV_POPULATE_WRITE);
-        self.warmed.store(warmed + step, Ordering::Relaxed);
-        true
     }
 
     /// A slot whose copy is complete, if any, taken by the caller until the

@@ -3,9 +3,11 @@
 //!
 //! ```text
 //!  free:  [AtomicU64]  bit set = slot free
-//!  runs:           lowest free first (lent, then own huge pages)
-//!  single batches: lowest warm lent, else highest own (small pages),
-//!                  else highest untouched lent
+//!  runs:           lowest warm lent, else lowest own (huge pages),
+//!                  else lowest untouched lent
+//!  single batches: lowest warm lent, else highest lent the copier warmed
+//!                  from the top, else highest own (small pages), else
+//!                  highest untouched lent
 //!  a copier's:     lowest untouched lent, else lowest warm lent
 //!  retire_lent:    the highest free lent slot, out for good
 //! ```
@@ -15,11 +17,26 @@ use super::StagingPool;
 use std::sync::atomic::Ordering;
 
 impl StagingPool {
-    /// A free slot for a run of batches, lowest first (so the slots already
-    /// touched are reused, and warming stays ahead of them: see
-    /// [`warm_ahead`](Self::warm_ahead)). Async-signal-safe.
+    /// A free slot for a run of batches, lowest first: a warm lent one, else
+    /// one of the pool's own (the huge pages at its bottom, reused as the
+    /// copier drains them and faulted in ahead of use: see
+    /// [`warm_ahead`](Self::warm_ahead)), and only then an untouched lent
+    /// one — a writer's run into new memory would zero fresh huge pages in
+    /// its handler (a profile of a SQLite writer showed just that).
+    /// Async-signal-safe.
     pub(super) fn take(&self) -> Option<usize> {
-        let slot = (0..self.free.len()).find_map(|w| self.take_in(w, u64::MAX, false))?;
+        let lent_words = self.mem.lent_slots.div_ceil(64);
+        let slot = (0..lent_words)
+            .find_map(|w| self.take_in(w, self.warm_lent_mask(w), false))
+            .or_else(|| {
+                (0..self.free.len()).find_map(|w| self.take_in(w, !self.lent_mask(w), false))
+            })
+            .or_else(|| {
+                (0..lent_words).find_map(|w| {
+                    let untouched = self.lent_mask(w) & !self.warm_lent_mask(w);
+                    self.take_in(w, untouched, false)
+                })
+            })?;
         self.high.fetch_max(slot + 1, Ordering::Relaxed);
         Some(slot)
     }
@@ -29,8 +46,9 @@ impl StagingPool {
     /// the part mapped with small pages — a writer copying one batch there
     /// faults in that batch, not a whole huge page (which, where fresh memory
     /// is dear, stalls a random writer for milliseconds in its handler), and
-    /// the slots the copier drains are taken again while warm. Only then an
-    /// untouched lent one, the highest: the copier stages into untouched
+    /// the slots the copier drains are taken again while warm — but first a
+    /// lent one the copier faulted in from the top, which is the snapshot's
+    /// own memory. Only then an untouched lent one, the highest: the copier stages into untouched
     /// ones from the bottom, a huge page per run, so a writer taking the
     /// one above the copier's would fault in a fresh huge page each time,
     /// where from the top it faults in one per huge page's worth of
@@ -39,19 +57,22 @@ impl StagingPool {
     /// bottom of the pool's own), one fault per 2 MiB. Async-signal-safe.
     pub(super) fn take_single(&self) -> Option<usize> {
         let lent_words = self.mem.lent_slots.div_ceil(64);
+        let from_top = |mask: &dyn Fn(usize) -> u64| {
+            let slot = (0..lent_words)
+                .rev()
+                .find_map(|w| self.take_in(w, mask(w), true))?;
+            self.top_taken.fetch_min(slot, Ordering::Relaxed);
+            Some(slot)
+        };
         (0..lent_words)
             .find_map(|w| self.take_in(w, self.warm_lent_mask(w), false))
+            .or_else(|| from_top(&|w| self.warm_top_mask(w)))
             .or_else(|| {
                 (0..self.free.len())
                     .rev()
                     .find_map(|w| self.take_in(w, !self.lent_mask(w), true))
             })
-            .or_else(|| {
-                (0..lent_words).rev().find_map(|w| {
-                    let untouched = self.lent_mask(w) & !self.warm_lent_mask(w);
-                    self.take_in(w, untouched, true)
-                })
-            })
+            .or_else(|| from_top(&|w| self.lent_mask(w) & !self.warm_lent_mask(w)))
     }
 
     /// A free lent slot for a copier's staging: the lowest untouched one
@@ -80,7 +101,7 @@ impl StagingPool {
 
     /// Clears the highest or the lowest free bit among `mask`'s of word `w`
     /// of `free`: that slot is the caller's. Async-signal-safe.
-    fn pick(&self, w: usize, mask: u64, highest: bool) -> Option<usize> {
+    pub(super) fn pick(&self, w: usize, mask: u64, highest: bool) -> Option<usize> {
         let word = &self.free[w];
         let mut bits = word.load(Ordering::Acquire);
         while bits & mask != 0 {
@@ -110,6 +131,13 @@ impl StagingPool {
                 .min(self.mem.lent_slots)
                 .saturating_sub(w * 64),
         )
+    }
+
+    /// The mask of lent slots in word `w` of `free` that the copier faulted
+    /// in from the top (`warm.rs`).
+    fn warm_top_mask(&self, w: usize) -> u64 {
+        let top = self.warm_top.load(Ordering::Relaxed);
+        self.lent_mask(w) & !low_bits(top.saturating_sub(w * 64))
     }
 
     /// The mask of lent slots in word `w` of `free`.

@@ -1,5 +1,6 @@
 //! The staging pool, one writer at a time: staging, room, lent pages, retiring, warming.
 
+use super::warm::WARM_AHEAD;
 use super::*;
 use crate::sys::page_size;
 
@@ -227,8 +228,8 @@ fn single_batches_take_untouched_lent_slots_last() {
         "untouched lent slots last, from the top"
     );
     pool.give(5);
-    assert_eq!(pool.take(), Some(2), "runs take the lowest free");
-    assert_eq!(pool.take_single(), Some(5));
+    assert_eq!(pool.take(), Some(5), "runs take their own before untouched");
+    assert_eq!(pool.take(), Some(2), "then the lowest untouched");
     assert_eq!(pool.take_single(), None);
 }
 
@@ -300,4 +301,59 @@ fn a_copier_stages_runs_into_lent_slots_only() {
     // A region that is not the batches' is refused.
     let other = Mapping::anonymous(8 * page, Protection::ReadWrite, false).unwrap();
     assert_eq!(pool.stage_lent(&batches, 0, (&other, page), 0), 0);
+}
+
+/// The copier faults in untouched lent slots from the top down, a window
+/// ahead of the lowest one single batches took, passing over slots in use;
+/// single batches take those warm ones before the pool's own and before
+/// untouched ones.
+#[test]
+fn the_copier_warms_untouched_lent_slots_from_the_top() {
+    let page = page_size();
+    let rw = Protection::ReadWrite;
+    // Slots of a quarter of the window: four of them fill it.
+    let slot = WARM_AHEAD / 4;
+    let per = slot / page;
+    let lent_slots = 8;
+    let lender = Arc::new(Mapping::anonymous(lent_slots * slot, rw, false).unwrap());
+    let pages = (0..lent_slots * per)
+        .map(|i| lender.as_ptr() as usize + i * page)
+        .collect();
+    // Slot 0 warm (free frames), 1..8 untouched; one slot of its own.
+    let pool = StagingPool::lent(vec![lender.clone()], pages, page, slot, 1, rw)
+        .unwrap()
+        .lent_untouched_from(1);
+    // Slot 6 is in use (a copier's staging): passed over, not touched.
+    assert_eq!(pool.pick(0, 1 << 6, false), Some(6));
+    let resident = |s: usize| {
+        let mut v = vec![0u8; per];
+        // SAFETY: mincore reads the residency of a live mapping's pages.
+        let at = unsafe { lender.as_ptr().add(s * slot) };
+        // SAFETY: as above; `v` has a byte for each of the slot's pages.
+        let r = unsafe { libc::mincore(at as *mut libc::c_void, slot, v.as_mut_ptr()) };
+        assert_eq!(r, 0);
+        v.iter().all(|&b| b & 1 == 1)
+    };
+    assert!(!resident(7));
+    let mut warmed = 0;
+    while pool.warm_top() {
+        warmed += 1;
+    }
+    // Down to four slots below the top (the window), slot 6 passed over.
+    assert_eq!(warmed, 4);
+    assert_eq!(pool.warm_top.load(Ordering::Relaxed), 4);
+    assert!(resident(7) && resident(5) && resident(4));
+    assert!(!resident(6) && !resident(3));
+    // Singles: the warm free-frame slot first, then the warmed ones from
+    // the top, then the pool's own, then untouched from the top.
+    assert_eq!(pool.take_single(), Some(0));
+    assert_eq!(pool.take_single(), Some(7));
+    // Taking from the top moves the window down.
+    assert!(pool.warm_top());
+    assert_eq!(pool.warm_top.load(Ordering::Relaxed), 3);
+    assert_eq!(pool.take_single(), Some(5));
+    assert_eq!(pool.take_single(), Some(4));
+    assert_eq!(pool.take_single(), Some(3));
+    assert_eq!(pool.take_single(), Some(8), "then its own");
+    assert_eq!(pool.take_single(), Some(2), "then untouched, from the top");
 }
