@@ -5,11 +5,17 @@
 //!  loop until every batch is served:
 //!    1. batches a writer waits for (REQUESTED; the pool was full):
 //!       claim, copy from the region, lift, wake — then sink
-//!    2. staged copies (a writer copied its batch into a slot): sink from the
-//!       slot, free the slot, mark the batch COPIED
-//!    3. the next batch in address order (or following a writer that waited):
-//!       PENDING → claim, copy, lift, sink; COPIED by the start (no dirty
-//!       page) → sink it empty; a writer has it → it comes back through 2.
+//!    2. staged copies in the pool's own memory (a writer copied its batch
+//!       into a slot): sink from the slot, free the slot, mark it COPIED
+//!    3. staging memory faulted in ahead of the writers (`warm.rs`)
+//!    4. the next batch in address order (or following a writer that waited):
+//!       PENDING, mostly written, a lent slot free → stage it (and the mostly
+//!       written ones after it, up to 2 MiB) into lent slots, lift — it
+//!       comes back through 5; else PENDING → claim, copy, lift, sink;
+//!       COPIED by the start (no dirty page) → sink it empty; a writer has
+//!       it → it comes back through 2 or 5.
+//!    5. no batch left to visit: sink the copies in lent slots (the
+//!       snapshot's own pages: hashed where they lie) as they fill
 //!  then: was pagesnap's SIGSEGV handler in place all along?
 //! ```
 
@@ -149,11 +155,11 @@ impl<S: Sink> Copier<'_, S> {
                 self.staged(slot)?;
                 continue;
             }
-            // Fresh staging memory ahead of the writers, faulted in here.
+            // 3. Fresh staging memory ahead of the writers, faulted in here.
             if pool.is_some_and(|p| p.warm_ahead()) {
                 continue;
             }
-            // 3. Ahead of the writers that waited, then address order.
+            // 4. Ahead of the writers that waited, then address order.
             cursors.retain(|&c| c < n && !self.done[c]);
             let b = if !cursors.is_empty() {
                 turn = (turn + 1) % cursors.len();
@@ -170,7 +176,7 @@ impl<S: Sink> Copier<'_, S> {
             };
             match b {
                 Some(b) => self.in_order(b, pool)?,
-                // Every batch is out of the writers' way: hash what is staged.
+                // 5. Every batch is out of the writers' way: hash what is staged.
                 None => match pool.and_then(|p| p.take_filled()) {
                     Some(slot) => self.staged(slot)?,
                     // Every batch left is with a writer, copying it into a slot.
