@@ -218,10 +218,7 @@ impl StagingPool {
         if batch > self.slot_bytes || batches.states.len() != map.len().div_ceil(batch) {
             return 0;
         }
-        let slots = (
-            self.take_lent(),
-            Self::take_lent as fn(&Self) -> Option<usize>,
-        );
+        let slots = (self.take_lent(), Self::take_lent as TakeSlot);
         self.stage_from(batches, b, at, ahead, slots, COPIED).1
     }
 

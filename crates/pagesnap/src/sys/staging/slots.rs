@@ -14,6 +14,7 @@
 
 use super::memory::low_bits;
 use super::StagingPool;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 
 impl StagingPool {
@@ -25,69 +26,69 @@ impl StagingPool {
     /// its handler (a profile of a SQLite writer showed just that).
     /// Async-signal-safe.
     pub(super) fn take(&self) -> Option<usize> {
-        let lent_words = self.mem.lent_slots.div_ceil(64);
-        let slot = (0..lent_words)
-            .find_map(|w| self.take_in(w, self.warm_lent_mask(w), false))
-            .or_else(|| {
-                (0..self.free.len()).find_map(|w| self.take_in(w, !self.lent_mask(w), false))
-            })
-            .or_else(|| {
-                (0..lent_words).find_map(|w| {
-                    let untouched = self.lent_mask(w) & !self.warm_lent_mask(w);
-                    self.take_in(w, untouched, false)
-                })
-            })?;
+        let (lent, all) = (self.lent_words(), 0..self.free.len());
+        let slot = self
+            .take_where(lent.clone(), false, |w| self.warm_lent_mask(w))
+            .or_else(|| self.take_where(all, false, |w| !self.lent_mask(w)))
+            .or_else(|| self.take_where(lent, false, |w| self.untouched_lent_mask(w)))?;
         self.high.fetch_max(slot + 1, Ordering::Relaxed);
         Some(slot)
     }
 
     /// A free slot for one batch: the lowest lent one that is warm (its copy
-    /// then stays where it lies), else the highest of the pool's own, from
-    /// the part mapped with small pages — a writer copying one batch there
-    /// faults in that batch, not a whole huge page (which, where fresh memory
-    /// is dear, stalls a random writer for milliseconds in its handler), and
-    /// the slots the copier drains are taken again while warm — but first a
-    /// lent one the copier faulted in from the top, which is the snapshot's
-    /// own memory. Only then an untouched lent one, the highest: the copier stages into untouched
-    /// ones from the bottom, a huge page per run, so a writer taking the
-    /// one above the copier's would fault in a fresh huge page each time,
-    /// where from the top it faults in one per huge page's worth of
-    /// batches. Runs, staged by writers going through memory in
-    /// order, take the lowest slots (lent ones, then the huge pages at the
-    /// bottom of the pool's own), one fault per 2 MiB. Async-signal-safe.
+    /// then stays where it lies), else the highest lent one the copier
+    /// faulted in from the top (the snapshot's own memory), else the highest
+    /// of the pool's own, from the part mapped with small pages — a writer
+    /// copying one batch there faults in that batch, not a whole huge page
+    /// (which, where fresh memory is dear, stalls a random writer for
+    /// milliseconds in its handler), and the slots the copier drains are
+    /// taken again while warm. Only then an untouched lent one, the highest:
+    /// the copier stages into untouched ones from the bottom, a huge page per
+    /// run, so a writer taking the one above the copier's would fault in a
+    /// fresh huge page each time, where from the top it faults in one per
+    /// huge page's worth of batches. Async-signal-safe.
     pub(super) fn take_single(&self) -> Option<usize> {
-        let lent_words = self.mem.lent_slots.div_ceil(64);
+        let lent = self.lent_words();
         let from_top = |mask: &dyn Fn(usize) -> u64| {
-            let slot = (0..lent_words)
-                .rev()
-                .find_map(|w| self.take_in(w, mask(w), true))?;
+            let slot = self.take_where(lent.clone(), true, mask)?;
             self.top_taken.fetch_min(slot, Ordering::Relaxed);
             Some(slot)
         };
-        (0..lent_words)
-            .find_map(|w| self.take_in(w, self.warm_lent_mask(w), false))
+        self.take_where(lent.clone(), false, |w| self.warm_lent_mask(w))
             .or_else(|| from_top(&|w| self.warm_top_mask(w)))
-            .or_else(|| {
-                (0..self.free.len())
-                    .rev()
-                    .find_map(|w| self.take_in(w, !self.lent_mask(w), true))
-            })
-            .or_else(|| from_top(&|w| self.lent_mask(w) & !self.warm_lent_mask(w)))
+            .or_else(|| self.take_where(0..self.free.len(), true, |w| !self.lent_mask(w)))
+            .or_else(|| from_top(&|w| self.untouched_lent_mask(w)))
     }
 
     /// A free lent slot for a copier's staging: the lowest untouched one
     /// (the copier faults in new memory in its own time, not a writer in its
     /// handler), else the lowest warm one. Async-signal-safe.
     pub(super) fn take_lent(&self) -> Option<usize> {
-        let lent_words = self.mem.lent_slots.div_ceil(64);
-        (0..lent_words)
-            .find_map(|w| {
-                let untouched = self.lent_mask(w) & !self.warm_lent_mask(w);
-                self.take_in(w, untouched, false)
-            })
-            .or_else(|| {
-                (0..lent_words).find_map(|w| self.take_in(w, self.warm_lent_mask(w), false))
-            })
+        let lent = self.lent_words();
+        self.take_where(lent.clone(), false, |w| self.untouched_lent_mask(w))
+            .or_else(|| self.take_where(lent, false, |w| self.warm_lent_mask(w)))
+    }
+
+    /// The words of `free` that hold lent slots.
+    fn lent_words(&self) -> Range<usize> {
+        0..self.mem.lent_slots.div_ceil(64)
+    }
+
+    /// Takes the lowest (or, with `highest`, the highest) free slot among
+    /// `mask(w)`'s of the words `w` of `free` in `words`. Async-signal-safe.
+    fn take_where(
+        &self,
+        words: Range<usize>,
+        highest: bool,
+        mask: impl Fn(usize) -> u64,
+    ) -> Option<usize> {
+        if highest {
+            words.rev().find_map(|w| self.take_in(w, mask(w), true))
+        } else {
+            words
+                .into_iter()
+                .find_map(|w| self.take_in(w, mask(w), false))
+        }
     }
 
     /// Takes a free slot among `mask`'s of word `w` of `free` (see
@@ -138,6 +139,12 @@ impl StagingPool {
     fn warm_top_mask(&self, w: usize) -> u64 {
         let top = self.warm_top.load(Ordering::Relaxed);
         self.lent_mask(w) & !low_bits(top.saturating_sub(w * 64))
+    }
+
+    /// The mask of lent slots in word `w` of `free` that are new memory
+    /// nobody has touched yet.
+    fn untouched_lent_mask(&self, w: usize) -> u64 {
+        self.lent_mask(w) & !self.warm_lent_mask(w)
     }
 
     /// The mask of lent slots in word `w` of `free`.

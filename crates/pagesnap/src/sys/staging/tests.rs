@@ -31,14 +31,22 @@ fn a_writer_stages_a_pending_batch_once_and_the_copier_takes_it() {
     assert_eq!(pool.peak_bytes(), 2 * page);
 }
 
+/// `pages` pages, page `i` filled with `i + 1`, protected read-only as a
+/// background snapshot's start leaves them.
+fn numbered_region(pages: usize) -> Mapping {
+    let page = page_size();
+    let region = Mapping::anonymous(pages * page, Protection::ReadWrite, false).unwrap();
+    for i in 0..pages {
+        region.copy_in(i * page, &vec![i as u8 + 1; page]);
+    }
+    region.protect(0, pages * page, Protection::Read).unwrap();
+    region
+}
+
 #[test]
 fn a_writer_in_order_stages_the_waiting_batches_ahead_in_one_call() {
     let page = page_size();
-    let region = Mapping::anonymous(8 * page, Protection::ReadWrite, false).unwrap();
-    for i in 0..8 {
-        region.copy_in(i * page, &vec![i as u8 + 1; page]);
-    }
-    region.protect(0, 8 * page, Protection::Read).unwrap();
+    let region = numbered_region(8);
     let pool = StagingPool::new(8, page, Protection::ReadWrite).unwrap();
     let batches = BatchStates::new(8, PENDING);
     let states = &batches.states;
@@ -257,11 +265,7 @@ fn a_writer_stages_one_batch_at_the_top_and_a_run_at_the_bottom() {
 #[test]
 fn a_copier_stages_runs_into_lent_slots_only() {
     let page = page_size();
-    let region = Mapping::anonymous(4 * page, Protection::ReadWrite, false).unwrap();
-    for i in 0..4 {
-        region.copy_in(i * page, &vec![i as u8 + 1; page]);
-    }
-    region.protect(0, 4 * page, Protection::Read).unwrap();
+    let region = numbered_region(4);
     let lender = Arc::new(Mapping::anonymous(4 * page, Protection::ReadWrite, false).unwrap());
     let pages: Vec<usize> = (0..3)
         .map(|i| lender.as_ptr() as usize + (i + 1) * page)
