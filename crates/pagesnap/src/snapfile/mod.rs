@@ -13,6 +13,7 @@ mod format_origin_tests;
 pub(crate) mod load;
 mod options;
 pub(crate) mod read;
+mod recent;
 pub(crate) mod rounds;
 pub(crate) mod stream;
 pub(crate) mod write;

@@ -23,6 +23,7 @@ use super::format::{
     FileKind, Header, Run, COMPRESSED, HEADER_LEN, RECORD_HEADER_LEN, VERSION_TABLE_LAST_ORIGIN,
     ZERO_DATA,
 };
+use super::recent::RecentPages;
 use crate::digest::page_hash;
 use crate::store::frames::{is_zero, FrameId};
 use crate::store::tree::StreamDigest;
@@ -63,7 +64,7 @@ pub(crate) struct StreamWriter {
     zero_hash: u128,
     listed: u64,
     by_frame: HashMap<FrameId, u32>,
-    recent: HashMap<u128, (u32, Box<[u8]>)>,
+    recent: RecentPages,
     /// Batches that came ahead of `next_page`, by first page.
     ahead: BTreeMap<usize, (usize, BatchOut)>,
     next_page: usize,
@@ -99,7 +100,7 @@ impl StreamWriter {
             zero_hash,
             listed: 0,
             by_frame: HashMap::new(),
-            recent: HashMap::new(),
+            recent: RecentPages::new(page, RECENT),
             ahead: BTreeMap::new(),
             next_page: 0,
             runs: Vec::new(),
@@ -164,23 +165,14 @@ impl StreamWriter {
         if hash == self.zero_hash && is_zero(bytes) {
             return (hash, ZERO_DATA);
         }
-        let hit = self
-            .recent
-            .get(&hash)
-            .filter(|(_, b)| **b == *bytes)
-            .map(|(d, _)| *d);
-        let d = match hit {
-            Some(d) => d,
+        match self.recent.get(hash, bytes) {
+            Some(d) => (hash, d),
             None => {
                 let d = self.out.record(bytes);
-                if self.recent.len() >= RECENT {
-                    self.recent.clear();
-                }
-                self.recent.insert(hash, (d, bytes.into()));
-                d
+                self.recent.insert(hash, bytes, d);
+                (hash, d)
             }
-        };
-        (hash, d)
+        }
     }
 
     /// Stores `bytes` (one non-zero page, hashed `hash`) as a record of its own,

@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use error::StoreError;
-#[cfg(feature = "remote")]
 pub(crate) use index::IdentityHasher;
 pub(crate) use lent::LentFrames;
 pub(crate) use parallel::Threads;
@@ -156,10 +155,15 @@ impl PageStore {
 
     /// A new table: `base` with the staged pages in place of its own. The staged
     /// references go to the new table.
-    pub(crate) fn commit(&self, base: &Tree, mut staged: Staged) -> Tree {
+    pub(crate) fn commit(&self, base: &Tree, staged: Staged) -> Tree {
+        self.commit_on(base, staged, 1)
+    }
+
+    /// [`commit`](Self::commit), the table updated on up to `threads` threads.
+    pub(crate) fn commit_on(&self, base: &Tree, mut staged: Staged, threads: usize) -> Tree {
         debug_assert!(staged.store().same_as(self) && base.store().same_as(self));
         let changes = staged.take_sorted();
-        base.with_changes(&changes)
+        base.with_changes_on(&changes, threads)
     }
 
     /// Copies `buf.len()` bytes of `tree`'s contents from byte `offset` (in range)

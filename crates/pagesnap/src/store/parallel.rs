@@ -55,7 +55,7 @@ fn available() -> usize {
 
 /// Runs `work` on each of `parts`, the first on this thread and the rest on
 /// scoped threads (inline where a thread cannot be started), results in order.
-fn run_parts<'a, T: Sync + 'a, R: Send>(
+pub(super) fn run_parts<'a, T: Sync + 'a, R: Send>(
     parts: impl Iterator<Item = &'a [T]>,
     work: impl Fn(&'a [T]) -> R + Sync,
 ) -> Vec<R> {
@@ -107,7 +107,7 @@ impl PageStore {
             }
             all
         };
-        Ok(self.commit(base, staged))
+        Ok(self.commit_on(base, staged, n))
     }
 
     /// As [`commit_pages`](Self::commit_pages), for a mapping other threads may

@@ -20,6 +20,7 @@
 //! frame; a leaf's references are dropped when the last table holding the leaf goes.
 
 mod merkle;
+mod parallel_update;
 mod runs;
 
 pub(crate) use merkle::StreamDigest;
@@ -298,29 +299,65 @@ fn update(
             st.node_bytes.fetch_add(LEAF_BYTES, Ordering::Relaxed);
             Arc::new(Node::leaf(new))
         }
-        Node::Inner { children, .. } => {
+        Node::Inner { .. } => {
             let span = child_span(height);
-            let mut new_children: [Arc<Node>; FANOUT] = (**children).clone();
-            let mut rest = changes;
-            let mut any = false;
-            while let Some(&(page, _)) = rest.first() {
-                let i = (page - first) / span;
-                let end = first + (i + 1) * span;
-                let n = rest.partition_point(|c| c.0 < end);
-                let (mine, tail) = rest.split_at(n);
-                let child = update(&children[i], height - 1, first + i * span, mine, st);
-                any |= !Arc::ptr_eq(&child, &children[i]);
-                new_children[i] = child;
-                rest = tail;
-            }
-            if !any {
-                return node.clone();
-            }
-            st.nodes.fetch_add(1, Ordering::Relaxed);
-            st.node_bytes.fetch_add(INNER_BYTES, Ordering::Relaxed);
-            Arc::new(Node::inner(new_children))
+            let updated = by_child(first, span, changes).map(|(i, mine)| {
+                let child = child_of(node, i);
+                (i, update(child, height - 1, first + i * span, mine, st))
+            });
+            with_children(node, updated, st)
         }
     }
+}
+
+/// `changes` (sorted) split by the child of span `span` each falls in, for a
+/// node whose pages start at `first`: (child index, its changes), in order.
+fn by_child(
+    first: usize,
+    span: usize,
+    changes: &[(usize, FrameId)],
+) -> impl Iterator<Item = (usize, &[(usize, FrameId)])> {
+    let mut rest = changes;
+    std::iter::from_fn(move || {
+        let &(page, _) = rest.first()?;
+        let i = (page - first) / span;
+        let n = rest.partition_point(|c| c.0 < first + (i + 1) * span);
+        let (mine, tail) = rest.split_at(n);
+        rest = tail;
+        Some((i, mine))
+    })
+}
+
+/// Child `i` of inner node `node`.
+fn child_of(node: &Arc<Node>, i: usize) -> &Arc<Node> {
+    match &**node {
+        Node::Inner { children, .. } => &children[i],
+        Node::Leaf { .. } => unreachable!("a leaf has no children"),
+    }
+}
+
+/// Inner node `node` with the children `updated` (index, new child) in place
+/// of its own; `node` itself where none changed.
+fn with_children(
+    node: &Arc<Node>,
+    updated: impl IntoIterator<Item = (usize, Arc<Node>)>,
+    st: &Shared,
+) -> Arc<Node> {
+    let Node::Inner { children, .. } = &**node else {
+        unreachable!("only inner nodes have children")
+    };
+    let mut new_children: [Arc<Node>; FANOUT] = (**children).clone();
+    let mut any = false;
+    for (i, child) in updated {
+        any |= !Arc::ptr_eq(&child, &children[i]);
+        new_children[i] = child;
+    }
+    if !any {
+        return node.clone();
+    }
+    st.nodes.fetch_add(1, Ordering::Relaxed);
+    st.node_bytes.fetch_add(INNER_BYTES, Ordering::Relaxed);
+    Arc::new(Node::inner(new_children))
 }
 
 impl Drop for Tree {
