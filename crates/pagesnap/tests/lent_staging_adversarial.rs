@@ -161,21 +161,33 @@ fn an_explicit_staging_size_is_reused_when_the_store_lends_frames() {
     // Nothing snapshot yet: not even the spare slots of a snapshot are free.
     own.as_mut_slice().fill(2);
     let (own_staged, _) = write_backwards_during_background(&own, 32);
-    // The same with a store that has free frames for the whole region.
-    let mut lent = Region::builder(len)
-        .tracking(t)
-        .staging(BATCH)
-        .build()
-        .unwrap();
-    free_a_region_of_frames(&mut lent, 3);
-    for (i, p) in lent
-        .as_mut_slice()
-        .chunks_exact_mut(pagesnap::page_size())
-        .enumerate()
-    {
-        p[24..32].copy_from_slice(&(i as u64).to_ne_bytes());
-    }
-    let (lent_staged, lent_faults) = write_backwards_during_background(&lent, 32);
+    // The same with a store that has free frames for the whole region. The
+    // copier goes up from the bottom while the writer comes down from the
+    // top: on a loaded machine the copier may save every batch before the
+    // writer's second write (nothing staged or waited for after the first),
+    // which says nothing about reuse: tried again, a few times at most.
+    let mut attempt = 0;
+    let (lent_staged, lent_faults) = loop {
+        attempt += 1;
+        let mut lent = Region::builder(len)
+            .tracking(t)
+            .staging(BATCH)
+            .build()
+            .unwrap();
+        free_a_region_of_frames(&mut lent, 3);
+        for (i, p) in lent
+            .as_mut_slice()
+            .chunks_exact_mut(pagesnap::page_size())
+            .enumerate()
+        {
+            p[24..32].copy_from_slice(&(i as u64).to_ne_bytes());
+        }
+        let (staged, faults) = write_backwards_during_background(&lent, 32);
+        if staged > 1 || faults > 0 || attempt == 8 {
+            break (staged, faults);
+        }
+        eprintln!("attempt {attempt}: the copier saved every batch before the second write");
+    };
     eprintln!("own pool: {own_staged} staged; lent: {lent_staged} staged, {lent_faults} waited");
     assert!(own_staged > 1, "baseline: the one own slot was reused");
     assert!(
