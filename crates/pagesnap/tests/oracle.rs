@@ -18,12 +18,13 @@ fn op(len: usize, pages: usize) -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run(tracking: Tracking, huge: bool, pages: usize, ops: &[Op]) {
+fn run(tracking: Tracking, huge: bool, threads: usize, pages: usize, ops: &[Op]) {
     let page = pagesnap::page_size();
     let store = PageStore::new();
     let mut region = Region::builder(pages * page)
         .tracking(tracking)
         .huge_pages(huge)
+        .threads(threads)
         .store(&store)
         .build()
         .unwrap();
@@ -61,7 +62,7 @@ fn run(tracking: Tracking, huge: bool, pages: usize, ops: &[Op]) {
 fn check(tracking: Tracking, huge: bool, pages: usize, cases: u32) {
     let len = pages * pagesnap::page_size();
     oracle::run_cases(cases, 60, op(len, pages), |ops| {
-        run(tracking, huge, pages, ops)
+        run(tracking, huge, 0, pages, ops)
     });
 }
 
@@ -86,5 +87,30 @@ fn oracle_large_region_two_levels() {
     // 64² + 5 pages: a three-level table, and several uffd-wp arming chunks.
     for t in common::backends() {
         check(t, false, 64 * 64 + 5, 12);
+    }
+}
+
+/// Long runs of random bytes: thousands of pages change between snapshots, so
+/// snapshots and restores split their pages and their table update across
+/// threads (four, whatever the machine has).
+fn long_run(len: usize) -> impl Strategy<Value = Op> {
+    (0..len, 1..len / 2, any::<u64>()).prop_map(|(at, len, seed)| Op::Run { at, len, seed })
+}
+
+#[test]
+fn oracle_many_pages_per_snapshot_on_several_threads() {
+    // 4·64² + 5 pages (64 MiB): a root whose subtrees are split two levels down.
+    let pages = 4 * 64 * 64 + 5;
+    let len = pages * pagesnap::page_size();
+    let ops = prop_oneof![
+        3 => long_run(len),
+        2 => oracle::page(pages),
+        3 => Just(Op::Snapshot),
+        2 => any::<usize>().prop_map(Op::Restore),
+        1 => any::<usize>().prop_map(Op::Drop),
+    ];
+    for t in common::backends() {
+        eprintln!("oracle (many pages, 4 threads): {t}");
+        oracle::run_cases(6, 16, ops.clone(), |ops| run(t, false, 4, pages, ops));
     }
 }

@@ -12,7 +12,7 @@
 //! The result is the table `with_changes` makes: the same nodes, frame
 //! references and counts.
 
-use super::{by_child, child_of, child_span, update, with_children, Node, Tree};
+use super::{by_child, child_of, child_span, update, with_children, Node, Tree, FANOUT};
 use crate::store::frames::FrameId;
 use crate::store::parallel::run_parts;
 use std::sync::Arc;
@@ -43,7 +43,14 @@ impl Tree {
         let span = child_span(height);
         // One level down where that gives every thread a few subtrees, else two.
         let deep = height >= 2 && by_child(0, span, changes).count() < 2 * threads;
+        // The lists below hold a few thousand entries at most; without memory
+        // for them the update runs on this thread.
+        let most = changes.len().min(FANOUT * FANOUT);
         let mut parts: Vec<Part> = Vec::new();
+        let mut level: Vec<(usize, Arc<Node>)> = Vec::new();
+        if parts.try_reserve_exact(most).is_err() || level.try_reserve_exact(most).is_err() {
+            return self.with_changes(changes);
+        }
         for (i, mine) in by_child(0, span, changes) {
             let child = child_of(root, i);
             if deep {
@@ -75,7 +82,6 @@ impl Tree {
         .flatten()
         .collect();
         // Rebuilt bottom-up: the level between (if any), then the root.
-        let mut level: Vec<(usize, Arc<Node>)> = Vec::new();
         let mut k = 0;
         while k < parts.len() {
             let i = parts[k].path.0;
