@@ -17,10 +17,11 @@ use crate::store::frames::FrameId;
 use crate::store::parallel::run_parts;
 use std::sync::Arc;
 
-/// A subtree to update on its own: its path from the root (one or two child
-/// indices) and its changes.
+/// A subtree to update on its own: the root's child it lies under, its index
+/// in that child (when the split is two levels down), and its changes.
 struct Part<'t, 'c> {
-    path: (usize, Option<usize>),
+    top: usize,
+    sub: usize,
     node: &'t Arc<Node>,
     first: usize,
     changes: &'c [(usize, FrameId)],
@@ -43,12 +44,16 @@ impl Tree {
         let span = child_span(height);
         // One level down where that gives every thread a few subtrees, else two.
         let deep = height >= 2 && by_child(0, span, changes).count() < 2 * threads;
-        // The lists below hold a few thousand entries at most; without memory
-        // for them the update runs on this thread.
-        let most = changes.len().min(FANOUT * FANOUT);
+        // A part per subtree (64² at most) and a new child per root child (64
+        // at most); without memory for these lists the update runs on this
+        // thread.
         let mut parts: Vec<Part> = Vec::new();
         let mut level: Vec<(usize, Arc<Node>)> = Vec::new();
-        if parts.try_reserve_exact(most).is_err() || level.try_reserve_exact(most).is_err() {
+        if parts
+            .try_reserve_exact(changes.len().min(FANOUT * FANOUT))
+            .is_err()
+            || level.try_reserve_exact(FANOUT).is_err()
+        {
             return self.with_changes(changes);
         }
         for (i, mine) in by_child(0, span, changes) {
@@ -57,7 +62,8 @@ impl Tree {
                 let sub = child_span(height - 1);
                 for (j, theirs) in by_child(i * span, sub, mine) {
                     parts.push(Part {
-                        path: (i, Some(j)),
+                        top: i,
+                        sub: j,
                         node: child_of(child, j),
                         first: i * span + j * sub,
                         changes: theirs,
@@ -65,7 +71,8 @@ impl Tree {
                 }
             } else {
                 parts.push(Part {
-                    path: (i, None),
+                    top: i,
+                    sub: 0,
                     node: child,
                     first: i * span,
                     changes: mine,
@@ -84,15 +91,13 @@ impl Tree {
         // Rebuilt bottom-up: the level between (if any), then the root.
         let mut k = 0;
         while k < parts.len() {
-            let i = parts[k].path.0;
-            let end = k + parts[k..].iter().take_while(|p| p.path.0 == i).count();
-            let child = match parts[k].path.1 {
-                None => updated[k].clone(),
-                Some(_) => with_children(
-                    child_of(root, i),
-                    (k..end).map(|m| (parts[m].path.1.unwrap_or(0), updated[m].clone())),
-                    st,
-                ),
+            let i = parts[k].top;
+            let end = k + parts[k..].iter().take_while(|p| p.top == i).count();
+            let child = if deep {
+                let new = (k..end).map(|m| (parts[m].sub, updated[m].clone()));
+                with_children(child_of(root, i), new, st)
+            } else {
+                updated[k].clone()
             };
             level.push((i, child));
             k = end;
