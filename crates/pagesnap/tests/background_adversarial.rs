@@ -696,12 +696,28 @@ fn kernel_writes_case(
         }
     };
     expect_same(&snap_bytes, &instant, &format!("{ctx}: background"))?;
+    // What each page's bytes 1024..1280 must hold: the reads that landed
+    // during the snapshot, in order, then the ones redone after it (an
+    // EFAULT read in full, the rest of a short one), in order — a read redone
+    // after the snapshot lands after a later read that succeeded during it.
+    let mut expected: std::collections::HashMap<usize, [u8; 256]> =
+        std::collections::HashMap::new();
+    for (p, byte, r) in &reads {
+        let landed = match r {
+            Ok(n) => *n,
+            Err(_) => 0,
+        };
+        expected.entry(*p).or_insert([0; 256])[..landed].fill(*byte);
+    }
     let (mut ok, mut efault, mut short) = (0, 0, 0);
     for (i, (p, byte, r)) in reads.iter().enumerate() {
         let src = &srcs[i];
         let at = base + p * page() + 1024;
-        match r {
-            Ok(256) => ok += 1,
+        let redone = match r {
+            Ok(256) => {
+                ok += 1;
+                256
+            }
             Ok(n) => {
                 short += 1;
                 // The rest is still in the source: read it now.
@@ -709,6 +725,7 @@ fn kernel_writes_case(
                 if rest != Ok(256 - n) {
                     return Err(format!("{ctx}: short read of {n} then {rest:?}"));
                 }
+                *n
             }
             Err(libc::EFAULT) => {
                 efault += 1;
@@ -718,19 +735,18 @@ fn kernel_writes_case(
                         "{ctx}: read into page {p} failed with EFAULT during the snapshot and {again:?} after it"
                     ));
                 }
+                0
             }
             Err(e) => return Err(format!("{ctx}: read failed with errno {e}")),
+        };
+        if let Some(want) = expected.get_mut(p) {
+            want[redone..].fill(*byte);
         }
-        let _ = byte;
     }
-    // Every page's bytes 1024..1280 now hold the last byte read into it.
-    let mut last = std::collections::HashMap::new();
-    for (p, byte, _) in &reads {
-        last.insert(*p, *byte);
-    }
-    for (p, byte) in &last {
+    for (p, want) in &expected {
         let got = &region.as_slice()[p * page() + 1024..p * page() + 1280];
-        if got.iter().any(|b| b != byte) {
+        // Every read covers all 256 bytes, during the snapshot or after it.
+        if got != want {
             return Err(format!(
                 "{ctx}: page {p} does not hold the bytes read into it"
             ));
