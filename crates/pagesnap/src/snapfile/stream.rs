@@ -25,11 +25,11 @@ use super::format::{
 };
 use super::recent::RecentPages;
 use crate::digest::page_hash;
-use crate::store::frames::{is_zero, FrameId};
+use crate::store::frames::{is_zero, FrameId, FrameIdMap};
 use crate::store::tree::StreamDigest;
 use crate::store::PageStore;
 use crate::Digest;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Recent region pages kept for deduplication (bytes: this × the page size).
@@ -63,7 +63,7 @@ pub(crate) struct StreamWriter {
     pages: usize,
     zero_hash: u128,
     listed: u64,
-    by_frame: HashMap<FrameId, u32>,
+    by_frame: FrameIdMap<u32>,
     recent: RecentPages,
     /// Batches that came ahead of `next_page`, by first page.
     ahead: BTreeMap<usize, (usize, BatchOut)>,
@@ -99,7 +99,7 @@ impl StreamWriter {
             pages,
             zero_hash,
             listed: 0,
-            by_frame: HashMap::new(),
+            by_frame: FrameIdMap::default(),
             recent: RecentPages::new(page, RECENT),
             ahead: BTreeMap::new(),
             next_page: 0,

@@ -8,33 +8,13 @@ use super::format::{
     Header, Run, FOOTER_LEN, HEADER_LEN, RECORD_HEADER_LEN, RUN_LEN, TABLE_OVERHEAD, ZERO_DATA,
 };
 use super::SaveReport;
-use crate::store::frames::FrameId;
+use crate::store::frames::{FrameId, FrameIdMap};
 use crate::store::PageStore;
 use crate::Digest;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::Write;
 
 /// Pages encoded per store lock.
 const BATCH: usize = 256;
-
-/// Frame ids are small dense integers: one multiply spreads them over the table.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
 
 /// What a file will hold: the page table's runs and the frames to store, each once,
 /// in the order of their first page.
@@ -46,7 +26,7 @@ pub(crate) struct Plan {
     pub(crate) listed: u64,
     /// Of those, pages listed as zero.
     pub(crate) zero: u64,
-    index: HashMap<FrameId, u32, BuildHasherDefault<IdHasher>>,
+    index: FrameIdMap<u32>,
 }
 
 impl Plan {

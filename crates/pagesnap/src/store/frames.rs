@@ -18,6 +18,8 @@ use super::index::Index;
 use super::slabs::{Slabs, SLAB_FRAMES};
 use crate::digest::page_hash;
 use crate::sys::mmap::Mapping;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +29,28 @@ pub(crate) struct FrameId(pub(crate) u32);
 
 impl FrameId {
     pub(crate) const ZERO: FrameId = FrameId(0);
+}
+
+/// A map keyed by frame id. Ids are small dense integers: one multiply spreads
+/// them over the table (SipHash, the default, would cost more than the lookup).
+pub(crate) type FrameIdMap<V> = HashMap<FrameId, V, BuildHasherDefault<FrameIdHasher>>;
+
+/// The hasher of [`FrameIdMap`].
+#[derive(Default)]
+pub(crate) struct FrameIdHasher(u64);
+
+impl Hasher for FrameIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// Free slots and the next id never used, behind one lock.
