@@ -935,6 +935,18 @@ int ps_store_free(ps_store *store);
 ps_store *ps_store_new(void);
 
 /*
+ Makes sure `store` has free memory for at least `bytes` of new pages, mapped
+ and faulted in now (see `PageStore::reserve`): a program that reserves its
+ region's size at start-up moves the cost of fresh memory (the kernel zeroes
+ every page touched for the first time) out of its first snapshot, whose
+ writers and copier then stage into the reserved memory. The memory stays
+ with the store and holds the next pages taken in. Returns 0, or -1 (see
+ ps_last_error()) if `store` is not a live handle or memory ran out (what was
+ reserved by then stays reserved).
+ */
+int ps_store_reserve(const ps_store *store, size_t bytes);
+
+/*
  Fills `*out` with what `store` holds now. Returns 0, or -1 if `store` is not a
  live handle or `out` is NULL.
 

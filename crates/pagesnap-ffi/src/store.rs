@@ -92,3 +92,20 @@ pub unsafe extern "C" fn ps_store_stats(store: *const ps_store, out: *mut ps_sta
         Ok(0)
     })
 }
+
+/// Makes sure `store` has free memory for at least `bytes` of new pages, mapped
+/// and faulted in now (see `PageStore::reserve`): a program that reserves its
+/// region's size at start-up moves the cost of fresh memory (the kernel zeroes
+/// every page touched for the first time) out of its first snapshot, whose
+/// writers and copier then stage into the reserved memory. The memory stays
+/// with the store and holds the next pages taken in. Returns 0, or -1 (see
+/// ps_last_error()) if `store` is not a live handle or memory ran out (what was
+/// reserved by then stays reserved).
+#[no_mangle]
+pub extern "C" fn ps_store_reserve(store: *const ps_store, bytes: usize) -> c_int {
+    call(-1, || {
+        let s: PageStore = handle::get(store, "store (ps_store *)")?;
+        s.reserve(bytes)?;
+        Ok(0)
+    })
+}

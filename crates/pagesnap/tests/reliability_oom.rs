@@ -1,7 +1,7 @@
 //! Allocation failure: under an address-space limit a little above what the
-//! process uses, snapshot, restore, background snapshot and file load fail with
-//! a typed error (no panic, no abort), and tracking stays exact: once memory is
-//! back, the next snapshot equals the region's bytes.
+//! process uses, snapshot, restore, background snapshot, file load and store
+//! reservation fail with a typed error (no panic, no abort), and tracking stays
+//! exact: once memory is back, the next snapshot equals the region's bytes.
 //!
 //! The limit is set in a child process (this test binary re-run with
 //! `PAGESNAP_REL_OOM_CHILD` set), so the harness never runs short.
@@ -135,9 +135,39 @@ fn child(t: Tracking, dir: &std::path::Path) {
     assert_eq!(back.digest(), saved.digest(), "{t}: load after the limit");
 }
 
+/// Reserving store memory past the limit: a typed error, what was reserved
+/// before it ran out stays free for the store's next pages, and a snapshot
+/// taken after holds exactly the region.
+fn reserve_under_limit() {
+    let store = PageStore::new();
+    let failed = limited(|| store.reserve(LEN));
+    let e = failed.expect_err("reserving 64 MiB fits in 16 MiB?");
+    assert!(is_oom(&e), "reserve: {e}");
+    let kept = store.free_bytes();
+    assert!(
+        kept > 0,
+        "reserve kept nothing it mapped before running out"
+    );
+    assert_eq!(store.stats().stored_bytes, 0);
+    let reserved = store.stats().reserved_bytes;
+    let page = pagesnap::page_size();
+    let len = (kept as usize / page).min(1024) * page;
+    let mut region = Region::builder(len).store(&store).build().unwrap();
+    stamp(region.as_mut_slice(), 7);
+    let snap = region.snapshot().unwrap();
+    assert!(snap.to_vec() == region.as_slice(), "snapshot after reserve");
+    assert_eq!(
+        store.stats().reserved_bytes,
+        reserved,
+        "pages that fit in the reserved memory mapped more"
+    );
+    eprintln!("reserve: kept {} KiB under the limit", kept >> 10);
+}
+
 #[test]
 fn allocation_failure_is_an_error_and_tracking_stays_exact() {
     if std::env::var_os("PAGESNAP_REL_OOM_CHILD").is_some() {
+        reserve_under_limit();
         let dir = std::env::temp_dir().join(format!("pagesnap-rel-oom-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for t in common::backends() {

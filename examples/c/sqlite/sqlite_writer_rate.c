@@ -21,10 +21,13 @@
  * With a fifth argument `steady`, the point-in-time methods first take one
  * background snapshot of the built database and free it (untimed), as a
  * program that snapshots periodically has done before: the measured snapshot
- * then stages into memory the store already holds.
+ * then stages into memory the store already holds. With `reserve` instead, the
+ * store reserves memory for the database's heap (ps_store_reserve(), untimed),
+ * as a program that reserves its data's size at start-up does: a first
+ * snapshot then stages into that memory.
  *
  * Build: as sqlite_pagesnap.c. Run:
- *   sqlite_writer_rate MB RUNS DIR [METHODS [steady]]   e.g. 200 5 /tmp
+ *   sqlite_writer_rate MB RUNS DIR [METHODS [steady|reserve]]   e.g. 200 5 /tmp
  * Prints one line per run and the median ratio per method ("during / before").
  */
 #include <pthread.h>
@@ -84,8 +87,10 @@ static long long rows_at_instant(long long rows0) {
     return rows0 + 100LL * atomic_load(&commits);
 }
 
+enum prepare { FIRST, STEADY, RESERVE };
+
 static struct result run_one(const char *method, long mb, const char *dir, double base_ms,
-                             int steady) {
+                             enum prepare prep) {
     ps_store *store = ps_store_new();
     ps_region *r = ps_region_new(store, (size_t)(mb * 5 + 256) << 20, PS_TRACKING_AUTO);
     EXPECT(r != NULL && ps_heap_init(r) == 0);
@@ -100,7 +105,13 @@ static struct result run_one(const char *method, long mb, const char *dir, doubl
              mb * 1000000 / 260);
     sql(db, stmt);
     long long rows0 = one(db, "SELECT count(*) FROM t");
-    if (steady && (strcmp(method, "snapshot") == 0 || strcmp(method, "save") == 0)) {
+    if (prep == RESERVE && (strcmp(method, "snapshot") == 0 || strcmp(method, "converge") == 0)) {
+        /* Memory for a copy of the heap, faulted in before the writer starts. */
+        ps_heap_usage u;
+        EXPECT(ps_heap_stats(r, &u) == 0);
+        EXPECT(ps_store_reserve(store, (size_t)(u.in_use_bytes + u.in_use_bytes / 4)) == 0);
+    }
+    if (prep == STEADY && (strcmp(method, "snapshot") == 0 || strcmp(method, "save") == 0)) {
         /* A periodic program's earlier snapshot, freed: the store keeps its memory. */
         ps_background *bg = ps_background_snapshot(r);
         EXPECT(bg != NULL);
@@ -219,7 +230,8 @@ static int by_value(const void *a, const void *b) {
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr,
-                "usage: %s MB RUNS DIR [snapshot,save,converge,converge-save,fork [steady]]\n",
+                "usage: %s MB RUNS DIR [snapshot,save,converge,converge-save,fork "
+                "[steady|reserve]]\n",
                 argv[0]);
         return 2;
     }
@@ -228,14 +240,20 @@ int main(int argc, char **argv) {
     EXPECT(mb > 0 && runs > 0 && runs <= 64);
     char methods[256] = "snapshot,save,converge,converge-save,fork";
     if (argc > 4) snprintf(methods, sizeof methods, "%s", argv[4]);
-    int steady = argc > 5 && strcmp(argv[5], "steady") == 0;
+    enum prepare prep = FIRST;
+    if (argc > 5) {
+        EXPECT(strcmp(argv[5], "steady") == 0 || strcmp(argv[5], "reserve") == 0);
+        prep = strcmp(argv[5], "steady") == 0 ? STEADY : RESERVE;
+    }
     double base_ms = mb >= 64 ? 1000 : 200;
     printf("database ~%ld MB, 100-row transactions, %d runs per method%s\n", mb, runs,
-           steady ? ", after an earlier snapshot" : "");
+           prep == STEADY    ? ", after an earlier snapshot"
+           : prep == RESERVE ? ", store memory reserved"
+                             : "");
     for (char *m = strtok(methods, ","); m != NULL; m = strtok(NULL, ",")) {
         double ratios[64];
         for (int i = 0; i < runs; i++) {
-            struct result r = run_one(m, mb, argv[3], base_ms, steady);
+            struct result r = run_one(m, mb, argv[3], base_ms, prep);
             EXPECT(r.before > 0);
             ratios[i] = r.during / r.before;
             printf("%s run %d: before %.2f tx/ms, during %.2f tx/ms over %.0f ms "

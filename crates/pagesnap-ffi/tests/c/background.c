@@ -20,12 +20,17 @@ static void *writer(void *arg) {
     return NULL;
 }
 
-static void run(int tracking) {
+/* With `reserve`, the store reserves memory for the region first, which the
+ * snapshot's writers and copier then stage into. */
+static void run(int tracking, int reserve) {
     size_t len = (size_t)MIB << 20;
     ps_store *store = ps_store_new();
+    CHECK(store != NULL);
+    if (reserve) CHECK(ps_store_reserve(store, len) == 0);
     ps_region *r = ps_region_new(store, len, tracking);
-    CHECK(store != NULL && r != NULL);
-    printf("  %s tracking\n", ps_tracking_name(ps_region_tracking(r)));
+    CHECK(r != NULL);
+    printf("  %s tracking%s\n", ps_tracking_name(ps_region_tracking(r)),
+           reserve ? ", store reserved" : "");
     words = ps_region_ptr(r);
     nwords = len / sizeof *words;
     for (size_t i = 0; i < nwords; i++) words[i] = 123;
@@ -113,8 +118,9 @@ int main(void) {
     CHECK_ERROR("bg (ps_background *) is NULL");
     CHECK(ps_background_free(NULL) == 0);
 
-    run(PS_TRACKING_AUTO);
-    if (ps_tracking_available(PS_TRACKING_MPROTECT) == 1) run(PS_TRACKING_MPROTECT);
-    run(PS_TRACKING_COMPARE);
+    run(PS_TRACKING_AUTO, 0);
+    run(PS_TRACKING_AUTO, 1);
+    if (ps_tracking_available(PS_TRACKING_MPROTECT) == 1) run(PS_TRACKING_MPROTECT, 0);
+    run(PS_TRACKING_COMPARE, 0);
     DONE();
 }

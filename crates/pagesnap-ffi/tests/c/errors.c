@@ -30,6 +30,8 @@ static void null_handles(void) {
     CHECK_ERROR("is NULL");
     CHECK(ps_store_stats(NULL, &st) == -1);
     CHECK_ERROR("store (ps_store *) is NULL");
+    CHECK(ps_store_reserve(NULL, 4096) == -1);
+    CHECK_ERROR("store (ps_store *) is NULL");
 
     /* free(NULL) convention: a no-op that succeeds */
     CHECK(ps_store_free(NULL) == 0);

@@ -176,6 +176,37 @@ impl Frames {
         Ok(())
     }
 
+    /// Makes at least `n` slots free: the free ones, then slots never used
+    /// before, in new slabs mapped and faulted in now, for the missing ones.
+    /// On an error the slots made free so far stay free.
+    pub(super) fn keep_free(&self, n: usize) -> Result<(), StoreError> {
+        let mut a = self.lock_alloc();
+        let missing = n.saturating_sub(a.free.len());
+        a.free
+            .try_reserve(missing)
+            .map_err(|_| StoreError::Index { entries: n })?;
+        for _ in 0..missing {
+            let id = a.next;
+            if id == u32::MAX {
+                return Err(StoreError::Full {
+                    max: u64::from(u32::MAX) - 1,
+                });
+            }
+            let slab = id as usize / SLAB_FRAMES;
+            if !self.slabs.has(slab) {
+                self.slabs.add(slab)?;
+            }
+            a.free.push(FrameId(id));
+            a.next = id + 1;
+        }
+        Ok(())
+    }
+
+    /// Free slots now (reserved ones not counted).
+    pub(super) fn free_slots(&self) -> usize {
+        self.lock_alloc().free.len()
+    }
+
     /// Up to `n` free slots (used before, so faulted in — but for new slots
     /// lent and given back unused: see [`take_new`](Self::take_new)), reserved, in a
     /// whole number of `unit`s; `None` if not one unit is free, or there is

@@ -12,6 +12,15 @@ use std::sync::atomic::AtomicI32;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
+/// What a round does before its instant, untimed.
+#[derive(Clone, Copy)]
+pub struct Prepare {
+    /// Take one point-in-time background snapshot and drop it.
+    pub steady: bool,
+    /// Reserve store memory for the whole array (store methods).
+    pub reserve: bool,
+}
+
 /// One round of a pagesnap method.
 pub fn round(
     method: &str,
@@ -20,7 +29,7 @@ pub fn round(
     nwriters: usize,
     huge: bool,
     staging: Option<usize>,
-    steady: bool,
+    prepare: Prepare,
 ) -> Result<Round, Box<dyn std::error::Error>> {
     let page = pagesnap::page_size();
     let go = Arc::new(Barrier::new(nwriters + 1));
@@ -36,13 +45,23 @@ pub fn round(
     let ws = writers(base, len, nwriters, &go);
     let file =
         std::env::temp_dir().join(format!("pagesnap-bench-bgsave-{}.snap", std::process::id()));
-    if steady && !method.starts_with("pagesnap-converge") {
+    // Reserved memory is the method's: counted in its extra memory.
+    let before_reserve = rss();
+    let store_method = matches!(method, "pagesnap" | "pagesnap-converge");
+    if prepare.reserve && store_method {
+        region.store().reserve(len)?;
+    }
+    if prepare.steady && !method.starts_with("pagesnap-converge") {
         // A program's earlier point-in-time snapshot, dropped: its memory is
         // the store's to reuse. (It does not move the sync point, so the
         // measured one copies as much.)
         drop(region.background_snapshot()?.wait()?);
     }
-    let baseline = rss();
+    let baseline = if prepare.reserve {
+        before_reserve
+    } else {
+        rss()
+    };
     let sampler = Sampler::start(Arc::new(AtomicI32::new(0)));
     let run_writers =
         |ws: Vec<std::thread::JoinHandle<()>>| -> Result<f64, Box<dyn std::error::Error>> {

@@ -79,6 +79,12 @@ pub struct BgsaveArgs {
     /// snapshot. (The converging methods move the sync point: not changed.)
     #[arg(long)]
     steady: bool,
+    /// Reserve store memory for the whole array before the round, as a program
+    /// that calls `PageStore::reserve` at start-up does (untimed, but counted
+    /// in the extra memory): the store methods' first snapshot then takes no
+    /// fresh memory. The save methods keep nothing in the store: unchanged.
+    #[arg(long)]
+    reserve: bool,
     /// Methods to run, comma-separated: none, fork, pagesnap, pagesnap-save,
     /// pagesnap-converge, pagesnap-converge-save.
     #[arg(long, value_delimiter = ',', default_values_t = METHODS.map(String::from))]
@@ -143,12 +149,14 @@ pub fn run(args: BgsaveArgs) -> CmdResult {
     }
     let exe = std::env::current_exe()?;
     eprintln!(
-        "bench bgsave: {} array of {} data, {} writers, {} rounds{}",
+        "bench bgsave: {} array of {} data, {} writers, {} rounds{}{}{}",
         human_bytes(args.size.0 as u64),
         args.data.name(),
         args.writers,
         args.rounds,
-        if args.huge_pages { ", huge pages" } else { "" }
+        if args.huge_pages { ", huge pages" } else { "" },
+        if args.steady { ", steady" } else { "" },
+        if args.reserve { ", store reserved" } else { "" }
     );
     let mut results = Vec::new();
     for m in &args.methods {
@@ -167,6 +175,9 @@ pub fn run(args: BgsaveArgs) -> CmdResult {
             }
             if args.steady {
                 cmd.arg("--steady");
+            }
+            if args.reserve {
+                cmd.arg("--reserve");
             }
             let out = cmd.stderr(Stdio::inherit()).output()?;
             if !out.status.success() {
@@ -202,6 +213,7 @@ pub fn run(args: BgsaveArgs) -> CmdResult {
         "rounds": args.rounds,
         "huge_pages": args.huge_pages,
         "steady": args.steady,
+        "reserve": args.reserve,
         "results": results,
     });
     if let Some(path) = args.json.path() {
@@ -224,7 +236,10 @@ fn one(method: &str, args: &BgsaveArgs) -> Result<Round, Box<dyn std::error::Err
             n,
             huge,
             args.staging.map(|s| s.0),
-            args.steady,
+            live::Prepare {
+                steady: args.steady,
+                reserve: args.reserve,
+            },
         ),
     }
 }
