@@ -105,7 +105,7 @@ pub unsafe extern "C" fn ps_store_stats(store: *const ps_store, out: *mut ps_sta
 pub extern "C" fn ps_store_reserve(store: *const ps_store, bytes: usize) -> c_int {
     call(-1, || {
         let s: PageStore = handle::get(store, "store (ps_store *)")?;
-        s.reserve(bytes)?;
+        s.reserve(bytes).map_err(pagesnap_lib::Error::from)?;
         Ok(0)
     })
 }

@@ -67,7 +67,7 @@ pub use region::converge_save::{ConvergedSave, ConvergingSave};
 pub use region::{Region, RegionBuilder};
 pub use snapfile::{FileError, FileInfo, FileKind, LoadOptions, SaveReport};
 pub use snapshot::Snapshot;
-pub use store::{PageStore, StoreStats};
+pub use store::{PageStore, StoreError, StoreStats};
 pub use track::kernel_bugs::{known_bugs, KernelVersion, KnownBug};
 pub use track::kind::{ParseTrackingError, Tracking};
 pub use track::probe::{probe, BackendStatus, Capabilities, UffdAccess};

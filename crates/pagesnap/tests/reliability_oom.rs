@@ -141,7 +141,7 @@ fn child(t: Tracking, dir: &std::path::Path) {
 fn reserve_under_limit() {
     let store = PageStore::new();
     let failed = limited(|| store.reserve(LEN));
-    let e = failed.expect_err("reserving 64 MiB fits in 16 MiB?");
+    let e = Error::from(failed.expect_err("reserving 64 MiB fits in 16 MiB?"));
     assert!(is_oom(&e), "reserve: {e}");
     let kept = store.free_bytes();
     assert!(

@@ -134,18 +134,24 @@ impl PageStore {
     /// (it is in [`StoreStats::reserved_bytes`]) and holds the next pages
     /// taken in.
     ///
-    /// On an error (memory ran out) what was reserved so far stays reserved.
+    /// During a point-in-time background snapshot of a region of this store,
+    /// the memory is mapped now but faulted in as it is first used: faulting
+    /// it in would hold the process's memory-map lock against the writers.
+    ///
+    /// On an error (memory ran out) what was reserved so far stays reserved;
+    /// [`StoreError`] converts into [`Error`](crate::Error) with `?`.
     ///
     /// ```
     /// let store = pagesnap::PageStore::new();
     /// store.reserve(8 << 20)?;
     /// assert!(store.stats().reserved_bytes >= 8 << 20);
     /// assert_eq!(store.stats().stored_bytes, 0);
+    /// let region = pagesnap::Region::builder(8 << 20).store(&store).build()?;
     /// # Ok::<(), pagesnap::Error>(())
     /// ```
-    pub fn reserve(&self, bytes: usize) -> crate::Result<()> {
+    pub fn reserve(&self, bytes: usize) -> Result<(), StoreError> {
         let frames = &self.shared.frames;
-        Ok(frames.keep_free(bytes.div_ceil(frames.page_size()))?)
+        frames.keep_free(bytes.div_ceil(frames.page_size()))
     }
 
     /// Bytes of free frame memory: what new pages can take in before the store
