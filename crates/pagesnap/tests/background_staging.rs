@@ -339,7 +339,7 @@ fn a_first_snapshot_into_a_reserved_store_maps_no_new_memory() {
 
 /// One attempt: false if the writer staged nothing.
 fn reserved_first_snapshot(t: pagesnap::Tracking, attempt: u32) -> bool {
-    let len = 16 << 20;
+    let len = 64 << 20;
     let page = pagesnap::page_size();
     let store = PageStore::new();
     store.reserve(len).unwrap();
@@ -353,13 +353,20 @@ fn reserved_first_snapshot(t: pagesnap::Tracking, attempt: u32) -> bool {
     let before = region.as_slice().to_vec();
     let reserved = store.stats().reserved_bytes;
     let base = region.as_ptr() as usize;
+    // The writer is ready before the instant, and goes at once after it.
+    let go = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let writer = {
+        let go = go.clone();
+        std::thread::spawn(move || {
+            go.wait();
+            let pages = len / page;
+            for p in (pages / 2..pages).chain(0..pages / 2) {
+                common::write_u64(base, p * page + 16, 2);
+            }
+        })
+    };
     let bg = region.background_snapshot().unwrap();
-    let writer = std::thread::spawn(move || {
-        let pages = len / page;
-        for p in (pages / 2..pages).chain(0..pages / 2) {
-            common::write_u64(base, p * page + 16, 2);
-        }
-    });
+    go.wait();
     writer.join().unwrap();
     let (snap, report) = bg.wait_report().unwrap();
     assert!(
@@ -375,4 +382,57 @@ fn reserved_first_snapshot(t: pagesnap::Tracking, attempt: u32) -> bool {
     );
     assert_eq!(after.stored_bytes, len as u64, "{t}: distinct pages");
     report.staged > 0
+}
+
+/// Another thread reserves store memory, again and again, while background
+/// snapshots and saves of a region over that store run beside writers (the
+/// reserve then maps without faulting in: that would hold up the writers).
+/// Every snapshot is still one instant, tracking stays exact, and the
+/// memory reserved is there for the store's next pages.
+#[test]
+fn reserving_beside_background_snapshots_keeps_them_exact() {
+    for t in common::backends() {
+        let len = 8 << 20;
+        let store = PageStore::new();
+        let region = Region::builder(len)
+            .tracking(t)
+            .store(&store)
+            .build()
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reserver = {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut want = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    want = (want + (1 << 20)) % (64 << 20);
+                    store.reserve(want).unwrap();
+                }
+            })
+        };
+        let context = format!("{t}, reserving beside");
+        stamped_rounds(&region, 6, &context);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reserver.join().unwrap();
+        let mut region = region;
+        let snap = region.snapshot().unwrap();
+        assert!(
+            snap.to_vec() == region.as_mut_slice(),
+            "{context}: tracking missed writes"
+        );
+        store.reserve(32 << 20).unwrap();
+        let reserved = store.stats().reserved_bytes;
+        let mut other = Region::builder(16 << 20).store(&store).build().unwrap();
+        write_generation(&mut other, 16 << 20, 9);
+        let copy = other.snapshot().unwrap();
+        assert!(
+            copy.to_vec() == other.as_slice(),
+            "{context}: second region"
+        );
+        assert_eq!(
+            store.stats().reserved_bytes,
+            reserved,
+            "{context}: 16 MiB of new pages mapped more than 32 MiB reserved"
+        );
+    }
 }

@@ -9,6 +9,7 @@
  *   converge        ps_converging_start(r, NULL)   (converging, into the store)
  *   converge-save   ps_converging_start(r, path)   (converging, to a file)
  *   fork            fork(); the child writes sqlite3_serialize() to a file
+ *   none            nothing, for 500 ms: the control (how the rate moves alone)
  *
  * Each run builds a fresh region and database (so every method copies the whole
  * database, as fork does), measures the writer alone for a while, then during
@@ -184,6 +185,11 @@ static struct result run_one(const char *method, long mb, const char *dir, doubl
         int status;
         EXPECT(waitpid(child, &status, 0) == child && WIFEXITED(status) &&
                WEXITSTATUS(status) == 0);
+    } else if (strcmp(method, "none") == 0) {
+        /* The control: a window as long as a typical copy, with no copy. */
+        struct timespec half = {0, 500 * 1000 * 1000};
+        while (nanosleep(&half, &half) != 0) {
+        }
     } else {
         fprintf(stderr, "unknown method %s\n", method);
         exit(2);
@@ -208,7 +214,7 @@ static struct result run_one(const char *method, long mb, const char *dir, doubl
                SQLITE_OK);
         check_copy(back, want, method);
         sqlite3_close(back);
-    } else {
+    } else if (strcmp(method, "none") != 0) {
         if (copy == NULL) EXPECT((copy = ps_snapshot_load(store, path)) != NULL);
         EXPECT(ps_restore(r, copy) == 0);
         check_copy(db, want, method);
@@ -230,7 +236,7 @@ static int by_value(const void *a, const void *b) {
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr,
-                "usage: %s MB RUNS DIR [snapshot,save,converge,converge-save,fork "
+                "usage: %s MB RUNS DIR [snapshot,save,converge,converge-save,fork,none "
                 "[steady|reserve]]\n",
                 argv[0]);
         return 2;
@@ -257,8 +263,9 @@ int main(int argc, char **argv) {
             EXPECT(r.before > 0);
             ratios[i] = r.during / r.before;
             printf("%s run %d: before %.2f tx/ms, during %.2f tx/ms over %.0f ms "
-                   "(pause %.2f ms): ratio %.2f, copy checked\n",
-                   m, i + 1, r.before, r.during, r.window_ms, r.pause_ms, ratios[i]);
+                   "(pause %.2f ms): ratio %.2f, %s\n",
+                   m, i + 1, r.before, r.during, r.window_ms, r.pause_ms, ratios[i],
+                   strcmp(m, "none") == 0 ? "no copy" : "copy checked");
             fflush(stdout);
         }
         qsort(ratios, (size_t)runs, sizeof ratios[0], by_value);
