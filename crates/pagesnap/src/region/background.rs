@@ -17,6 +17,12 @@ impl Region {
     /// result gives the snapshot; tracking stays exact throughout, so the next
     /// [`snapshot`](Self::snapshot) sees every write.
     ///
+    /// Writers stage into store memory freed by earlier snapshots where the
+    /// store has it. A store's first snapshot takes new memory, which the
+    /// kernel zeroes as writers and the copier first touch it, beside the
+    /// writers; [`PageStore::reserve`](crate::PageStore::reserve) at start-up
+    /// takes it ahead of time instead.
+    ///
     /// ```
     /// let mut region = pagesnap::Region::builder(8 << 20).build()?;
     /// region.as_mut_slice().fill(123);
