@@ -430,7 +430,8 @@ fn sqlite_example_checks() {
 
 /// examples/c/sqlite/sqlite_writer_rate.c, once at a small size: a writer
 /// thread inserting beside each way of copying the database (background
-/// snapshot and save, converging snapshot and save, fork + serialize); every
+/// snapshot and save, converging snapshot and save, fork + serialize; after
+/// an earlier snapshot, and into a reserved store); every
 /// copy passes PRAGMA integrity_check and holds the rows committed at its
 /// instant. The rates are printed, not judged: CI machines are too noisy.
 #[test]
@@ -464,6 +465,21 @@ fn sqlite_writer_rate_runs() {
         .arg("steady"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("after an earlier snapshot"), "{stdout}");
+    assert!(stdout.contains("ok: writer rate measured"), "{stdout}");
+    // With the store's memory reserved first (ps_store_reserve), and the
+    // control that copies nothing.
+    let out = run(Command::new(&exe)
+        .arg("8")
+        .arg("1")
+        .arg(&dir)
+        .arg("snapshot,converge,none")
+        .arg("reserve"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("store memory reserved"), "{stdout}");
+    assert!(
+        stdout.contains("none run 1: ") && stdout.contains("no copy"),
+        "{stdout}"
+    );
     assert!(stdout.contains("ok: writer rate measured"), "{stdout}");
 }
 
