@@ -178,28 +178,34 @@ impl Frames {
 
     /// Makes at least `n` slots free: the free ones, then slots never used
     /// before, in new slabs mapped and faulted in now, for the missing ones.
-    /// On an error the slots made free so far stay free.
+    /// The allocation lock is taken a slab at a time, so that snapshots into
+    /// the store meanwhile wait for one slab's fault-in at most. On an error
+    /// the slots made free so far stay free.
     pub(super) fn keep_free(&self, n: usize) -> Result<(), StoreError> {
-        let mut a = self.lock_alloc();
-        let missing = n.saturating_sub(a.free.len());
-        a.free
-            .try_reserve(missing)
-            .map_err(|_| StoreError::Index { entries: n })?;
-        for _ in 0..missing {
-            let id = a.next;
-            if id == u32::MAX {
-                return Err(StoreError::Full {
-                    max: u64::from(u32::MAX) - 1,
-                });
+        loop {
+            let mut a = self.lock_alloc();
+            let missing = n.saturating_sub(a.free.len()).min(SLAB_FRAMES);
+            if missing == 0 {
+                return Ok(());
             }
-            let slab = id as usize / SLAB_FRAMES;
-            if !self.slabs.has(slab) {
-                self.slabs.add(slab)?;
+            a.free
+                .try_reserve(missing)
+                .map_err(|_| StoreError::Index { entries: n })?;
+            for _ in 0..missing {
+                let id = a.next;
+                if id == u32::MAX {
+                    return Err(StoreError::Full {
+                        max: u64::from(u32::MAX) - 1,
+                    });
+                }
+                let slab = id as usize / SLAB_FRAMES;
+                if !self.slabs.has(slab) {
+                    self.slabs.add(slab)?;
+                }
+                a.free.push(FrameId(id));
+                a.next = id + 1;
             }
-            a.free.push(FrameId(id));
-            a.next = id + 1;
         }
-        Ok(())
     }
 
     /// Free slots now (reserved ones not counted).
