@@ -32,11 +32,13 @@
  * Prints one line per run and the median ratio per method ("during / before").
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 
 #include "sqlite_heap.h"
 
 static pthread_mutex_t tx = PTHREAD_MUTEX_INITIALIZER; /* held around each transaction */
+static atomic_int quiesce; /* the main thread wants the writer between two transactions */
 static atomic_int stop_writer;
 static atomic_long commits;
 
@@ -56,9 +58,20 @@ static void *writer(void *arg) {
         sql(db, "COMMIT");
         atomic_fetch_add(&commits, 1);
         pthread_mutex_unlock(&tx);
+        /* A mutex is not fair: without this the writer takes it straight back,
+         * and the main thread may wait hundreds of transactions for it. */
+        while (atomic_load(&quiesce)) sched_yield();
     }
     sqlite3_finalize(ins);
     return NULL;
+}
+
+/* Takes the writer's mutex between two of its transactions, promptly, as an
+ * event loop reaches its quiescent point. */
+static void quiescent_lock(void) {
+    atomic_store(&quiesce, 1);
+    pthread_mutex_lock(&tx);
+    atomic_store(&quiesce, 0);
 }
 
 /* The writer's commits per millisecond over `ms` milliseconds from now. */
@@ -137,7 +150,7 @@ static struct result run_one(const char *method, long mb, const char *dir, doubl
     double t0 = now_ms(), p0;
     if (strcmp(method, "snapshot") == 0 || strcmp(method, "save") == 0) {
         int save = method[1] == 'a';
-        pthread_mutex_lock(&tx);
+        quiescent_lock();
         want = rows_at_instant(rows0);
         p0 = now_ms();
         ps_background *bg = save ? NULL : ps_background_snapshot(r);
@@ -155,7 +168,7 @@ static struct result run_one(const char *method, long mb, const char *dir, doubl
         ps_converging *c = ps_converging_start(r, save ? path : NULL);
         EXPECT(c != NULL);
         EXPECT(ps_converging_wait(c, -1) == 1);
-        pthread_mutex_lock(&tx); /* the quiescent point: between two transactions */
+        quiescent_lock(); /* the quiescent point: between two transactions */
         want = rows_at_instant(rows0);
         p0 = now_ms();
         if (save) {
@@ -167,7 +180,7 @@ static struct result run_one(const char *method, long mb, const char *dir, doubl
         pthread_mutex_unlock(&tx);
         if (save) EXPECT(ps_converging_save_wait(c, NULL) == 0);
     } else if (strcmp(method, "fork") == 0) {
-        pthread_mutex_lock(&tx);
+        quiescent_lock();
         want = rows_at_instant(rows0);
         p0 = now_ms();
         child = fork();
