@@ -152,28 +152,30 @@ impl Frames {
         let at = a.free.len() - from_free;
         out.extend(a.free.drain(at..));
         while out.len() < want {
-            let n = a.next;
-            if n == u32::MAX {
-                if out.is_empty() {
-                    return Err(StoreError::Full {
-                        max: u64::from(u32::MAX) - 1,
-                    });
-                }
-                break;
+            match self.new_slot(&mut a) {
+                Ok(id) => out.push(id),
+                Err(e) if out.is_empty() => return Err(e),
+                Err(_) => break,
             }
-            let slab = n as usize / SLAB_FRAMES;
-            if !self.slabs.has(slab) {
-                if let Err(e) = self.slabs.add(slab) {
-                    if out.is_empty() {
-                        return Err(e);
-                    }
-                    break;
-                }
-            }
-            out.push(FrameId(n));
-            a.next = n + 1;
         }
         Ok(())
+    }
+
+    /// The next slot never used before, its slab mapped if it is the first
+    /// of one (under the allocation lock `a`).
+    fn new_slot(&self, a: &mut Alloc) -> Result<FrameId, StoreError> {
+        let id = a.next;
+        if id == u32::MAX {
+            return Err(StoreError::Full {
+                max: u64::from(u32::MAX) - 1,
+            });
+        }
+        let slab = id as usize / SLAB_FRAMES;
+        if !self.slabs.has(slab) {
+            self.slabs.add(slab)?;
+        }
+        a.next = id + 1;
+        Ok(FrameId(id))
     }
 
     /// Makes at least `n` slots free: the free ones, then slots never used
@@ -192,18 +194,8 @@ impl Frames {
                 .try_reserve(missing)
                 .map_err(|_| StoreError::Index { entries: n })?;
             for _ in 0..missing {
-                let id = a.next;
-                if id == u32::MAX {
-                    return Err(StoreError::Full {
-                        max: u64::from(u32::MAX) - 1,
-                    });
-                }
-                let slab = id as usize / SLAB_FRAMES;
-                if !self.slabs.has(slab) {
-                    self.slabs.add(slab)?;
-                }
-                a.free.push(FrameId(id));
-                a.next = id + 1;
+                let id = self.new_slot(&mut a)?;
+                a.free.push(id);
             }
         }
     }
@@ -238,13 +230,11 @@ impl Frames {
         let mut out = Vec::new();
         out.try_reserve_exact(n).ok()?;
         let mut a = self.lock_alloc();
-        while out.len() < n && a.next < u32::MAX {
-            let slab = a.next as usize / SLAB_FRAMES;
-            if !self.slabs.has(slab) && self.slabs.add(slab).is_err() {
-                break;
+        while out.len() < n {
+            match self.new_slot(&mut a) {
+                Ok(id) => out.push(id),
+                Err(_) => break,
             }
-            out.push(FrameId(a.next));
-            a.next += 1;
         }
         let whole = out.len() / unit * unit;
         if whole < out.len() && a.free.try_reserve(out.len() - whole).is_ok() {
