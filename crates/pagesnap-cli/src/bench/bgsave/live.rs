@@ -45,10 +45,11 @@ pub fn round(
     let ws = writers(base, len, nwriters, &go);
     let file =
         std::env::temp_dir().join(format!("pagesnap-bench-bgsave-{}.snap", std::process::id()));
-    // Reserved memory is the method's: counted in its extra memory.
-    let before_reserve = rss();
+    // Reserved memory is the method's: counted in its extra memory, from
+    // before the reservation. (The save methods keep nothing in the store.)
     let store_method = matches!(method, "pagesnap" | "pagesnap-converge");
-    if prepare.reserve && store_method {
+    let reserved_from = (prepare.reserve && store_method).then(rss);
+    if reserved_from.is_some() {
         region.store().reserve(len)?;
     }
     if prepare.steady && !method.starts_with("pagesnap-converge") {
@@ -57,11 +58,7 @@ pub fn round(
         // measured one copies as much.)
         drop(region.background_snapshot()?.wait()?);
     }
-    let baseline = if prepare.reserve {
-        before_reserve
-    } else {
-        rss()
-    };
+    let baseline = reserved_from.unwrap_or_else(rss);
     let sampler = Sampler::start(Arc::new(AtomicI32::new(0)));
     let run_writers =
         |ws: Vec<std::thread::JoinHandle<()>>| -> Result<f64, Box<dyn std::error::Error>> {
