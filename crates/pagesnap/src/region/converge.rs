@@ -35,7 +35,7 @@ use super::converge_rounds::{RoundRun, Sink};
 use super::Region;
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
-use crate::store::PageStore;
+use crate::store::{PageStore, Threads};
 use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
 use std::time::Duration;
@@ -70,24 +70,33 @@ pub struct Converging<'r> {
 /// updates of its table.
 const LIVE_CHUNK: usize = 512;
 
+/// Pages `finish` stores between two updates of its table: each part frees
+/// the older copies of its pages before the next is copied, so a remainder
+/// of most of the region does not hold two copies of it.
+const FINISH_CHUNK: usize = 8192;
+
 /// The store side: the sync point plus every round's copies.
 pub(super) struct StoreCopies {
     store: PageStore,
     current: Snapshot,
 }
 
-impl Sink for StoreCopies {
-    fn copy(
+impl StoreCopies {
+    /// Stores `pages` of `map`, `chunk` at a time (copied on up to `threads`
+    /// threads), telling `go_on` after each; how many were stored.
+    fn copy_on(
         &mut self,
         map: &Mapping,
         pages: &[usize],
+        chunk: usize,
+        threads: Threads,
         go_on: &mut dyn FnMut(usize) -> bool,
     ) -> Result<usize> {
         let mut done = 0;
-        for chunk in pages.chunks(LIVE_CHUNK) {
+        for chunk in pages.chunks(chunk) {
             let Ok(tree) = self
                 .store
-                .commit_pages_live(self.current.tree(), map, chunk)
+                .commit_pages_live(self.current.tree(), map, chunk, threads)
             else {
                 // Out of memory: the chunk is not taken; the rest can be tried again.
                 break;
@@ -102,6 +111,18 @@ impl Sink for StoreCopies {
             }
         }
         Ok(done)
+    }
+}
+
+impl Sink for StoreCopies {
+    /// One thread: the rounds run beside the writers, on idle CPU time.
+    fn copy(
+        &mut self,
+        map: &Mapping,
+        pages: &[usize],
+        go_on: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<usize> {
+        self.copy_on(map, pages, LIVE_CHUNK, Threads::at_most(1), go_on)
     }
 
     fn keep_changed(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
@@ -215,7 +236,12 @@ impl Converging<'_> {
     pub fn finish(mut self) -> Result<Snapshot> {
         let mut rest = self.run.remainder()?;
         let map = self.run.region().map.clone();
-        let done = rest.sink.copy(&map, &rest.dirty, &mut |_| true)?;
+        // Writers are quiescent: the remainder is copied on every core.
+        let done =
+            rest.sink
+                .copy_on(&map, &rest.dirty, FINISH_CHUNK, Threads::AUTO, &mut |_| {
+                    true
+                })?;
         if done < rest.dirty.len() {
             // Out of memory: nothing is lost, the region keeps every page
             // for the next snapshot.

@@ -95,7 +95,33 @@ impl PageStore {
         pages: &[usize],
         threads: Threads,
     ) -> Result<Tree, StoreError> {
-        let stage = |part: &[usize]| self.stage(src, part, Src::Quiescent);
+        self.commit_from(base, src, pages, threads, Src::Quiescent)
+    }
+
+    /// As [`commit_pages`](Self::commit_pages), for a mapping other threads may
+    /// be writing meanwhile (a converging round, or its `finish`, where
+    /// writers are quiescent only by the program's word): each page is copied
+    /// out, never referenced, before it is stored. On error (memory ran out)
+    /// nothing of `pages` is kept.
+    pub(crate) fn commit_pages_live(
+        &self,
+        base: &Tree,
+        src: &Mapping,
+        pages: &[usize],
+        threads: Threads,
+    ) -> Result<Tree, StoreError> {
+        self.commit_from(base, src, pages, threads, Src::Live)
+    }
+
+    fn commit_from(
+        &self,
+        base: &Tree,
+        src: &Mapping,
+        pages: &[usize],
+        threads: Threads,
+        how: Src,
+    ) -> Result<Tree, StoreError> {
+        let stage = |part: &[usize]| self.stage(src, part, how);
         let n = threads.for_pages(pages.len());
         let staged = if n <= 1 {
             stage(pages)?
@@ -108,20 +134,6 @@ impl PageStore {
             all
         };
         Ok(self.commit_on(base, staged, n))
-    }
-
-    /// As [`commit_pages`](Self::commit_pages), for a mapping other threads may
-    /// be writing meanwhile (a converging round): each page is copied out, never
-    /// referenced, before it is stored, on this thread. On error (memory ran
-    /// out) nothing of `pages` is kept.
-    pub(crate) fn commit_pages_live(
-        &self,
-        base: &Tree,
-        src: &Mapping,
-        pages: &[usize],
-    ) -> Result<Tree, StoreError> {
-        let staged = self.stage(src, pages, Src::Live)?;
-        Ok(self.commit(base, staged))
     }
 
     /// Stages the pages `part` of `src`. On error nothing of `part` is kept.
