@@ -172,3 +172,55 @@ fn waiting_for_the_rounds_raises_them() {
     drop(spinners);
     assert!(conv.finish().unwrap().to_vec() == region.as_slice());
 }
+
+/// After a converging save's `finish`, the thread completing the file runs on
+/// idle CPU time too (writers run again and keep their cores), and waiting for
+/// the file raises it: `wait` returns promptly however busy the CPUs are.
+#[test]
+fn a_converging_saves_file_is_completed_idle_until_waited_for() {
+    let _serial = common::child::serial();
+    if !may_raise() {
+        eprintln!(
+            "skipped: no CAP_SYS_NICE and RLIMIT_NICE < 20 (the thread runs at normal priority)"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("pagesnap-prio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("idle.snap");
+    let mut region = first_round_region(13);
+    let (base, len, page) = (
+        region.as_ptr() as usize,
+        region.len(),
+        pagesnap::page_size(),
+    );
+    let conv = region.converging_save(&path).unwrap();
+    conv.wait_converged();
+    // Every page written again: the remainder is the whole region.
+    (0..len / page).for_each(|p| common::write_u64(base, p * page, p as u64));
+    let spinners = Spinners::busy();
+    let saving = conv.finish().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        match policy_of("pagesnap-save") {
+            Some(p) if p == libc::SCHED_IDLE || Instant::now() > deadline => break Some(p),
+            None if saving.is_finished() => break None,
+            _ => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    assert_eq!(
+        seen,
+        Some(libc::SCHED_IDLE),
+        "the completing thread's policy"
+    );
+    let t = Instant::now();
+    let report = saving.wait().unwrap();
+    let took = t.elapsed();
+    drop(spinners);
+    eprintln!("waited {took:?} for the file on busy CPUs");
+    assert!(took < Duration::from_secs(10), "wait took {took:?}");
+    let back = pagesnap::Snapshot::load(&path, &pagesnap::PageStore::new()).unwrap();
+    assert_eq!(back.digest(), report.digest);
+    assert!(back.to_vec() == region.as_slice(), "file != region");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -9,12 +9,13 @@
 //!
 //! Memory: per page of the region a record index and a hash (0.7 %), one chunk
 //! of copied pages, the writer's buffer, and a buffer for the remainder (twice
-//! the largest round, at most [`REMAINDER_BUFFER`], faulted in by the round
+//! the largest round after the first two, at most [`REMAINDER_BUFFER`], faulted in by the round
 //! thread so that the pause only copies; a larger remainder goes to the file
 //! in the pause) — never the region's pages.
 
 use super::converge::ConvergeProgress;
 use super::converge_rounds::{RoundRun, Sink};
+use super::round_priority::RoundPriority;
 use super::Region;
 use crate::error::{Error, Result};
 use crate::file::rounds::RoundFile;
@@ -24,6 +25,7 @@ use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -41,6 +43,8 @@ pub struct ConvergingSave<'r> {
     /// The thread that completes the file, started beforehand so that the
     /// pause does not start one; it ends at once if `finish` never comes.
     completer: Option<(SyncSender<Tail>, JoinHandle<Result<SaveReport>>)>,
+    /// The completing thread's priority: idle CPU time until waited for.
+    priority: Arc<RoundPriority>,
 }
 
 /// What `finish` hands the completing thread: the file, the remainder held
@@ -53,9 +57,13 @@ struct Tail {
 }
 
 /// The file being written after [`ConvergingSave::finish`]; writers already
-/// run again. Dropping it waits for the file.
+/// run again. Its thread writes on idle CPU time, as the rounds copied, so
+/// that it takes no core from the writers (where the process may raise it
+/// back: see [`Region::converging_snapshot`]), until [`wait`](Self::wait)
+/// or a drop, which wait for the file at normal priority.
 pub struct ConvergedSave {
     thread: Option<JoinHandle<Result<SaveReport>>>,
+    priority: Arc<RoundPriority>,
 }
 
 /// The file side: the file of the rounds' copies.
@@ -69,15 +77,23 @@ pub(super) struct FileCopies {
     /// Most bytes `warm` holds: the region's size, at most
     /// [`REMAINDER_BUFFER`].
     warm_cap: usize,
+    /// Rounds copied so far.
+    rounds: u32,
 }
 
 impl FileCopies {
     /// Grows the warm buffer (faulting it in, here on the round thread) to
-    /// twice the largest round so far: the remainder is what writers wrote
-    /// since the last round, and they go on writing until `finish`, so the
-    /// last round alone (often nearly empty) says too little. Without memory
-    /// it stays as it is.
+    /// twice the largest round from the third on: those count what writers
+    /// wrote during one round, as the remainder counts what they wrote since
+    /// the last (the first two count everything written since the sync
+    /// point). The largest, not the last: writers go on writing until
+    /// `finish`, so the last round (often nearly empty) says too little.
+    /// Without memory the buffer stays as it is.
     fn warm_for(&mut self, round_pages: usize) {
+        self.rounds += 1;
+        if self.rounds <= 2 {
+            return;
+        }
         let want = round_pages
             .saturating_mul(2 * page_size())
             .min(self.warm_cap);
@@ -105,7 +121,7 @@ impl Sink for FileCopies {
         let r = self.file.copy(map, pages, go_on);
         let r = r.map_err(self.err())?;
         if r == pages.len() {
-            self.warm_for(pages.len());
+            self.warm_for(r);
         }
         Ok(r)
     }
@@ -156,13 +172,21 @@ impl Region {
             path: path.clone(),
             warm: Vec::new(),
             warm_cap: self.len().min(REMAINDER_BUFFER),
+            rounds: 0,
         };
         let (tx, rx) = sync_channel::<Tail>(1);
+        let priority = Arc::new(RoundPriority::default());
+        let thread_priority = priority.clone();
         let completer = std::thread::Builder::new()
             .name("pagesnap-save".into())
             .spawn(move || {
                 let tail = rx.recv().map_err(|_| Error::BackgroundBusy)?;
-                complete(tail, &path)
+                // Writers run again: the file is completed on idle CPU time
+                // until someone waits for it, as the rounds were copied.
+                thread_priority.enter_idle();
+                let r = complete(tail, &path);
+                thread_priority.leave();
+                r
             })
             .map_err(|source| Error::Background {
                 step: "spawn save thread",
@@ -173,6 +197,7 @@ impl Region {
         Ok(ConvergingSave {
             run: RoundRun::start(self, sink)?,
             completer: Some((tx, completer)),
+            priority,
         })
     }
 }
@@ -266,6 +291,7 @@ impl ConvergingSave<'_> {
         }
         Ok(ConvergedSave {
             thread: Some(thread),
+            priority: self.priority.clone(),
         })
     }
 }
@@ -314,6 +340,8 @@ impl ConvergedSave {
     }
 
     fn join(&mut self) -> Result<SaveReport> {
+        // Waited for: normal priority from now on.
+        self.priority.raise();
         let t = self.thread.take().expect("joined once");
         // A panic (a bug) in the writing thread fails the save like an error
         // (its temporary file is removed as it unwinds), not the caller.
