@@ -144,11 +144,12 @@ impl<'r, S: Sink> RoundRun<'r, S> {
         let spawned = std::thread::Builder::new()
             .name("pagesnap-rounds".into())
             .spawn(move || {
-                thread_ctl.priority.enter_idle();
+                let idle = thread_ctl.priority.enter_idle();
                 let out = run_rounds(&map, &tracker, sink, carried, mode, &thread_ctl);
-                // Cleared before the thread ends, so `hurry` never names a
-                // thread id that could be reused.
-                thread_ctl.priority.leave();
+                // Cleared before the thread ends (on a panic too, as it
+                // unwinds), so `hurry` never names a thread id that could be
+                // reused.
+                drop(idle);
                 *thread_ctl.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
                 thread_ctl.cv.notify_all();
                 out

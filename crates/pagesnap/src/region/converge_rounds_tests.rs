@@ -68,7 +68,7 @@ fn stop_raises_an_idle_round_thread() {
     let (entered, stopped) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
     std::thread::scope(|s| {
         let t = s.spawn(|| {
-            ctl.priority.enter_idle();
+            let _idle = ctl.priority.enter_idle();
             let idle = own_policy();
             entered.wait();
             stopped.wait();
@@ -91,10 +91,30 @@ fn a_run_raised_or_stopped_before_it_starts_never_goes_idle() {
         before(&ctl);
         std::thread::scope(|s| {
             s.spawn(|| {
-                ctl.priority.enter_idle();
+                let _idle = ctl.priority.enter_idle();
                 assert_eq!(own_policy(), libc::SCHED_OTHER);
                 assert!(!ctl.priority.is_idle());
             });
         });
     }
+}
+
+#[test]
+fn a_round_thread_that_panics_is_forgotten_as_it_unwinds() {
+    let ctl = Ctl::new();
+    std::thread::scope(|s| {
+        let r = s
+            .spawn(|| {
+                let _idle = ctl.priority.enter_idle();
+                assert_eq!(
+                    ctl.priority.is_idle(),
+                    super::super::round_priority::may_go_idle()
+                );
+                panic!("a bug in a round (expected by this test)");
+            })
+            .join();
+        assert!(r.is_err());
+    });
+    // A raise now must not name the dead thread's id (it may be reused).
+    assert!(!ctl.priority.is_idle());
 }

@@ -183,10 +183,8 @@ impl Region {
                 let tail = rx.recv().map_err(|_| Error::BackgroundBusy)?;
                 // Writers run again: the file is completed on idle CPU time
                 // until someone waits for it, as the rounds were copied.
-                thread_priority.enter_idle();
-                let r = complete(tail, &path);
-                thread_priority.leave();
-                r
+                let _idle = thread_priority.enter_idle();
+                complete(tail, &path)
             })
             .map_err(|source| Error::Background {
                 step: "spawn save thread",

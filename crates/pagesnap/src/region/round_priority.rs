@@ -3,8 +3,8 @@
 //! for it — then normal, for the rest of its run.
 //!
 //! ```text
-//!  round thread:  enter_idle()   idle, unless raised already
-//!                 leave()        before it ends (its id may be reused after)
+//!  round thread:  enter_idle()   idle, unless raised already; its guard
+//!                                dropped before it ends (its id may be reused after)
 //!  callers:       raise()        wait, hurry, finish, drop: normal from now on
 //! ```
 
@@ -29,21 +29,18 @@ impl RoundPriority {
     }
 
     /// On the round thread: from now on, copy only when a CPU is free, so the
-    /// rounds never take a core from the program's writers.
-    pub(super) fn enter_idle(&self) {
-        if !idle_rounds() {
-            return;
+    /// rounds never take a core from the program's writers. The guard, dropped
+    /// before the thread ends (a panic included), clears the thread's id:
+    /// nobody may name it once it could be reused.
+    pub(super) fn enter_idle(&self) -> Idle<'_> {
+        if idle_rounds() {
+            let mut p = self.lock();
+            // A raise (a wait, `hurry`, a stop) before this point wins.
+            if !p.1 && sched::make_self_idle().is_ok() {
+                p.0 = Some(sched::current_tid());
+            }
         }
-        let mut p = self.lock();
-        // A raise (a wait, `hurry`, a stop) before this point wins.
-        if !p.1 && sched::make_self_idle().is_ok() {
-            p.0 = Some(sched::current_tid());
-        }
-    }
-
-    /// On the round thread, as it ends: nobody may name its id any more.
-    pub(super) fn leave(&self) {
-        self.lock().0 = None;
+        Idle(self)
     }
 
     /// Raises the round thread back to normal priority, now and for good.
@@ -60,6 +57,16 @@ impl RoundPriority {
     #[cfg(test)]
     pub(super) fn is_idle(&self) -> bool {
         self.lock().0.is_some()
+    }
+}
+
+/// See [`RoundPriority::enter_idle`].
+#[must_use = "dropping it at once forgets the idle thread, which a raise then misses"]
+pub(super) struct Idle<'a>(&'a RoundPriority);
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.lock().0 = None;
     }
 }
 
