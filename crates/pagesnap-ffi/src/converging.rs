@@ -290,7 +290,8 @@ pub extern "C" fn ps_converging_finish(conv: *mut ps_converging) -> *mut ps_snap
 
 /// Call while the program's writers are quiescent (a converging save): copies
 /// what was written since the last round (the pause) and returns; the file of
-/// this instant is completed in the background while writers go on. The
+/// this instant is completed in the background while writers go on, on idle
+/// CPU time as the rounds (ps_converging_save_wait() raises it). The
 /// region's sync point does not move. `conv` stays the caller's: pass it to
 /// ps_converging_save_wait() (or ps_converging_free(), which also waits for
 /// the file). Returns 0, or -1 (dead handle, not a save, I/O error: no file is

@@ -9,9 +9,10 @@
 //!
 //! Memory: per page of the region a record index and a hash (0.7 %), one chunk
 //! of copied pages, the writer's buffer, and a buffer for the remainder (twice
-//! the largest round after the first two, at most [`REMAINDER_BUFFER`], faulted in by the round
-//! thread so that the pause only copies; a larger remainder goes to the file
-//! in the pause) — never the region's pages.
+//! the largest round after the first two, at most [`REMAINDER_BUFFER`],
+//! faulted in by the round thread so that the pause only copies; a larger
+//! remainder goes to the file in the pause) — never the region's pages.
+//! After `finish`, the file is completed on idle CPU time until waited for.
 
 use super::converge::ConvergeProgress;
 use super::converge_rounds::{RoundRun, Sink};
