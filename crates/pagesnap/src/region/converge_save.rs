@@ -13,6 +13,10 @@
 //! faulted in by the round thread so that the pause only copies; a larger
 //! remainder goes to the file in the pause) — never the region's pages.
 //! After `finish`, the file is completed on idle CPU time until waited for.
+//!
+//! Rounds after the first two store changed pages uncompressed: they are short,
+//! and the quicker they go the less is left for the pause. A page whose last
+//! copy comes from such a round stays uncompressed in the file.
 
 use super::converge::ConvergeProgress;
 use super::converge_rounds::{RoundRun, Sink};
@@ -119,7 +123,12 @@ impl Sink for FileCopies {
         pages: &[usize],
         go_on: &mut dyn FnMut(usize) -> bool,
     ) -> Result<usize> {
-        let r = self.file.copy(map, pages, go_on);
+        // The first two rounds copy everything written since the sync point,
+        // compressed; later ones are short and decide how much is left for
+        // the pause, so they go raw (lz4 was about half the rounds' time on
+        // SQLite's pages).
+        let raw = self.rounds >= 2;
+        let r = self.file.copy(map, pages, raw, go_on);
         let r = r.map_err(self.err())?;
         if r == pages.len() {
             self.warm_for(r);

@@ -96,11 +96,13 @@ impl RoundFile {
     /// Copies `pages` (sorted, unique) of `map`, which other threads may be
     /// writing, as their latest copies, [`CHUNK`] at a time; after each chunk
     /// `go_on` is told how many it copied and answers whether to go on. How many
-    /// of `pages` (a prefix) were copied.
+    /// of `pages` (a prefix) were copied. `raw`: pages that changed are stored
+    /// uncompressed and not deduplicated, for a round that must be quick.
     pub(crate) fn copy(
         &mut self,
         map: &Mapping,
         pages: &[usize],
+        raw: bool,
         go_on: &mut dyn FnMut(usize) -> bool,
     ) -> Result<usize, FileError> {
         let page = self.page;
@@ -115,7 +117,7 @@ impl RoundFile {
             result = part
                 .iter()
                 .enumerate()
-                .try_for_each(|(i, &p)| self.put(p, &chunk[i * page..(i + 1) * page]));
+                .try_for_each(|(i, &p)| self.put_as(p, &chunk[i * page..(i + 1) * page], raw));
             if result.is_err() {
                 break;
             }
@@ -151,11 +153,16 @@ impl RoundFile {
     /// Makes `bytes` page `p`'s latest copy, appending it unless it equals the
     /// last copy.
     pub(crate) fn put(&mut self, p: usize, bytes: &[u8]) -> Result<(), FileError> {
+        self.put_as(p, bytes, false)
+    }
+
+    /// [`put`](Self::put); `raw`: appended uncompressed, not deduplicated.
+    fn put_as(&mut self, p: usize, bytes: &[u8], raw: bool) -> Result<(), FileError> {
         let hash = page_hash(bytes);
         if self.same_as_last(p, bytes, hash)? {
             return Ok(());
         }
-        self.place(p, bytes, hash, false)
+        self.place(p, bytes, hash, raw)
     }
 
     /// Appends `bytes` (hashed `hash`) as page `p`'s latest copy; `quick`: raw.
