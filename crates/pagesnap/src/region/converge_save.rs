@@ -82,23 +82,18 @@ pub(super) struct FileCopies {
     /// Most bytes `warm` holds: the region's size, at most
     /// [`REMAINDER_BUFFER`].
     warm_cap: usize,
-    /// Rounds copied so far.
+    /// Rounds begun so far.
     rounds: u32,
 }
 
 impl FileCopies {
     /// Grows the warm buffer (faulting it in, here on the round thread) to
-    /// twice the largest round from the third on: those count what writers
-    /// wrote during one round, as the remainder counts what they wrote since
-    /// the last (the first two count everything written since the sync
-    /// point). The largest, not the last: writers go on writing until
-    /// `finish`, so the last round (often nearly empty) says too little.
-    /// Without memory the buffer stays as it is.
+    /// twice `round_pages`, a late round's count (see [`Sink::copy`] below):
+    /// those count what writers wrote during one round, as the remainder
+    /// counts what they wrote since the last. Grown to the largest, never
+    /// shrunk: writers go on writing until `finish`, so the last round (often
+    /// nearly empty) says too little. Without memory it stays as it is.
     fn warm_for(&mut self, round_pages: usize) {
-        self.rounds += 1;
-        if self.rounds <= 2 {
-            return;
-        }
         let want = round_pages
             .saturating_mul(2 * page_size())
             .min(self.warm_cap);
@@ -124,13 +119,14 @@ impl Sink for FileCopies {
         go_on: &mut dyn FnMut(usize) -> bool,
     ) -> Result<usize> {
         // The first two rounds copy everything written since the sync point,
-        // compressed; later ones are short and decide how much is left for
-        // the pause, so they go raw (lz4 was about half the rounds' time on
-        // SQLite's pages).
-        let raw = self.rounds >= 2;
-        let r = self.file.copy(map, pages, raw, go_on);
+        // compressed. Later ones are short and decide how much is left for
+        // the pause: they go raw (lz4 was about half the rounds' time on
+        // SQLite's pages), and size the buffer the pause copies into.
+        let late = self.rounds >= 2;
+        self.rounds += 1;
+        let r = self.file.copy(map, pages, late, go_on);
         let r = r.map_err(self.err())?;
-        if r == pages.len() {
+        if late && r == pages.len() {
             self.warm_for(r);
         }
         Ok(r)
