@@ -149,26 +149,35 @@ impl Memory {
         }
     }
 
-    /// Faults in lent slot `slot`'s pages with a write of one byte each
-    /// (a write fault takes only the mapping's own lock, where
-    /// `MADV_POPULATE_WRITE` would hold the process's mmap lock that writers'
-    /// `mprotect` waits for). False if the slot is not lent.
+    /// Faults in slot `slot`'s pages with a write of one byte each (a write
+    /// fault takes only the mapping's own lock, where `MADV_POPULATE_WRITE`
+    /// would hold the process's mmap lock, which writers' `mprotect` waits
+    /// for, while it zeroes each page).
     ///
     /// # Safety
     ///
-    /// `slot` is held by the caller (taken from the pool's free mask, not
-    /// given back): nobody else writes it, and a free slot's bytes are never
-    /// read before a staging has copied over them.
-    pub(super) unsafe fn touch_lent(&self, slot: usize, slot_bytes: usize) -> bool {
-        let Place::Lent(lent, first) = self.place(slot, slot_bytes) else {
-            return false;
-        };
-        for &dst in &lent.pages[first..][..slot_bytes / lent.page] {
-            // SAFETY: `dst` starts a page inside a mapping kept alive here
-            // (checked by `lent`), lent to this slot, which the caller holds.
-            unsafe { std::ptr::write_volatile(dst as *mut u8, 0) };
+    /// `slot` is a slot of this memory, held by the caller (taken from the
+    /// pool's free mask, not given back): nobody else writes it, and a free
+    /// slot's bytes are never read before a staging has copied over them.
+    pub(super) unsafe fn touch(&self, slot: usize, slot_bytes: usize) {
+        match self.place(slot, slot_bytes) {
+            Place::Own(m, at) => {
+                let page = crate::sys::page_size();
+                for o in (at..at + slot_bytes).step_by(page) {
+                    // SAFETY: `o` is inside the slot, inside the pool's own
+                    // mapping (`place`), which the caller holds.
+                    unsafe { std::ptr::write_volatile(m.as_ptr().add(o), 0) };
+                }
+            }
+            Place::Lent(lent, first) => {
+                for &dst in &lent.pages[first..][..slot_bytes / lent.page] {
+                    // SAFETY: `dst` starts a page inside a mapping kept alive
+                    // here (checked by `lent`), lent to this slot, which the
+                    // caller holds.
+                    unsafe { std::ptr::write_volatile(dst as *mut u8, 0) };
+                }
+            }
         }
-        true
     }
 
     /// Copies `len` (≤ `slot_bytes`) bytes from `src` into slot `slot`.

@@ -329,15 +329,7 @@ fn the_copier_warms_untouched_lent_slots_from_the_top() {
         .lent_untouched_from(1);
     // Slot 6 is in use (a copier's staging): passed over, not touched.
     assert_eq!(pool.pick(0, 1 << 6, false), Some(6));
-    let resident = |s: usize| {
-        let mut v = vec![0u8; per];
-        // SAFETY: mincore reads the residency of a live mapping's pages.
-        let at = unsafe { lender.as_ptr().add(s * slot) };
-        // SAFETY: as above; `v` has a byte for each of the slot's pages.
-        let r = unsafe { libc::mincore(at as *mut libc::c_void, slot, v.as_mut_ptr()) };
-        assert_eq!(r, 0);
-        v.iter().all(|&b| b & 1 == 1)
-    };
+    let resident = |s: usize| all_resident(&lender, s * slot, slot);
     assert!(!resident(7));
     let mut warmed = 0;
     while pool.warm_top() {
@@ -360,4 +352,53 @@ fn the_copier_warms_untouched_lent_slots_from_the_top() {
     assert_eq!(pool.take_single(), Some(3));
     assert_eq!(pool.take_single(), Some(8), "then its own");
     assert_eq!(pool.take_single(), Some(2), "then untouched, from the top");
+}
+
+/// The copier faults in the pool's own slots by writing them, not with
+/// `MADV_POPULATE_WRITE` (which holds the process's mmap lock): free slots
+/// are touched and stay free, a slot in use is passed over.
+#[test]
+fn the_copier_warms_its_own_slots_by_touching_the_free_ones() {
+    let slot = 512 << 10;
+    let slots = 2 * WARM_AHEAD / slot;
+    let pool = StagingPool::new(slots, slot, Protection::ReadWrite).unwrap();
+    let own = pool.mem.own.as_ref().expect("own memory");
+    let resident = |s: usize| all_resident(own, s * slot, slot);
+    // The upper half is in small pages: a slot there faults alone. One of
+    // them is in use (a writer copying into it).
+    let busy = slots / 2 + 2;
+    assert_eq!(pool.pick(busy / 64, 1 << (busy % 64), false), Some(busy));
+    assert!((0..slots).all(|s| !resident(s)));
+    // Writers take every slot but the busy one and give them back: the
+    // window follows their use to the pool's end.
+    let taken: Vec<usize> = std::iter::from_fn(|| pool.take()).collect();
+    assert_eq!(taken.len(), slots - 1);
+    for &s in &taken {
+        pool.give(s);
+    }
+    while pool.warm_ahead() {}
+    for s in 0..slots {
+        assert_eq!(resident(s), s != busy, "slot {s}");
+    }
+    // Every slot warming touched is free again.
+    let again: Vec<usize> = std::iter::from_fn(|| pool.take()).collect();
+    assert_eq!(again.len(), slots - 1);
+    assert!(!again.contains(&busy));
+}
+
+/// Whether every page of `map`'s `[at, at + len)` is resident.
+fn all_resident(map: &Mapping, at: usize, len: usize) -> bool {
+    let mut v = vec![0u8; len.div_ceil(page_size())];
+    assert!(at + len <= map.len());
+    // SAFETY: the range lies inside the live mapping (checked above); mincore
+    // only reads its pages' residency, a byte each into `v`.
+    let r = unsafe {
+        libc::mincore(
+            map.as_ptr().add(at) as *mut libc::c_void,
+            len,
+            v.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, 0);
+    v.iter().all(|&b| b & 1 == 1)
 }

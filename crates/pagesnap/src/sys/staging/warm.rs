@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!  own slots (after the lent ones):  lowest first, as writers' runs take
-//!      them; a huge page per call, MADV_POPULATE_WRITE
+//!      them; a huge page per call, each free slot held while its pages
+//!      are written once each (a slot in use is being written already)
 //!  lent slots, from the top down:    where single batches take new store
 //!      frames (`slots.rs`); a slot per call, held while its pages are
 //!      written once each
@@ -27,10 +28,10 @@ impl StagingPool {
     }
 
     /// The next huge page of the pool's own memory, if writers' use (free
-    /// slots are taken lowest first) has come near what is warm.
-    /// `MADV_POPULATE_WRITE` never changes contents, so slots in use are
-    /// safe; one huge page per call keeps its hold on the mmap lock (which
-    /// writers' `mprotect` needs) short.
+    /// slots are taken lowest first) has come near what is warm. Not with
+    /// `MADV_POPULATE_WRITE`: it holds the process's mmap lock, which
+    /// writers' `mprotect` needs, while it zeroes (on a VM, up to 6 ms a huge
+    /// page); a write fault takes only the mapping's lock.
     fn warm_own(&self) -> bool {
         const STEP: usize = crate::sys::mmap::HUGE_PAGE;
         let Some(mem) = &self.mem.own else {
@@ -45,12 +46,23 @@ impl StagingPool {
         if warmed >= want {
             return false;
         }
-        let step = STEP.min(len - warmed);
-        // Best effort: without MADV_POPULATE_WRITE (before Linux 5.14) the
-        // writers fault the memory in as before.
-        let _ = mem.advise(warmed, step, libc::MADV_POPULATE_WRITE);
+        let step = STEP.max(self.slot_bytes).min(len - warmed);
+        let first = self.mem.lent_slots + warmed / self.slot_bytes;
+        for slot in first..first + step.div_ceil(self.slot_bytes) {
+            self.touch_free(slot);
+        }
         self.warmed.store(warmed + step, Ordering::Relaxed);
         true
+    }
+
+    /// Faults in slot `slot` if it is free (one in use is being written).
+    fn touch_free(&self, slot: usize) {
+        if slot < self.slots && self.pick(slot / 64, 1 << (slot % 64), false).is_some() {
+            // SAFETY: `pick` took the slot out of the free mask: this thread
+            // holds it until the bit is set again below.
+            unsafe { self.mem.touch(slot, self.slot_bytes) };
+            self.free[slot / 64].fetch_or(1 << (slot % 64), Ordering::Release);
+        }
     }
 
     /// The next untouched lent slot down from the top, if single batches,
@@ -66,12 +78,7 @@ impl StagingPool {
             return false;
         }
         let slot = top - 1;
-        if self.pick(slot / 64, 1 << (slot % 64), false).is_some() {
-            // SAFETY: `pick` took the slot out of the free mask: this thread
-            // holds it until the bit is set again below.
-            unsafe { self.mem.touch_lent(slot, self.slot_bytes) };
-            self.free[slot / 64].fetch_or(1 << (slot % 64), Ordering::Release);
-        }
+        self.touch_free(slot);
         self.warm_top.store(slot, Ordering::Relaxed);
         true
     }
