@@ -18,6 +18,9 @@
 //! point-in-time background snapshot, whose writers lift protection with
 //! `mprotect` (that lock for writing), a slab a mapping each stalled the SQLite
 //! writer for 5–7 ms a new slab on a VM. In an arena only its first slab does.
+//! Arenas also keep a store's mappings few: the kernel caps a process's mappings
+//! (`vm.max_map_count`, 65,530 by default), which a mapping a slab reached near
+//! 128 GiB of frames.
 
 use super::error::StoreError;
 use super::frames::FrameId;
