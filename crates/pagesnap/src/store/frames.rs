@@ -14,7 +14,7 @@
 //! was reserved again, so a holder reads them without any lock.
 
 use super::error::StoreError;
-use super::index::Index;
+use super::index::{key, Index};
 use super::slabs::{Slabs, SLAB_FRAMES};
 use crate::digest::page_hash;
 use crate::sys::mmap::Mapping;
@@ -278,13 +278,18 @@ impl Frames {
     /// [`insert`](Self::insert) of reserved slot `id` as written already:
     /// hashed and indexed where it lies, with no copy.
     pub(super) fn publish(&self, id: FrameId) -> Result<FrameId, StoreError> {
+        self.publish_as(id, page_hash(self.slabs.bytes(id)))
+    }
+
+    /// [`publish`](Self::publish) with the bytes' hash given (tests give two
+    /// contents one hash).
+    fn publish_as(&self, id: FrameId, hash: u128) -> Result<FrameId, StoreError> {
         let bytes = self.slabs.bytes(id);
-        let hash = page_hash(bytes);
         if hash == self.zero_hash && is_zero(bytes) {
             return Ok(FrameId::ZERO);
         }
         let mut map = self.index.shard(hash);
-        let indexed = match map.get(&hash) {
+        let indexed = match map.get(&key(hash)) {
             Some(&hit) if self.slabs.bytes(hit) == bytes => {
                 self.slabs.slot(hit).refs.fetch_add(1, Ordering::Relaxed);
                 return Ok(hit);
@@ -301,7 +306,7 @@ impl Frames {
         slot.set_hash(hash);
         slot.refs.store(1, Ordering::Relaxed);
         if indexed {
-            map.insert(hash, id);
+            map.insert(key(hash), id);
         }
         self.unique.fetch_add(1, Ordering::Relaxed);
         Ok(id)
@@ -333,8 +338,8 @@ impl Frames {
             let before = refs.fetch_sub(1, Ordering::AcqRel);
             debug_assert!(before > 0, "frame {} released more often than held", id.0);
             if before == 1 {
-                if map.get(&hash) == Some(&id) {
-                    map.remove(&hash);
+                if map.get(&key(hash)) == Some(&id) {
+                    map.remove(&key(hash));
                 }
                 self.unique.fetch_sub(1, Ordering::Relaxed);
                 freed.push(id);
@@ -356,4 +361,35 @@ pub(crate) fn is_zero(page: &[u8]) -> bool {
 fn zero_page(page_size: usize) -> &'static [u8] {
     static ZEROS: [u8; 65536] = [0; 65536];
     &ZEROS[..page_size]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two contents under one index key are both kept, and only the first is
+    /// found by it; releasing the second leaves the first indexed.
+    #[test]
+    fn two_contents_with_one_hash_are_kept_apart() {
+        let page = crate::sys::page_size();
+        let frames = Frames::new(page);
+        let mut ids = Vec::new();
+        frames.reserve(4, &mut ids).unwrap();
+        let hash = 0x1234_5678_9abc_def0_u128;
+        let (a, b, a2, b2) = (ids[0], ids[1], ids[2], ids[3]);
+        let put = |id: FrameId, byte: u8| {
+            frames.slabs.write(id, &vec![byte; page]);
+            frames.publish_as(id, hash).unwrap()
+        };
+        assert_eq!(put(a, 1), a);
+        assert_eq!(put(b, 2), b, "other bytes, one hash: a frame of its own");
+        assert_eq!(frames.unique(), 2);
+        assert_eq!(put(a2, 1), a, "the indexed one is found");
+        frames.release_all([b]);
+        assert_eq!(frames.unique(), 1);
+        assert_eq!(put(b2, 1), a, "still indexed after the other went");
+        assert_eq!(frames.slabs.slot(a).refs.load(Ordering::Relaxed), 3);
+        frames.release_all([a, a, a]);
+        assert_eq!(frames.unique(), 0);
+    }
 }
