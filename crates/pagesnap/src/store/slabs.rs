@@ -20,7 +20,9 @@
 //! writer for 5–7 ms a new slab on a VM. In an arena only its first slab does.
 //! Arenas also keep a store's mappings few: the kernel caps a process's mappings
 //! (`vm.max_map_count`, 65,530 by default), which a mapping a slab reached near
-//! 128 GiB of frames.
+//! 128 GiB of frames. An arena's unused tail is address space only, no memory,
+//! though `RLIMIT_AS` counts it; where a whole arena does not fit, a slab alone
+//! is mapped.
 
 use super::error::StoreError;
 use super::frames::FrameId;
