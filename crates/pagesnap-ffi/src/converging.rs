@@ -125,12 +125,12 @@ pub unsafe extern "C" fn ps_converging_start(
         let (started_tx, started_rx) = sync_channel(1);
         let (asks_tx, asks_rx) = channel();
         let cell = r.clone();
-        let spawned = std::thread::Builder::new()
-            .name("pagesnap-converge".into())
-            .spawn(move || {
-                run(&cell, path, &started_tx, &asks_rx);
-                cell.converging.store(false, Ordering::Release);
-            });
+        // Only where its stacks fit: a thread whose signal stack cannot be
+        // mapped aborts the process (see `pagesnap_lib::spawn_thread`).
+        let spawned = pagesnap_lib::spawn_thread("pagesnap-converge", move || {
+            run(&cell, path, &started_tx, &asks_rx);
+            cell.converging.store(false, Ordering::Release);
+        });
         let thread = match spawned {
             Ok(t) => t,
             Err(e) => {

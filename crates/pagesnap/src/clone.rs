@@ -193,12 +193,14 @@ impl Snapshot {
     }
 }
 
-/// The content hash of every page of `snap`, from its frames' hashes.
+/// The compare tracker's keyed hash of every page of `snap`, from its frames'
+/// bytes (the store keeps only their plain hashes).
 fn page_hashes(snap: &Snapshot) -> Vec<u128> {
     let store = snap.store();
-    let mut hashes = vec![store.zero_hash(); snap.tree().pages()];
+    let zero = crate::digest::keyed_page_hash(&vec![0u8; crate::sys::page_size()]);
+    let mut hashes = vec![zero; snap.tree().pages()];
     snap.tree()
-        .for_each_nonzero(|p, id| hashes[p] = store.frame_hash(id));
+        .for_each_nonzero(|p, id| hashes[p] = crate::digest::keyed_page_hash(store.frame(id)));
     hashes
 }
 

@@ -78,6 +78,21 @@ pub fn page_size() -> usize {
     sys::page_size()
 }
 
+/// Starts a thread named `name` running `f` only where its stacks fit, as
+/// pagesnap starts its own: the Rust runtime maps a new thread's signal stack
+/// inside that thread and aborts the process if it cannot, which an
+/// address-space limit (`RLIMIT_AS`) can cause; this checks for room first and
+/// returns the error instead. For hosts of the library that start threads
+/// beside it (the C API's converging thread).
+#[doc(hidden)]
+pub fn spawn_thread<F, T>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    sys::thread::spawn(name, f)
+}
+
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]

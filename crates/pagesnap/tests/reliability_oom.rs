@@ -16,33 +16,9 @@ const LEN: usize = 64 << 20;
 /// Room left above current use: far less than 64 MiB of pages.
 const HEADROOM: u64 = 16 << 20;
 
-/// The process's address-space size (VmSize), in bytes.
-fn vm_size() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
-fn set_soft_limit(bytes: Option<u64>) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit to fill and then pass back.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_AS, &mut lim), 0);
-        lim.rlim_cur = bytes.map_or(lim.rlim_max, |b| b.min(lim.rlim_max));
-        assert_eq!(libc::setrlimit(libc::RLIMIT_AS, &lim), 0);
-    }
-}
-
 /// Runs `f` with the address space capped at current use plus [`HEADROOM`].
 fn limited<T>(f: impl FnOnce() -> T) -> T {
-    set_soft_limit(Some(vm_size() + HEADROOM));
-    let r = f();
-    set_soft_limit(None);
-    r
+    common::address_space::with_headroom(HEADROOM, f)
 }
 
 /// Makes every page distinct and non-zero, cheaply: `seed` and the page index

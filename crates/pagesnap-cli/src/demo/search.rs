@@ -100,7 +100,7 @@ impl Keeper {
             Keeper::Naive { spare } => {
                 let mut c = spare.pop().unwrap_or_default();
                 heap.copy_into(&mut c);
-                let d = xxhash_rust::xxh3::xxh3_128(c.as_bytes());
+                let d = twox_hash::XxHash3_128::oneshot(c.as_bytes());
                 Ok((Saved::Copy(c), d))
             }
         }

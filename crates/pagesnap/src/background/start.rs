@@ -154,72 +154,70 @@ where
     });
     let thread_shared = shared.clone();
     let (map, unprotect_to) = (job.map.clone(), job.unprotect_to);
-    let thread = std::thread::Builder::new()
-        .name("pagesnap-copier".into())
-        .spawn(move || {
-            let shared = &thread_shared;
-            let mut extra = extra;
-            let mut dirty = Vec::new();
-            // The peek runs while every batch is still protected (writers that
-            // fault meanwhile wait), so what it sees and leaves behind in the
-            // tracker is exact; only then may writers lift batches themselves.
-            let mut published = None;
-            // A panic (a bug) must not leave writers parked on protected
-            // batches: it fails the snapshot like any error, and they go on.
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                peek(&mut dirty)
-                    .and_then(|()| lift_clean(&job, shared, &mut dirty, batch))
-                    .and_then(|()| {
-                        let pool = extra.refine(&job, &dirty, pool);
-                        let bytes = pool.as_ref().map_or(0, |p| p.bytes() as u64);
-                        shared.staging_bytes.store(bytes, Ordering::Relaxed);
-                        published = pool.map(|p| shared.batches.publish(Arc::new(p)));
-                        body(
-                            &job,
-                            shared,
-                            &dirty,
-                            batch,
-                            published.as_ref().map(|p| p.pool()),
-                            &mut extra,
-                        )
-                    })
-            }))
-            .unwrap_or_else(|_| {
-                Err(Error::Background {
-                    step: "copier (it panicked)",
-                    addr,
-                    len,
-                    source: std::io::Error::other("the copier thread panicked"),
+    let thread = crate::sys::thread::spawn("pagesnap-copier", move || {
+        let shared = &thread_shared;
+        let mut extra = extra;
+        let mut dirty = Vec::new();
+        // The peek runs while every batch is still protected (writers that
+        // fault meanwhile wait), so what it sees and leaves behind in the
+        // tracker is exact; only then may writers lift batches themselves.
+        let mut published = None;
+        // A panic (a bug) must not leave writers parked on protected
+        // batches: it fails the snapshot like any error, and they go on.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            peek(&mut dirty)
+                .and_then(|()| lift_clean(&job, shared, &mut dirty, batch))
+                .and_then(|()| {
+                    let pool = extra.refine(&job, &dirty, pool);
+                    let bytes = pool.as_ref().map_or(0, |p| p.bytes() as u64);
+                    shared.staging_bytes.store(bytes, Ordering::Relaxed);
+                    published = pool.map(|p| shared.batches.publish(Arc::new(p)));
+                    body(
+                        &job,
+                        shared,
+                        &dirty,
+                        batch,
+                        published.as_ref().map(|p| p.pool()),
+                        &mut extra,
+                    )
                 })
-            });
-            if r.is_err() {
-                let _ = release_all(&job.map, job.unprotect_to, &shared.batches);
-                shared.finish();
-            }
-            if let Some(p) = published.as_ref().map(|p| p.pool()) {
-                shared
-                    .staging_peak
-                    .store(p.peak_bytes() as u64, Ordering::Relaxed);
-            }
-            // Withdraw the pool (waiting out any writer still inside it) and
-            // unmap it before the caller learns that the copy is done; only
-            // then may memory lent to it go back to its owner.
-            drop(published);
-            drop(extra);
-            job.busy.store(false, Ordering::Release);
-            r
-        })
-        .map_err(|source| {
-            // No copier: release the writers here (the pool went with the
-            // closure, withdrawn).
-            let _ = release_all(&map, unprotect_to, &shared.batches);
-            Error::Background {
-                step: "spawn copier thread",
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::Background {
+                step: "copier (it panicked)",
                 addr,
                 len,
-                source,
-            }
-        })?;
+                source: std::io::Error::other("the copier thread panicked"),
+            })
+        });
+        if r.is_err() {
+            let _ = release_all(&job.map, job.unprotect_to, &shared.batches);
+            shared.finish();
+        }
+        if let Some(p) = published.as_ref().map(|p| p.pool()) {
+            shared
+                .staging_peak
+                .store(p.peak_bytes() as u64, Ordering::Relaxed);
+        }
+        // Withdraw the pool (waiting out any writer still inside it) and
+        // unmap it before the caller learns that the copy is done; only
+        // then may memory lent to it go back to its owner.
+        drop(published);
+        drop(extra);
+        job.busy.store(false, Ordering::Release);
+        r
+    })
+    .map_err(|source| {
+        // No copier: release the writers here (the pool went with the
+        // closure, withdrawn).
+        let _ = release_all(&map, unprotect_to, &shared.batches);
+        Error::Background {
+            step: "spawn copier thread",
+            addr,
+            len,
+            source,
+        }
+    })?;
     Ok((thread, shared))
 }
 

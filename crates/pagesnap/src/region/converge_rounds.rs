@@ -141,19 +141,17 @@ impl<'r, S: Sink> RoundRun<'r, S> {
         let carried = std::mem::take(&mut region.carried);
         let thread_ctl = ctl.clone();
         let (addr, len) = (region.map.as_ptr() as usize, region.map.len());
-        let spawned = std::thread::Builder::new()
-            .name("pagesnap-rounds".into())
-            .spawn(move || {
-                let idle = thread_ctl.priority.enter_idle();
-                let out = run_rounds(&map, &tracker, sink, carried, mode, &thread_ctl);
-                // Cleared before the thread ends (on a panic too, as it
-                // unwinds), so `hurry` never names a thread id that could be
-                // reused.
-                drop(idle);
-                *thread_ctl.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
-                thread_ctl.cv.notify_all();
-                out
-            });
+        let spawned = crate::sys::thread::spawn("pagesnap-rounds", move || {
+            let idle = thread_ctl.priority.enter_idle();
+            let out = run_rounds(&map, &tracker, sink, carried, mode, &thread_ctl);
+            // Cleared before the thread ends (on a panic too, as it
+            // unwinds), so `hurry` never names a thread id that could be
+            // reused.
+            drop(idle);
+            *thread_ctl.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            thread_ctl.cv.notify_all();
+            out
+        });
         match spawned {
             Ok(t) => Ok(RoundRun {
                 region,

@@ -183,21 +183,19 @@ impl Region {
         let (tx, rx) = sync_channel::<Tail>(1);
         let priority = Arc::new(RoundPriority::default());
         let thread_priority = priority.clone();
-        let completer = std::thread::Builder::new()
-            .name("pagesnap-save".into())
-            .spawn(move || {
-                let tail = rx.recv().map_err(|_| Error::BackgroundBusy)?;
-                // Writers run again: the file is completed on idle CPU time
-                // until someone waits for it, as the rounds were copied.
-                let _idle = thread_priority.enter_idle();
-                complete(tail, &path)
-            })
-            .map_err(|source| Error::Background {
-                step: "spawn save thread",
-                addr: self.as_ptr() as usize,
-                len: self.len(),
-                source,
-            })?;
+        let completer = crate::sys::thread::spawn("pagesnap-save", move || {
+            let tail = rx.recv().map_err(|_| Error::BackgroundBusy)?;
+            // Writers run again: the file is completed on idle CPU time
+            // until someone waits for it, as the rounds were copied.
+            let _idle = thread_priority.enter_idle();
+            complete(tail, &path)
+        })
+        .map_err(|source| Error::Background {
+            step: "spawn save thread",
+            addr: self.as_ptr() as usize,
+            len: self.len(),
+            source,
+        })?;
         Ok(ConvergingSave {
             run: RoundRun::start(self, sink)?,
             completer: Some((tx, completer)),

@@ -61,7 +61,7 @@ impl PackIndex {
         for h in &self.hashes {
             out.extend_from_slice(&h.to_le_bytes());
         }
-        let name = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&out));
+        let name = format!("{:032x}", crate::digest::xxh3_128(&out));
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         (out, name)

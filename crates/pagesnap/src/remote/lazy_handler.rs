@@ -76,13 +76,12 @@ impl Handler {
         })?);
         let counters = Arc::new(Counters::default());
         let (stop2, counters2) = (stop.clone(), counters.clone());
-        let thread = std::thread::Builder::new()
-            .name("pagesnap-lazy".into())
-            .spawn(move || run(server, &stop2, &counters2))
-            .map_err(|source| RemoteError::Lazy {
-                step: "starting the fault handler thread",
-                source,
-            })?;
+        let thread =
+            crate::sys::thread::spawn("pagesnap-lazy", move || run(server, &stop2, &counters2))
+                .map_err(|source| RemoteError::Lazy {
+                    step: "starting the fault handler thread",
+                    source,
+                })?;
         Ok(Handler {
             stop,
             thread: Some(thread),

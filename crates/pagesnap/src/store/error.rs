@@ -25,6 +25,16 @@ pub enum StoreError {
         /// Entries in the index part that could not grow.
         entries: usize,
     },
+    /// Too little address space is left under the process's limit
+    /// (`RLIMIT_AS`) for the table a snapshot makes: checked before any page is
+    /// taken.
+    #[error(
+        "out of memory for the page store: about {bytes} bytes of tables do not fit under the address-space limit"
+    )]
+    Tables {
+        /// The estimate, with room for the allocator.
+        bytes: usize,
+    },
     /// Every frame id is in use.
     #[error("the page store is full: it holds at most {max} distinct pages")]
     Full {
@@ -38,7 +48,8 @@ impl StoreError {
     pub fn what(&self) -> (&'static str, usize) {
         match self {
             StoreError::Slab { bytes, .. } => ("a page-store slab", *bytes),
-            StoreError::Index { entries } => ("the page store's index", (entries + 1) * 21),
+            StoreError::Index { entries } => ("the page store's index", (entries + 1) * 10),
+            StoreError::Tables { bytes } => ("the page store's tables", *bytes),
             StoreError::Full { .. } => ("a frame id (2^32 frames)", 0),
         }
     }

@@ -14,7 +14,7 @@
 //! was reserved again, so a holder reads them without any lock.
 
 use super::error::StoreError;
-use super::index::{key, Index};
+use super::index::{key, Full, Index, MAX_SAME_KEY};
 use super::slabs::{Slabs, SLAB_FRAMES};
 use crate::digest::page_hash;
 use crate::sys::mmap::Mapping;
@@ -92,10 +92,6 @@ impl Frames {
 
     pub(super) fn page_size(&self) -> usize {
         self.page_size
-    }
-
-    pub(super) fn zero_hash(&self) -> u128 {
-        self.zero_hash
     }
 
     /// Distinct non-zero pages held.
@@ -200,9 +196,17 @@ impl Frames {
         }
     }
 
-    /// Free slots now (reserved ones not counted).
+    /// Free slots now (reserved ones not counted): those freed, and those of
+    /// the last slab mapped that were never used.
     pub(super) fn free_slots(&self) -> usize {
-        self.lock_alloc().free.len()
+        let a = self.lock_alloc();
+        let next = a.next as usize;
+        let never_used = if self.slabs.has(next / SLAB_FRAMES) {
+            SLAB_FRAMES - next % SLAB_FRAMES
+        } else {
+            0
+        };
+        a.free.len() + never_used
     }
 
     /// Up to `n` free slots (used before, so faulted in — but for new slots
@@ -288,25 +292,29 @@ impl Frames {
         if hash == self.zero_hash && is_zero(bytes) {
             return Ok(FrameId::ZERO);
         }
-        let mut map = self.index.shard(hash);
-        let indexed = match map.get(&key(hash)) {
-            Some(&hit) if self.slabs.bytes(hit) == bytes => {
-                self.slabs.slot(hit).refs.fetch_add(1, Ordering::Relaxed);
-                return Ok(hit);
-            }
-            // Two contents with one hash: keep both, index only the first.
-            Some(_) => false,
-            None => {
-                map.try_reserve(1)
-                    .map_err(|_| StoreError::Index { entries: map.len() })?;
-                true
-            }
+        let key_of = |f: FrameId| key(self.slabs.slot(f).hash());
+        let mut shard = self.index.shard(hash);
+        let mut same_key = 0;
+        let same = |f: FrameId| {
+            let k = key_of(f) == key(hash);
+            same_key += usize::from(k);
+            k && self.slabs.bytes(f) == bytes
         };
+        if let Some(hit) = shard.find(key(hash), same) {
+            self.slabs.slot(hit).refs.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        let indexed = same_key < MAX_SAME_KEY;
+        if indexed {
+            shard
+                .reserve_one(key_of)
+                .map_err(|Full(entries)| StoreError::Index { entries })?;
+        }
         let slot = self.slabs.slot(id);
         slot.set_hash(hash);
         slot.refs.store(1, Ordering::Relaxed);
         if indexed {
-            map.insert(key(hash), id);
+            shard.insert(key(hash), id, key_of);
         }
         self.unique.fetch_add(1, Ordering::Relaxed);
         Ok(id)
@@ -334,13 +342,11 @@ impl Frames {
             }
             // Maybe the last: decide under the shard lock, which a hit takes too.
             let hash = self.slabs.slot(id).hash();
-            let mut map = self.index.shard(hash);
+            let mut shard = self.index.shard(hash);
             let before = refs.fetch_sub(1, Ordering::AcqRel);
             debug_assert!(before > 0, "frame {} released more often than held", id.0);
             if before == 1 {
-                if map.get(&key(hash)) == Some(&id) {
-                    map.remove(&key(hash));
-                }
+                shard.remove(key(hash), id);
                 self.unique.fetch_sub(1, Ordering::Relaxed);
                 freed.push(id);
             }
@@ -364,32 +370,5 @@ fn zero_page(page_size: usize) -> &'static [u8] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Two contents under one index key are both kept, and only the first is
-    /// found by it; releasing the second leaves the first indexed.
-    #[test]
-    fn two_contents_with_one_hash_are_kept_apart() {
-        let page = crate::sys::page_size();
-        let frames = Frames::new(page);
-        let mut ids = Vec::new();
-        frames.reserve(4, &mut ids).unwrap();
-        let hash = 0x1234_5678_9abc_def0_u128;
-        let (a, b, a2, b2) = (ids[0], ids[1], ids[2], ids[3]);
-        let put = |id: FrameId, byte: u8| {
-            frames.slabs.write(id, &vec![byte; page]);
-            frames.publish_as(id, hash).unwrap()
-        };
-        assert_eq!(put(a, 1), a);
-        assert_eq!(put(b, 2), b, "other bytes, one hash: a frame of its own");
-        assert_eq!(frames.unique(), 2);
-        assert_eq!(put(a2, 1), a, "the indexed one is found");
-        frames.release_all([b]);
-        assert_eq!(frames.unique(), 1);
-        assert_eq!(put(b2, 1), a, "still indexed after the other went");
-        assert_eq!(frames.slabs.slot(a).refs.load(Ordering::Relaxed), 3);
-        frames.release_all([a, a, a]);
-        assert_eq!(frames.unique(), 0);
-    }
-}
+#[path = "frames_tests.rs"]
+mod tests;

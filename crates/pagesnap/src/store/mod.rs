@@ -188,11 +188,6 @@ impl PageStore {
         self.shared.frames.hash(id)
     }
 
-    /// The hash of the all-zero page.
-    pub(crate) fn zero_hash(&self) -> u128 {
-        self.shared.frames.zero_hash()
-    }
-
     /// A new table: `base` with the staged pages in place of its own. The staged
     /// references go to the new table.
     pub(crate) fn commit(&self, base: &Tree, staged: Staged) -> Tree {

@@ -24,6 +24,10 @@ enum Src {
     Live,
 }
 
+/// Most bytes of table nodes one changed page can cost (a leaf of its own and
+/// its share of the nodes above).
+const TABLE_BYTES_PER_PAGE: usize = 128;
+
 /// How many threads a snapshot or restore may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Threads(usize);
@@ -65,9 +69,7 @@ pub(super) fn run_parts<'a, T: Sync + 'a, R: Send>(
         let spawned: Vec<_> = parts[1..]
             .iter()
             .map(|&part| {
-                std::thread::Builder::new()
-                    .name("pagesnap-worker".into())
-                    .spawn_scoped(scope, move || work(part))
+                crate::sys::thread::spawn_scoped(scope, "pagesnap-worker", move || work(part))
                     .map_err(|_| part)
             })
             .collect();
@@ -121,6 +123,12 @@ impl PageStore {
         threads: Threads,
         how: Src,
     ) -> Result<Tree, StoreError> {
+        // The table's nodes are small infallible allocations: fail here, before
+        // any page is taken, where the address-space limit leaves no room.
+        let tables = pages.len().saturating_mul(TABLE_BYTES_PER_PAGE);
+        if !crate::sys::room::has_room(tables) {
+            return Err(StoreError::Tables { bytes: tables });
+        }
         let stage = |part: &[usize]| self.stage(src, part, how);
         let n = threads.for_pages(pages.len());
         let staged = if n <= 1 {

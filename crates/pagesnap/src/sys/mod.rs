@@ -12,9 +12,11 @@ pub(crate) mod memfd;
 pub(crate) mod mmap;
 pub(crate) mod pagemap;
 pub(crate) mod process;
+pub(crate) mod room;
 pub(crate) mod sched;
 pub(crate) mod signal;
 pub(crate) mod staging;
+pub(crate) mod thread;
 #[cfg(feature = "remote")]
 pub(crate) mod uffd_missing;
 pub(crate) mod userfaultfd;

@@ -1,10 +1,12 @@
-//! Compare: no kernel help. Keeps an xxh3-128 hash of every page as of the sync
-//! point and hashes the whole region at each collect. Always available; costs
+//! Compare: no kernel help. Keeps a hash of every page as of the sync point
+//! (xxh3-128 under a per-process random secret, so that crafted pages cannot
+//! hide a write: `digest::keyed_page_hash`) and hashes the whole region at each
+//! collect. Always available; costs
 //! O(region) per snapshot, nothing per write.
 
 use super::error::{Result, TrackError};
 use super::Tracker;
-use crate::digest::page_hash;
+use crate::digest::keyed_page_hash;
 use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
 use crate::Tracking;
@@ -19,11 +21,11 @@ impl Compare {
     /// Tracks a freshly mapped (all-zero) region.
     pub(crate) fn arm(map: &Mapping) -> Compare {
         let page = page_size();
-        Compare::arm_with(vec![page_hash(&vec![0u8; page]); map.len() / page])
+        Compare::arm_with(vec![keyed_page_hash(&vec![0u8; page]); map.len() / page])
     }
 
     /// Tracks a region whose page `i` hashes to `hashes[i]` now (a clone: the
-    /// hashes of the snapshot it starts from, read off the store's frames).
+    /// keyed hashes of the snapshot it starts from, made from its frames).
     pub(crate) fn arm_with(hashes: Vec<u128>) -> Compare {
         let forced = vec![0; hashes.len().div_ceil(64)];
         Compare { hashes, forced }
@@ -42,7 +44,7 @@ impl Compare {
             map.copy_out(first * page, &mut buf[..n * page]);
             for (j, bytes) in buf[..n * page].chunks_exact(page).enumerate() {
                 let i = first + j;
-                let h = page_hash(bytes);
+                let h = keyed_page_hash(bytes);
                 let forced = self.forced[i / 64] & (1 << (i % 64)) != 0;
                 if h != self.hashes[i] || forced {
                     dirty.push(i);
@@ -95,7 +97,7 @@ impl Tracker for Compare {
         let mut buf = bounce(page)?;
         for &p in written {
             map.copy_out(p * page, &mut buf[..page]);
-            self.hashes[p] = page_hash(&buf[..page]);
+            self.hashes[p] = keyed_page_hash(&buf[..page]);
             self.forced[p / 64] &= !(1 << (p % 64));
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod address_space;
 pub mod child;
 pub mod kernel_source;
 pub mod oracle;

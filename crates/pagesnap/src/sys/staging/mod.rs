@@ -36,9 +36,6 @@ use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// How a staging takes its next free slot (see `slots.rs`).
-type TakeSlot = fn(&StagingPool) -> Option<usize>;
-
 /// Most batches one writer stages in one call (see [`StagingPool::stage`]).
 pub(crate) const MAX_RUN: usize = 32;
 
@@ -191,7 +188,7 @@ impl StagingPool {
         } else {
             self.take()
         };
-        self.stage_from(batches, b, at, ahead, (first, Self::take), STAGED)
+        self.stage_from(batches, b, at, ahead, (first, &mut || self.take()), STAGED)
             .0
     }
 
@@ -218,8 +215,41 @@ impl StagingPool {
         if batch > self.slot_bytes || batches.states.len() != map.len().div_ceil(batch) {
             return 0;
         }
-        let slots = (self.take_lent(), Self::take_lent as TakeSlot);
-        self.stage_from(batches, b, at, ahead, slots, COPIED).1
+        // The run's slots are taken and faulted in before any batch is
+        // claimed: a writer that finds a batch of the run claimed waits for
+        // the whole run, and a first touch of new store memory (3 ms for 2 MiB
+        // on a VM) must not be part of that wait, only the copy.
+        let want = ahead.min(MAX_RUN - 1) + 1;
+        let mut slots = [0usize; MAX_RUN];
+        let mut n = 0;
+        while n < want {
+            let Some(slot) = self.take_lent() else { break };
+            // SAFETY: taken from the free mask by this thread, which holds it
+            // until it is staged into or given back below.
+            unsafe { self.mem.touch(slot, self.slot_bytes) };
+            slots[n] = slot;
+            n += 1;
+        }
+        if n == 0 {
+            return 0;
+        }
+        let mut handed = 1;
+        let staged = {
+            let mut next = || {
+                let slot = slots[..n].get(handed).copied();
+                handed += usize::from(slot.is_some());
+                slot
+            };
+            let first = (
+                Some(slots[0]),
+                &mut next as &mut dyn FnMut() -> Option<usize>,
+            );
+            self.stage_from(batches, b, at, n - 1, first, COPIED).1
+        };
+        for &slot in &slots[handed..n] {
+            self.give(slot);
+        }
+        staged
     }
 
     /// Whether any slot is lent memory.
@@ -236,7 +266,7 @@ impl StagingPool {
         b: usize,
         (start, len, batch): (usize, usize, usize),
         ahead: usize,
-        (first, next): (Option<usize>, TakeSlot),
+        (first, next): (Option<usize>, &mut dyn FnMut() -> Option<usize>),
         staged: u32,
     ) -> (Staged, usize) {
         let states = &batches.states;
@@ -251,7 +281,7 @@ impl StagingPool {
         slots[0] = first;
         let mut n = 1;
         while n <= ahead.min(MAX_RUN - 1) && b + n < states.len() {
-            let Some(slot) = next(self) else { break };
+            let Some(slot) = next() else { break };
             if !claim(&states[b + n]) {
                 self.give(slot);
                 break;

@@ -386,6 +386,48 @@ fn the_copier_warms_its_own_slots_by_touching_the_free_ones() {
     assert!(!again.contains(&busy));
 }
 
+/// A copier's run takes its lent slots and faults them in before it claims
+/// any batch, and gives back the slots of batches it could not claim.
+#[test]
+fn a_copiers_run_faults_its_slots_in_first_and_gives_back_the_unused() {
+    let page = page_size();
+    let region = numbered_region(4);
+    let lender = Arc::new(Mapping::anonymous(4 * page, Protection::ReadWrite, false).unwrap());
+    let pages: Vec<usize> = (0..4)
+        .map(|i| lender.as_ptr() as usize + i * page)
+        .collect();
+    let rw = Protection::ReadWrite;
+    // Four lent slots of one page, all new memory nobody touched.
+    let pool = StagingPool::lent(vec![lender.clone()], pages, page, page, 0, rw)
+        .unwrap()
+        .lent_untouched_from(0);
+    assert!(!all_resident(&lender, 0, 4 * page));
+    let batches = BatchStates::new(4, PENDING);
+    // A writer holds batch 1: the copier's run from 0 stops there.
+    assert!(claim(&batches.states[1]));
+    assert_eq!(pool.stage_lent(&batches, 0, (&region, page), 3), 1);
+    // All four slots were faulted in, but only one is used.
+    assert!(all_resident(&lender, 0, 4 * page));
+    let states: Vec<u32> = batches
+        .states
+        .iter()
+        .map(|s| s.load(Ordering::Acquire))
+        .collect();
+    assert_eq!(states, [COPIED, COPYING, PENDING, PENDING]);
+    // The other three are free again: a run of two, then one more.
+    assert_eq!(pool.stage_lent(&batches, 2, (&region, page), 1), 2);
+    assert_eq!(
+        pool.stage(
+            &BatchStates::new(4, PENDING),
+            0,
+            (region.as_ptr() as usize, 4 * page, page),
+            0
+        ),
+        Staged::Done
+    );
+    assert_eq!(std::iter::from_fn(|| pool.take_filled()).count(), 4);
+}
+
 /// Whether every page of `map`'s `[at, at + len)` is resident.
 fn all_resident(map: &Mapping, at: usize, len: usize) -> bool {
     let mut v = vec![0u8; len.div_ceil(page_size())];

@@ -1,0 +1,45 @@
+//! Room left under the process's address-space limit (`RLIMIT_AS`).
+//!
+//! pagesnap's large allocations are fallible (frames, page lists, the index),
+//! but the small ones of its tables (tree nodes) are ordinary Rust allocations,
+//! and Rust aborts the process when one fails. Work that makes many of them
+//! first checks that the limit leaves room for them and for malloc's own
+//! growth, and fails with a typed error otherwise: nothing has been done yet,
+//! so nothing is lost. Without a limit (the usual case) this is one `getrlimit`.
+
+use std::io::Read;
+
+/// What malloc may need beyond the caller's estimate: a fresh heap or a few
+/// chunks mapped on their own.
+pub(crate) const MALLOC_ROOM: usize = 8 << 20;
+
+/// Whether `bytes` more (plus malloc's room) fit under the address-space limit.
+pub(crate) fn has_room(bytes: usize) -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return true;
+    }
+    let Some(used) = address_space_bytes() else {
+        return true;
+    };
+    used.saturating_add(bytes as u64)
+        .saturating_add(MALLOC_ROOM as u64)
+        <= lim.rlim_cur
+}
+
+/// The process's address-space size, from `/proc/self/statm` (read into a
+/// buffer on the stack: no allocation, which is the point).
+fn address_space_bytes() -> Option<u64> {
+    let mut buf = [0u8; 128];
+    let mut f = std::fs::File::open("/proc/self/statm").ok()?;
+    let n = f.read(&mut buf).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let pages: u64 = text.split_ascii_whitespace().next()?.parse().ok()?;
+    Some(pages * super::page_size() as u64)
+}

@@ -1,0 +1,58 @@
+//! Starting pagesnap's own threads without putting the process at risk.
+//!
+//! Rust's runtime maps each new thread's signal stack from inside that thread,
+//! before any code of ours runs there, and aborts the whole process if the
+//! mapping fails. Under an address-space limit (`RLIMIT_AS`) a thread's stack
+//! can fit while its signal stack then does not (a test sweeping the headroom in
+//! 4 KiB steps aborted a snapshot's worker and a background copier). So a thread
+//! starts only after a probe mapping of its stack, a margin for the signal stack
+//! and room for its first allocations succeeded (those abort too if malloc
+//! fails: a C program's converging round did, in a table update); otherwise the
+//! caller gets the error and does the work on its own thread or fails with a
+//! typed error. The probe is private and writable, so
+//! under strict overcommit (`vm.overcommit_memory = 2`) it is charged as the two
+//! stacks are. A thread of the application that takes the last memory between
+//! the probe and the start can still win that race; nothing in the library can
+//! close it short of starting threads without Rust's runtime.
+
+use super::mmap::{Mapping, Protection};
+use std::io;
+use std::thread::{Builder, JoinHandle, Scope, ScopedJoinHandle};
+
+/// Stack of pagesnap's threads (the runtime's default).
+const STACK: usize = 2 << 20;
+/// What the runtime maps beyond the stack before the thread's code runs: the
+/// signal stack (`SIGSTKSZ`, or the kernel's `AT_MINSIGSTKSZ` where larger:
+/// tens of KiB with AVX-512 state) and its guard page, with room to spare.
+const SIGNAL_STACK_MARGIN: usize = 256 << 10;
+
+/// A builder for a thread of pagesnap's, if its stacks fit now with room for
+/// its first allocations (malloc's room, as `room.rs` asks for).
+fn builder(name: &str) -> io::Result<Builder> {
+    let len = STACK + SIGNAL_STACK_MARGIN + super::room::MALLOC_ROOM;
+    // Mapped and unmapped at once: only whether it fits matters.
+    Mapping::anonymous(len, Protection::ReadWrite, false)?;
+    Ok(Builder::new().name(name.into()).stack_size(STACK))
+}
+
+/// Starts a thread named `name` running `f`, if its stacks fit.
+pub(crate) fn spawn<F, T>(name: &str, f: F) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    builder(name)?.spawn(f)
+}
+
+/// [`spawn`] in `scope`.
+pub(crate) fn spawn_scoped<'scope, F, T>(
+    scope: &'scope Scope<'scope, '_>,
+    name: &str,
+    f: F,
+) -> io::Result<ScopedJoinHandle<'scope, T>>
+where
+    F: FnOnce() -> T + Send + 'scope,
+    T: Send + 'scope,
+{
+    builder(name)?.spawn_scoped(scope, f)
+}
