@@ -108,6 +108,22 @@ impl Pagemap {
         self.scan(start, end, 0, file, file, any, any, f)
     }
 
+    /// [`scan_populated`](Self::scan_populated) of a range just write-protected
+    /// by a uffd-wp registration with unpopulated-page tracking: there every
+    /// hole holds a marker that the kernel reports as swapped out, so a
+    /// swapped-out page counts here only if it was not write-protected (it went
+    /// out before the protection). Present pages count whatever their bit.
+    pub(crate) fn scan_populated_armed(
+        &mut self,
+        start: usize,
+        end: usize,
+        f: impl FnMut(usize, usize),
+    ) -> io::Result<()> {
+        let any = (PAGE_IS_PRESENT | PAGE_IS_WRITTEN) as u64;
+        let file = PAGE_IS_FILE as u64;
+        self.scan(start, end, 0, file, file, any, any, f)
+    }
+
     /// The calls cover [`SCAN_STEP`] of address space at most each.
     #[allow(clippy::too_many_arguments)]
     fn scan(
@@ -224,5 +240,50 @@ mod tests {
             .expect("scan");
         got.sort_unstable();
         assert_eq!(got, want);
+    }
+
+    /// Once a range is write-protected with unpopulated-page tracking, its
+    /// holes hold markers that a plain populated scan takes for swapped-out
+    /// pages (on Linux 6.18, every page of the range); the armed scan reports
+    /// only the pages written, whether before the protection or after it.
+    #[test]
+    fn an_armed_scan_reports_written_pages_not_the_markers_in_holes() {
+        use crate::sys::userfaultfd;
+        let page = crate::sys::page_size();
+        let len = 512 * page;
+        let map = Mapping::anonymous(len, Protection::ReadWrite, false).expect("map");
+        let start = map.as_ptr() as usize;
+        let mut pagemap = Pagemap::open().expect("open pagemap");
+        let want = u64::from(userfaultfd::FEATURE_WP_ASYNC | userfaultfd::FEATURE_WP_UNPOPULATED);
+        let fd = match userfaultfd::open_with_api(want) {
+            Ok((fd, _, got)) if got & want == want && pagemap.has_scan(start).expect("probe") => fd,
+            _ => {
+                eprintln!(
+                    "skipped: no userfaultfd with WP_ASYNC and WP_UNPOPULATED, or no PAGEMAP_SCAN"
+                );
+                return;
+            }
+        };
+        map.copy_in(3 * page, &[1]);
+        map.copy_in(200 * page, &[1]);
+        userfaultfd::register_wp(&fd, start, len).expect("register");
+        userfaultfd::write_protect(&fd, start, len, true).expect("protect");
+        map.copy_in(400 * page, &[1]);
+        let scan = |pagemap: &mut Pagemap, armed: bool| {
+            let mut got = Vec::new();
+            let f = |s: usize, e: usize| got.extend((s - start..e - start).step_by(page));
+            let r = if armed {
+                pagemap.scan_populated_armed(start, start + len, f)
+            } else {
+                pagemap.scan_populated(start, start + len, f)
+            };
+            r.expect("scan");
+            got.sort_unstable();
+            got.dedup();
+            got
+        };
+        let plain = scan(&mut pagemap, false).len();
+        eprintln!("a plain populated scan reports {plain} of the 512 pages");
+        assert_eq!(scan(&mut pagemap, true), [3 * page, 200 * page, 400 * page]);
     }
 }

@@ -77,11 +77,11 @@ impl Tracker for Compare {
         Tracking::Compare
     }
 
-    fn collect(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+    fn collect_written(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         self.scan(map, true, dirty)
     }
 
-    fn peek(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+    fn peek_written(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         self.scan(map, false, dirty)
     }
 

@@ -29,11 +29,25 @@ pub(crate) trait Tracker: Send + Sync {
 
     /// Pushes the index of every page written since the sync point (in any order,
     /// possibly repeated) and re-arms tracking for them: the new sync point.
-    fn collect(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()>;
+    /// `dirty` has room for every page of the region first (see [`reserve_for`]).
+    fn collect(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+        reserve_for(map, dirty)?;
+        self.collect_written(map, dirty)
+    }
 
     /// As `collect`, but leaves the pages as they are: pagesnap is about to write
     /// them itself and will call `rearm`.
-    fn peek(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()>;
+    fn peek(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+        reserve_for(map, dirty)?;
+        self.peek_written(map, dirty)
+    }
+
+    /// The backend's `collect`: reports each written page once where it can
+    /// (more than once only where the kernel reports a range twice).
+    fn collect_written(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()>;
+
+    /// The backend's `peek`, as `collect_written`.
+    fn peek_written(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()>;
 
     /// Makes the sync point now: pagesnap itself wrote `written` (sorted, unique,
     /// a superset of what `peek` reported), and none of it may show as dirty.
@@ -61,6 +75,21 @@ pub(crate) trait Tracker: Send + Sync {
     fn unprotect_to(&self) -> Protection {
         Protection::ReadWrite
     }
+}
+
+/// Makes room in `dirty` for every page of `map` beyond what it holds before
+/// a backend pushes: the backends push while they change kernel state they
+/// cannot roll back, and a growth that failed there (under an address-space
+/// limit) would abort the process. The room is address space until pages are
+/// pushed, and a region's list keeps it from one snapshot to the next.
+fn reserve_for(map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+    let pages = map.len().div_ceil(crate::sys::page_size());
+    dirty
+        .try_reserve(pages)
+        .map_err(|_| TrackError::OutOfMemory {
+            what: "the list of written pages",
+            bytes: pages.saturating_mul(std::mem::size_of::<usize>()),
+        })
 }
 
 /// A tracker for `map` of the concrete backend `kind` (not `Auto`).

@@ -121,7 +121,7 @@ impl Tracker for Mprotect {
         self.faults_reach_us()
     }
 
-    fn collect(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+    fn collect_written(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         self.faults_reach_us()?;
         if self.lost {
             self.read_bits(true, &mut Vec::new());
@@ -139,7 +139,7 @@ impl Tracker for Mprotect {
         Ok(())
     }
 
-    fn peek(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+    fn peek_written(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         self.faults_reach_us()?;
         if self.lost {
             self.all_pages(map, dirty);

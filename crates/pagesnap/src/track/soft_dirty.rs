@@ -125,7 +125,7 @@ impl Tracker for SoftDirty {
         Tracking::SoftDirty
     }
 
-    fn collect(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+    fn collect_written(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         let (addr, len) = self.addr();
         let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         clear(&self.pagemap, &mut registry).map_err(track_err("clear_refs", addr, len))?;
@@ -139,7 +139,7 @@ impl Tracker for SoftDirty {
         Ok(())
     }
 
-    fn peek(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+    fn peek_written(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         let (addr, len) = self.addr();
         harvest(&self.pagemap, &self.shared).map_err(track_err("read pagemap", addr, len))?;
         let mut pending = self

@@ -126,8 +126,10 @@ impl UffdWp {
         runs(&picked).collect()
     }
 
-    /// Pages written in armed chunks (re-protecting them with `reprotect`) and
-    /// pages populated in unarmed chunks, pushed to `dirty` when given.
+    /// Pages written in armed chunks (re-protecting them with `reprotect`) and,
+    /// without `reprotect`, pages populated in unarmed chunks, pushed to `dirty`
+    /// when given. Returns the unarmed chunks that hold pages: with `reprotect`
+    /// the caller arms them and then reports their pages (once, not twice).
     fn scan(&mut self, reprotect: bool, mut dirty: Option<&mut Vec<usize>>) -> Result<Vec<usize>> {
         let (base, page) = (self.start, page_size());
         let mut push = |s: usize, e: usize| {
@@ -149,7 +151,9 @@ impl UffdWp {
             let chunk = self.chunk;
             self.pagemap
                 .scan_populated(from, to, |s, e| {
-                    push(s, e);
+                    if !reprotect {
+                        push(s, e);
+                    }
                     let (c0, c1) = ((s - base) / chunk, (e - 1 - base) / chunk);
                     newly_used.extend(c0..=c1);
                 })
@@ -160,14 +164,15 @@ impl UffdWp {
         Ok(newly_used)
     }
 
-    /// Pushes every populated page of `chunks` (sorted, unique).
+    /// Pushes every populated page of `chunks` (sorted, unique, just armed: the
+    /// markers in their holes are not pages).
     fn report_populated(&mut self, chunks: &[usize], dirty: &mut Vec<usize>) -> Result<()> {
         let (base, page) = (self.start, page_size());
         for (first, n) in runs(chunks).collect::<Vec<_>>() {
             let (from, _) = self.chunk_range(first);
             let (_, to) = self.chunk_range(first + n - 1);
             self.pagemap
-                .scan_populated(from, to, |s, e| {
+                .scan_populated_armed(from, to, |s, e| {
                     dirty.extend((s - base) / page..(e - base) / page)
                 })
                 .map_err(track_err("PAGEMAP_SCAN", from, to - from))?;
@@ -220,16 +225,17 @@ impl Tracker for UffdWp {
         Tracking::UffdWp
     }
 
-    fn collect(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+    fn collect_written(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         let newly_used = self.scan(true, Some(dirty))?;
         self.arm_all(&newly_used)?;
-        // A converging snapshot collects while writers run: a page first
+        // The new chunks' pages are reported after arming, not from the scan:
+        // a converging snapshot collects while writers run, and a page first
         // written between the scan of a new chunk and its arming is now
-        // write-protected as if clean. Report the new chunks' pages again.
+        // write-protected as if clean.
         self.report_populated(&newly_used, dirty)
     }
 
-    fn peek(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
+    fn peek_written(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         self.scan(false, Some(dirty)).map(drop)
     }
 
