@@ -2,7 +2,7 @@
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::store::{PageStore, Staged, Tree};
+use crate::store::{PageStore, Staged, TableCost, Tree};
 use crate::sys::memfd::Memfd;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -210,6 +210,9 @@ impl Snapshot {
         if self.store().same_as(store) {
             return Ok(self.clone());
         }
+        let mut cost = TableCost::default();
+        self.tree().for_each_nonzero(|p, _| cost.add_run(p, 1));
+        store.room_for_tables(&cost)?;
         // Dropped on an error, which hands the pages taken so far back.
         let mut staged = Staged::new(store);
         let src = self.store();

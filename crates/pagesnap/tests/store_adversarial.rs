@@ -12,89 +12,12 @@
 mod common;
 
 use common::address_space::with_headroom;
-use common::child::{self, Outcome};
+use common::child::{self, assert_clean as in_child};
+use common::generation::{assert_gen, assert_snap_gen, fill_all, fill_page, pg};
 use pagesnap::{Error, PageStore, Region, Snapshot, Tracking};
 use std::time::Duration;
 
 const MIB: usize = 1 << 20;
-
-fn pg() -> usize {
-    pagesnap::page_size()
-}
-
-/// splitmix64.
-fn mix(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// Page `p` of generation `gen`: every word depends on both, so pages of
-/// different (gen, p) differ (and none is zero, but with odds of 2^-64).
-fn fill_page(buf: &mut [u8], gen: u64, p: usize) {
-    let seed = mix((gen << 40) ^ p as u64);
-    for (w, c) in buf.chunks_exact_mut(8).enumerate() {
-        c.copy_from_slice(&(seed ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_ne_bytes());
-    }
-}
-
-/// Writes generation `gen` over every page of `bytes`.
-fn fill_all(bytes: &mut [u8], gen: u64) {
-    for (p, b) in bytes.chunks_exact_mut(pg()).enumerate() {
-        fill_page(b, gen, p);
-    }
-}
-
-/// `bytes` is generation `gen` on every page; panics at the first page that is not.
-fn assert_gen(bytes: &[u8], gen: u64, context: &str) {
-    let mut want = vec![0u8; pg()];
-    for (p, b) in bytes.chunks_exact(pg()).enumerate() {
-        fill_page(&mut want, gen, p);
-        assert!(
-            b == &want[..],
-            "{context}: page {p} is not generation {gen} (first word {:#x})",
-            u64::from_ne_bytes(b[..8].try_into().unwrap())
-        );
-    }
-}
-
-/// A snapshot holds generation `gen` on every page (read 8 MiB at a time).
-fn assert_snap_gen(snap: &Snapshot, gen: u64, context: &str) {
-    let chunk = 8 * MIB;
-    let mut buf = vec![0u8; chunk];
-    let mut want = vec![0u8; pg()];
-    let mut at = 0;
-    while at < snap.len() {
-        let n = chunk.min(snap.len() - at);
-        snap.read(at, &mut buf[..n]).unwrap();
-        for (i, b) in buf[..n].chunks_exact(pg()).enumerate() {
-            let p = at / pg() + i;
-            fill_page(&mut want, gen, p);
-            assert!(
-                b == &want[..],
-                "{context}: snapshot page {p} is not generation {gen}"
-            );
-        }
-        at += n;
-    }
-}
-
-/// Runs `f` in a forked child (after taking the fork lock) and asserts it
-/// exited 0 within `secs`: a panic (its message is printed above), a signal or
-/// a hang fails the test.
-fn in_child(name: &str, secs: u64, f: impl FnOnce()) {
-    let _serial = child::serial();
-    let out = child::run(Duration::from_secs(secs), || {
-        f();
-        0
-    });
-    assert_eq!(
-        out,
-        Outcome::Exited(0),
-        "{name}: the child did not finish cleanly (101: it panicked, message above)"
-    );
-}
 
 /// Once every snapshot and region of `store` is gone: it holds no page, and
 /// every frame that held one at the peak (`peak` pages) is free again (the

@@ -5,7 +5,7 @@ use super::drive::{drive, Sink};
 use super::{BesidePool, Job, Shared};
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
-use crate::store::{LentFrames, Staged};
+use crate::store::{LentFrames, Staged, TableCost};
 use crate::sys::page_size;
 use crate::sys::staging::StagingPool;
 
@@ -201,6 +201,7 @@ pub(super) fn save(
             what: "the background snapshot's list of changed pages",
             bytes: dirty.len() * 16,
         })?;
+    store.room_for_tables(&TableCost::of_pages(dirty.iter().copied()))?;
     drive(job, shared, dirty, batch, pool, &mut sink)?;
     let tree = store.commit(job.base.tree(), sink.changes);
     Ok(Snapshot::from_tree_at(

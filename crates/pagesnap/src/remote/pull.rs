@@ -10,7 +10,7 @@ use super::{
 };
 use crate::digest::page_hash;
 use crate::store::IdentityHasher;
-use crate::store::{PageStore, Staged, Tree};
+use crate::store::{PageStore, Staged, TableCost, Tree};
 use crate::Snapshot;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -59,6 +59,14 @@ impl Remote {
             .map_err(|_| RemoteError::TooLarge {
                 what: "the snapshot's page list",
                 bytes: manifest.pages.len() as u64,
+            })?;
+        store
+            .room_for_tables(&TableCost::of_pages(
+                manifest.pages.iter().map(|&(p, _)| p as usize),
+            ))
+            .map_err(|e| RemoteError::TooLarge {
+                what: e.what().0,
+                bytes: e.what().1 as u64,
             })?;
         let first_page = first_pages(&manifest);
         let page_of = |h: u128| first_page.get(&h).copied().unwrap_or(0);

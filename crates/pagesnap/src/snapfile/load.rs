@@ -9,7 +9,7 @@ use super::options::LoadOptions;
 use super::read::{self, Opened, RecordStats};
 use super::FileInfo;
 use crate::store::frames::FrameId;
-use crate::store::{PageRun, PageStore, RunFrames, Staged, Tree};
+use crate::store::{PageRun, PageStore, RunFrames, Staged, TableCost, Tree};
 use crate::Digest;
 use std::path::Path;
 
@@ -90,6 +90,19 @@ pub(crate) fn load_opened(
     let count = opened.footer.data_count;
     // Record i is staged as "page" i: `held` keeps the frames until the table
     // takes references of its own; `ids` lists them in record order.
+    // What the table built below from the runs will cost.
+    let mut cost = TableCost::default();
+    for run in &opened.runs {
+        let first = usize::try_from(run.first).unwrap_or(usize::MAX);
+        match (run.data_of(0), run.repeat) {
+            (None, _) if parent.is_none() => {}
+            (None, _) | (Some(_), true) => cost.add_same_run(first, run.count as usize),
+            (Some(_), false) => cost.add_run(first, run.count as usize),
+        }
+    }
+    store
+        .room_for_tables(&cost)
+        .map_err(|e| too_large(e.what().0, e.what().1 as u64, 1))?;
     let mut held = Staged::new(store);
     held.try_reserve(count)
         .map_err(|_| too_large("the stored pages", count, 16))?;

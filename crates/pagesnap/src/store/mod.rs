@@ -32,7 +32,7 @@ pub(crate) use index::IdentityHasher;
 pub(crate) use lent::LentFrames;
 pub(crate) use parallel::Threads;
 pub(crate) use staged::Staged;
-pub(crate) use tree::{PageRun, RunFrames, Tree};
+pub(crate) use tree::{PageRun, RunFrames, TableCost, Tree};
 
 /// A content-addressed, reference-counted store of pages.
 ///
@@ -186,6 +186,20 @@ impl PageStore {
     /// The content hash of frame `id`, which the caller holds.
     pub(crate) fn frame_hash(&self, id: FrameId) -> u128 {
         self.shared.frames.hash(id)
+    }
+
+    /// Fails where the address-space limit leaves no room for the table nodes
+    /// that changes of `cost` will make. Those nodes are small infallible
+    /// allocations (Rust aborts when one fails), so every path that builds a
+    /// table calls this first, before it takes any page: on an error nothing
+    /// is lost.
+    pub(crate) fn room_for_tables(&self, cost: &TableCost) -> Result<(), StoreError> {
+        let bytes = usize::try_from(cost.bytes()).unwrap_or(usize::MAX);
+        if crate::sys::room::has_room(bytes) {
+            Ok(())
+        } else {
+            Err(StoreError::Tables { bytes })
+        }
     }
 
     /// A new table: `base` with the staged pages in place of its own. The staged

@@ -7,7 +7,7 @@
 //! thread, so small snapshots and one-core machines run exactly as before.
 
 use super::frames::FrameId;
-use super::{PageStore, Staged, StoreError, Tree};
+use super::{PageStore, Staged, StoreError, TableCost, Tree};
 use crate::sys::mmap::Mapping;
 use std::sync::OnceLock;
 
@@ -23,10 +23,6 @@ enum Src {
     /// Other threads may write them: copied out first.
     Live,
 }
-
-/// Most bytes of table nodes one changed page can cost (a leaf of its own and
-/// its share of the nodes above).
-const TABLE_BYTES_PER_PAGE: usize = 128;
 
 /// How many threads a snapshot or restore may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,12 +119,7 @@ impl PageStore {
         threads: Threads,
         how: Src,
     ) -> Result<Tree, StoreError> {
-        // The table's nodes are small infallible allocations: fail here, before
-        // any page is taken, where the address-space limit leaves no room.
-        let tables = pages.len().saturating_mul(TABLE_BYTES_PER_PAGE);
-        if !crate::sys::room::has_room(tables) {
-            return Err(StoreError::Tables { bytes: tables });
-        }
+        self.room_for_tables(&TableCost::of_pages(pages.iter().copied()))?;
         let stage = |part: &[usize]| self.stage(src, part, how);
         let n = threads.for_pages(pages.len());
         let staged = if n <= 1 {

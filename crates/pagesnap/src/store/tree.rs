@@ -19,10 +19,12 @@
 //! of the table, and a digest costs only the nodes no earlier digest covered. Each leaf slot holds one reference to its
 //! frame; a leaf's references are dropped when the last table holding the leaf goes.
 
+mod cost;
 mod merkle;
 mod parallel_update;
 mod runs;
 
+pub(crate) use cost::TableCost;
 pub(crate) use merkle::StreamDigest;
 use merkle::{height, table_digest, BITS, FANOUT, LEAF, MAX_HEIGHT};
 pub(crate) use runs::{PageRun, RunFrames};
@@ -73,7 +75,9 @@ impl Memo {
     }
 }
 
+/// Bytes of a leaf, with its `Arc`'s counts.
 const LEAF_BYTES: u64 = (std::mem::size_of::<Node>() + 16) as u64;
+/// Bytes of an inner node, with its `Arc`'s counts and its boxed children.
 const INNER_BYTES: u64 = (std::mem::size_of::<Node>() + 16 + 8 * FANOUT) as u64;
 
 impl Node {

@@ -63,6 +63,22 @@ pub fn run(timeout: Duration, f: impl FnOnce() -> i32) -> Outcome {
     }
 }
 
+/// Runs `f` in a forked child (after taking [`serial`]) and asserts it exited
+/// 0 within `secs`: a panic (its message is printed above), a signal or a hang
+/// fails the test.
+pub fn assert_clean(name: &str, secs: u64, f: impl FnOnce()) {
+    let _serial = serial();
+    let out = run(Duration::from_secs(secs), || {
+        f();
+        0
+    });
+    assert_eq!(
+        out,
+        Outcome::Exited(0),
+        "{name}: the child did not finish cleanly (101: it panicked, message above)"
+    );
+}
+
 /// Writes `msg` to stderr with one `write(2)`, taking no lock (for children).
 pub fn say(msg: &str) {
     // SAFETY: msg is a valid buffer of msg.len() bytes.

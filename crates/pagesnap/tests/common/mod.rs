@@ -3,6 +3,7 @@
 
 pub mod address_space;
 pub mod child;
+pub mod generation;
 pub mod kernel_source;
 pub mod oracle;
 pub mod rng;
