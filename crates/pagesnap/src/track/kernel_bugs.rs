@@ -120,8 +120,11 @@ const V6_7: KernelVersion = KernelVersion::new(6, 7, 0);
 ///   its vendor backported the fixes. pagesnap asks only for the written state,
 ///   with category and return masks exactly `PAGE_IS_WRITTEN` (the kernel's fast
 ///   path, which these commits did not need to fix), so it stays correct there;
-///   its other scan (populated pages of ranges not yet registered) does not ask
-///   for the written state at all.
+///   its scan of populated pages in ranges not yet registered does not ask for
+///   the written state at all. Its scan of chunks it has just registered asks
+///   for pages present or written (`Pagemap::scan_populated_armed`), and may
+///   meet the bug: a page zapped there reads as zeros, which is what such a
+///   chunk held at the last sync point, so reporting it clean loses nothing.
 ///
 /// ```
 /// use pagesnap::{known_bugs, KernelVersion, Tracking};
