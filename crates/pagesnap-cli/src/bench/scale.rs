@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  sparse: Region of --reserve (16 GiB), only the first --use (1 GiB) written
+//!          (with --spread: the same number of pages, evenly spread over it)
 //!  dense:  Region of exactly --use
 //!  each round: two passes, sparse-then-dense and dense-then-sparse; in each, the
 //!              same fresh random pages (within --use) are written in both regions,
@@ -30,6 +31,10 @@ pub struct ScaleArgs {
     /// Bytes in use (written) in both regions; the dense region's size.
     #[arg(long = "use", default_value = "1GiB")]
     used: ByteSize,
+    /// Spread the sparse region's used pages evenly over it (one page every
+    /// reserve/use pages) instead of packing them at its start.
+    #[arg(long)]
+    spread: bool,
     /// Share of the used pages written before each snapshot.
     #[arg(long, default_value = "1%")]
     dirty: Percent,
@@ -51,6 +56,8 @@ struct Side {
     last: Snapshot,
     arm: Duration,
     first_snapshot: Duration,
+    /// Region pages from one used page to the next (1: packed).
+    stride: usize,
     samples: Vec<Duration>,
 }
 
@@ -59,6 +66,7 @@ impl Side {
         name: &'static str,
         len: usize,
         used: usize,
+        stride: usize,
         args: &ScaleArgs,
         store: &PageStore,
     ) -> pagesnap::Result<Side> {
@@ -69,11 +77,10 @@ impl Side {
             .build()?;
         let arm = t.elapsed();
         let page = pagesnap::page_size();
-        for (i, p) in region.as_mut_slice()[..used]
-            .chunks_exact_mut(page)
-            .enumerate()
-        {
-            fill_page(i, p);
+        let bytes = region.as_mut_slice();
+        for i in 0..used / page {
+            let at = i * stride * page;
+            fill_page(i, &mut bytes[at..at + page]);
         }
         let t = Instant::now();
         let last = region.snapshot()?;
@@ -83,6 +90,7 @@ impl Side {
             last,
             arm,
             first_snapshot: t.elapsed(),
+            stride,
             samples: Vec::new(),
         })
     }
@@ -107,18 +115,35 @@ pub fn run(args: ScaleArgs) -> CmdResult {
         "sparse: {} region",
         human_bytes(args.reserve.0 as u64)
     ));
-    let sparse = Side::new("sparse", args.reserve.0, used, &args, &PageStore::new())?;
+    let stride = if args.spread {
+        (args.reserve.0 / page / npages.max(1)).max(1)
+    } else {
+        1
+    };
+    let sparse = Side::new(
+        "sparse",
+        args.reserve.0,
+        used,
+        stride,
+        &args,
+        &PageStore::new(),
+    )?;
     setup.inc(1);
     setup.set_message(format!("dense: {} region", human_bytes(used as u64)));
-    let dense = Side::new("dense", used, used, &args, &PageStore::new())?;
+    let dense = Side::new("dense", used, used, 1, &args, &PageStore::new())?;
     setup.finish_and_clear();
     println!(
-        "pagesnap bench scale: {} reserved vs {} region, {} used in both, {k} dirty pages ({}) \
-         per snapshot, {rounds} rounds of 2 passes (opposite orders) after 1 warm-up, {}, \
+        "pagesnap bench scale: {} reserved vs {} region, {} used in both ({}), {k} dirty pages \
+         ({}) per snapshot, {rounds} rounds of 2 passes (opposite orders) after 1 warm-up, {}, \
          seed {seed}, kernel {kernel}",
         human_bytes(sparse.region.len() as u64),
         human_bytes(dense.region.len() as u64),
         human_bytes(used as u64),
+        if stride > 1 {
+            format!("one page in {stride} of the sparse region")
+        } else {
+            "packed at the start of the sparse region".to_string()
+        },
         args.dirty,
         sparse.region.tracking(),
     );
@@ -134,9 +159,10 @@ pub fn run(args: ScaleArgs) -> CmdResult {
             let order = if pass == 0 { [0, 1] } else { [1, 0] };
             for si in order {
                 let side = &mut sides[si];
+                let at: Vec<usize> = pages.iter().map(|&p| p * side.stride).collect();
                 dirty(
                     side.region.as_mut_slice(),
-                    &pages,
+                    &at,
                     page,
                     stamp(2 * r + pass, si),
                 );
@@ -195,6 +221,7 @@ pub fn run(args: ScaleArgs) -> CmdResult {
         let doc = json!({
             "reserve_bytes": sides[0].region.len(),
             "use_bytes": used,
+            "spread_stride_pages": stride,
             "page_size": page,
             "dirty_pages": k,
             "rounds": rounds,
@@ -203,6 +230,7 @@ pub fn run(args: ScaleArgs) -> CmdResult {
             "seed": seed,
             "kernel": kernel,
             "arm_ms": {"sparse": sides[0].arm.as_secs_f64() * 1e3, "dense": sides[1].arm.as_secs_f64() * 1e3},
+            "first_snapshot_ms": {"sparse": sides[0].first_snapshot.as_secs_f64() * 1e3, "dense": sides[1].first_snapshot.as_secs_f64() * 1e3},
             "results": rows.iter().map(Row::json).collect::<Vec<_>>(),
             "targets": [target.json()],
         });
