@@ -33,6 +33,12 @@ const _: () =
 
 /// Bit 55 of a pagemap entry: the page is soft-dirty.
 pub(crate) const PM_SOFT_DIRTY: u64 = 1 << 55;
+/// Bit 56 of a pagemap entry: the page is mapped by this process alone.
+pub(crate) const PM_MMAP_EXCLUSIVE: u64 = 1 << 56;
+/// Bit 62 of a pagemap entry: the page is swapped out.
+pub(crate) const PM_SWAP: u64 = 1 << 62;
+/// Bit 63 of a pagemap entry: the page is present.
+pub(crate) const PM_PRESENT: u64 = 1 << 63;
 
 /// How many result ranges one ioctl call may return.
 const VEC_LEN: usize = 1024;

@@ -4,6 +4,7 @@
 //! snapshot or restore). Writers are quiescent during `collect`, `peek` and `rearm`.
 
 pub(crate) mod compare;
+mod discards;
 pub(crate) mod error;
 pub(crate) mod kernel_bugs;
 pub(crate) mod kind;

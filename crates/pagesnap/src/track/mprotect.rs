@@ -13,11 +13,16 @@
 //! (here or by a background snapshot), the tracker no longer trusts its bits:
 //! the next collect made with pagesnap's handler back reports every page and
 //! protects them all again, so the snapshot after it is exact.
+//!
+//! Pages the program discards (`MADV_DONTNEED`) take no fault: each collect
+//! also reports them, from `/proc/self/pagemap` (see `Discards`).
 
+use super::discards::Discards;
 use super::error::{Result, TrackError};
 use super::{runs, Tracker};
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
+use crate::sys::pagemap::Pagemap;
 use crate::sys::signal::{self, FaultSlot, RegisterError};
 use crate::Tracking;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +37,9 @@ pub(crate) struct Mprotect {
     replacements: u64,
     /// Writes may have gone unrecorded: the next collect reports every page.
     lost: bool,
+    /// Pages discarded since they were written; `None` where
+    /// `/proc/self/pagemap` cannot be read.
+    discards: Option<(Pagemap, Discards)>,
 }
 
 impl Mprotect {
@@ -54,12 +62,16 @@ impl Mprotect {
             },
         )?;
         signal::check()?;
+        let discards = Pagemap::open()
+            .ok()
+            .zip(Discards::new(map.as_ptr() as usize / page_size(), pages));
         Ok(Mprotect {
             bits,
             _slot: slot,
             scratch: Vec::new(),
             replacements: signal::replacements(),
             lost: false,
+            discards,
         })
     }
 
@@ -74,6 +86,33 @@ impl Mprotect {
             self.lost = true;
         }
         Ok(checked?)
+    }
+
+    /// Sets the bit of every page discarded since it was written, as a write
+    /// would have.
+    fn find_discards(&mut self, map: &Mapping) -> Result<()> {
+        let Some((pagemap, discards)) = &mut self.discards else {
+            return Ok(());
+        };
+        let bits = &self.bits;
+        discards
+            .find(pagemap, |p| {
+                bits[p / 64].fetch_or(1 << (p % 64), Ordering::Relaxed);
+            })
+            .map_err(|source| TrackError::Track {
+                backend: Tracking::Mprotect,
+                step: "read /proc/self/pagemap",
+                addr: map.as_ptr() as usize,
+                len: map.len(),
+                source,
+            })
+    }
+
+    /// `pages` were written: from now on a discard of them is looked for.
+    fn note_held(&mut self, pages: &[usize]) {
+        if let Some((_, discards)) = &mut self.discards {
+            discards.note_held(pages.iter().copied());
+        }
     }
 
     /// Every page, for a collect or peek after writes may have gone unrecorded.
@@ -123,19 +162,21 @@ impl Tracker for Mprotect {
 
     fn collect_written(&mut self, map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         self.faults_reach_us()?;
+        let from = dirty.len();
         if self.lost {
             self.read_bits(true, &mut Vec::new());
             protect(map, 0, map.len() / page_size())?;
             self.all_pages(map, dirty);
             self.lost = false;
-            return Ok(());
+        } else {
+            self.find_discards(map)?;
+            self.read_bits(true, dirty);
+            // read_bits yields pages in ascending order.
+            for (first, n) in runs(&dirty[from..]) {
+                protect(map, first, n)?;
+            }
         }
-        let from = dirty.len();
-        self.read_bits(true, dirty);
-        // read_bits yields pages in ascending order.
-        for (first, n) in runs(&dirty[from..]) {
-            protect(map, first, n)?;
-        }
+        self.note_held(&dirty[from..]);
         Ok(())
     }
 
@@ -144,6 +185,7 @@ impl Tracker for Mprotect {
         if self.lost {
             self.all_pages(map, dirty);
         } else {
+            self.find_discards(map)?;
             self.read_bits(false, dirty);
         }
         Ok(())

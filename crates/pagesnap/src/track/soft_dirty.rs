@@ -18,9 +18,13 @@
 //! lost writes this way in the kernel matrix (`tests/soft_dirty_regions.rs` holds
 //! the contract's test; the matrix runs suites one test at a time).
 //!
+//! A page the program discards (`MADV_DONTNEED`) loses its entry and with it
+//! the bit: each collect also reports such pages (see `Discards`).
+//!
 //! Many kernels lack `CONFIG_MEM_SOFT_DIRTY`: the files exist but the bit never
 //! sets, so availability is decided by a write-and-check probe ([`works`]).
 
+use super::discards::Discards;
 use super::error::{Result, TrackError};
 use super::Tracker;
 use crate::sys::mmap::{Mapping, Protection};
@@ -43,6 +47,8 @@ static REGISTRY: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 pub(crate) struct SoftDirty {
     shared: Arc<Shared>,
     pagemap: Pagemap,
+    /// Pages discarded since they were written.
+    discards: Discards,
 }
 
 fn track_err(step: &'static str, addr: usize, len: usize) -> impl FnOnce(io::Error) -> TrackError {
@@ -111,12 +117,32 @@ impl SoftDirty {
         // Clear first (a new mapping reads as all soft-dirty), then join.
         clear(&pagemap, &mut registry).map_err(track_err("clear_refs", start, len))?;
         registry.push(Arc::downgrade(&shared));
-        Ok(SoftDirty { shared, pagemap })
+        drop(registry);
+        let discards = Discards::new(start / page, len / page).ok_or(TrackError::OutOfMemory {
+            what: "the soft-dirty tracker's bitmap of written pages",
+            bytes: (len / page).div_ceil(8),
+        })?;
+        Ok(SoftDirty {
+            shared,
+            pagemap,
+            discards,
+        })
     }
 
     fn addr(&self) -> (usize, usize) {
         let page = page_size();
         (self.shared.first_vpn * page, self.shared.pages * page)
+    }
+
+    /// Marks every page discarded since it was written pending, as a write
+    /// would have.
+    fn find_discards(&mut self) -> Result<()> {
+        let (addr, len) = self.addr();
+        let shared = &self.shared;
+        let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.discards
+            .find(&self.pagemap, |p| pending[p / 64] |= 1 << (p % 64))
+            .map_err(track_err("read pagemap", addr, len))
     }
 }
 
@@ -127,6 +153,7 @@ impl Tracker for SoftDirty {
 
     fn collect_written(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         let (addr, len) = self.addr();
+        self.find_discards()?;
         let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         clear(&self.pagemap, &mut registry).map_err(track_err("clear_refs", addr, len))?;
         drop(registry);
@@ -135,13 +162,17 @@ impl Tracker for SoftDirty {
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let from = dirty.len();
         drain(&mut pending, true, dirty);
+        drop(pending);
+        self.discards.note_held(dirty[from..].iter().copied());
         Ok(())
     }
 
     fn peek_written(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         let (addr, len) = self.addr();
         harvest(&self.pagemap, &self.shared).map_err(track_err("read pagemap", addr, len))?;
+        self.find_discards()?;
         let mut pending = self
             .shared
             .pending
