@@ -13,8 +13,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use linux_raw_sys::general::{
-    PAGE_IS_FILE, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC,
-    PM_SCAN_WP_MATCHING,
+    PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN,
+    PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
 };
 
 /// Address space one `PAGEMAP_SCAN` call covers at most. The call holds the
@@ -128,6 +128,28 @@ impl Pagemap {
         let any = (PAGE_IS_PRESENT | PAGE_IS_WRITTEN) as u64;
         let file = PAGE_IS_FILE as u64;
         self.scan(start, end, 0, file, file, any, any, f)
+    }
+
+    /// Every range of `[start, end)` that holds no memory of its own, as
+    /// `f(range_start, range_end)` calls: holes (neither present nor swapped
+    /// out) and pages mapping the shared zero page (read since they were last
+    /// written or discarded).
+    pub(crate) fn scan_unbacked(
+        &mut self,
+        start: usize,
+        end: usize,
+        f: impl FnMut(usize, usize),
+    ) -> io::Result<()> {
+        let (present, swapped, zero) = (
+            PAGE_IS_PRESENT as u64,
+            PAGE_IS_SWAPPED as u64,
+            PAGE_IS_PFNZERO as u64,
+        );
+        // With present and swapped inverted: swapped must be clear, and present
+        // clear or the page the zero page. One pass for both kinds.
+        let inverted = present | swapped;
+        let all = present | swapped | zero;
+        self.scan(start, end, 0, inverted, swapped, present | zero, all, f)
     }
 
     /// The calls cover [`SCAN_STEP`] of address space at most each.
@@ -246,6 +268,39 @@ mod tests {
             .expect("scan");
         got.sort_unstable();
         assert_eq!(got, want);
+    }
+
+    /// The unbacked scan lists holes, discarded pages and pages mapping the
+    /// zero page, and none that hold memory of their own.
+    #[test]
+    fn an_unbacked_scan_lists_holes_and_zero_pages() {
+        let page = crate::sys::page_size();
+        let map = Mapping::anonymous(8 * page, Protection::ReadWrite, false).expect("map");
+        let start = map.as_ptr() as usize;
+        let mut pagemap = Pagemap::open().expect("open pagemap");
+        if !pagemap.has_scan(start).expect("probe") {
+            eprintln!("skipped: this kernel has no PAGEMAP_SCAN (Linux 6.7)");
+            return;
+        }
+        for p in [0, 2, 4] {
+            map.copy_in(p * page, &[1]);
+        }
+        let mut byte = [9u8];
+        map.copy_out(6 * page, &mut byte);
+        assert_eq!(byte, [0]);
+        // SAFETY: page 2 lies inside `map`, and no reference into it is alive
+        // while it drops to zeros.
+        let rc = unsafe { libc::madvise((start + 2 * page) as *mut _, page, libc::MADV_DONTNEED) };
+        assert_eq!(rc, 0, "madvise: {}", io::Error::last_os_error());
+        let mut got = Vec::new();
+        pagemap
+            .scan_unbacked(start, start + 8 * page, |s, e| {
+                got.extend((s - start..e - start).map(|b| b / page))
+            })
+            .expect("scan");
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got, [1, 2, 3, 5, 6, 7]);
     }
 
     /// Once a range is write-protected with unpopulated-page tracking, its

@@ -5,15 +5,18 @@
 //! keep the old contents. (uffd-wp needs no help: the kernel reports a
 //! discarded protected page as written. The compare tracker reads contents.)
 //!
-//! [`Discards`] keeps which pages held memory of their own when last looked
-//! at, and reports those that do not now, from `/proc/self/pagemap`: a hole
-//! (neither present nor swapped out), or a present page not mapped by this
-//! process alone — after a discard, a read maps the shared zero page. A page
-//! shared with a forked child reads the same way, and is reported too: a
-//! page reported that did not change costs its hashing, nothing else. Only
-//! pages that held memory are read, so a sparse region costs what it uses:
-//! 8 bytes of pagemap a page.
+//! [`Discards`] keeps which pages were written, and at each collect reports
+//! those that hold no memory of their own now: a hole (neither present nor
+//! swapped out), or the shared zero page (a read after the discard maps it).
+//! With `PAGEMAP_SCAN` (Linux 6.7) the kernel lists those pages in one pass
+//! (1.7 ms a GiB on the development VM: the mprotect snapshot of `pagesnap
+//! bench` went from 12.0 to 13.7 ms). Before it, each written page's
+//! `/proc/self/pagemap` entry is read, where the zero page's number is hidden
+//! from unprivileged readers: a present page not mapped by this process alone
+//! counts as discarded, which also reports pages shared with a forked child
+//! (a page reported that did not change costs its hashing, nothing else).
 
+use crate::sys::page_size;
 use crate::sys::pagemap::{Pagemap, PM_MMAP_EXCLUSIVE, PM_PRESENT, PM_SWAP};
 use std::io;
 
@@ -26,6 +29,8 @@ pub(crate) struct Discards {
     pages: usize,
     /// Bit per page: it held memory when last looked at.
     held: Vec<u64>,
+    /// Whether the kernel has `PAGEMAP_SCAN`, once asked.
+    scan: Option<bool>,
 }
 
 impl Discards {
@@ -39,6 +44,7 @@ impl Discards {
             first_vpn,
             pages,
             held,
+            scan: None,
         })
     }
 
@@ -50,8 +56,52 @@ impl Discards {
     }
 
     /// Calls `found(page)` for each page that held memory of its own and does
-    /// not now, and forgets it.
+    /// not now, and forgets it. With `PAGEMAP_SCAN` (Linux 6.7) the kernel
+    /// lists such pages itself; before it, every held page's entry is read.
     pub(crate) fn find(
+        &mut self,
+        pagemap: &mut Pagemap,
+        found: impl FnMut(usize),
+    ) -> io::Result<()> {
+        let start = self.first_vpn * page_size();
+        if *self
+            .scan
+            .get_or_insert_with(|| pagemap.has_scan(start).unwrap_or(false))
+        {
+            self.find_by_scan(pagemap, found)
+        } else {
+            self.find_by_entries(pagemap, found)
+        }
+    }
+
+    fn find_by_scan(
+        &mut self,
+        pagemap: &mut Pagemap,
+        mut found: impl FnMut(usize),
+    ) -> io::Result<()> {
+        let page = page_size();
+        let start = self.first_vpn * page;
+        let held = &mut self.held;
+        pagemap.scan_unbacked(start, start + self.pages * page, |s, e| {
+            let (mut p, end) = ((s - start) / page, (e - start) / page);
+            while p < end {
+                // A word with nothing held is passed over whole.
+                if held[p / 64] == 0 {
+                    p = (p / 64 + 1) * 64;
+                    continue;
+                }
+                let bit = 1 << (p % 64);
+                if held[p / 64] & bit != 0 {
+                    held[p / 64] &= !bit;
+                    found(p);
+                }
+                p += 1;
+            }
+        })
+    }
+
+    /// `find` from each held page's pagemap entry.
+    fn find_by_entries(
         &mut self,
         pagemap: &Pagemap,
         mut found: impl FnMut(usize),

@@ -141,7 +141,7 @@ impl SoftDirty {
         let shared = &self.shared;
         let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
         self.discards
-            .find(&self.pagemap, |p| pending[p / 64] |= 1 << (p % 64))
+            .find(&mut self.pagemap, |p| pending[p / 64] |= 1 << (p % 64))
             .map_err(track_err("read pagemap", addr, len))
     }
 }
