@@ -17,6 +17,13 @@ impl Region {
     /// result gives the snapshot; tracking stays exact throughout, so the next
     /// [`snapshot`](Self::snapshot) sees every write.
     ///
+    /// Pages the program discards during the snapshot (`madvise(MADV_DONTNEED)`,
+    /// `MADV_FREE`, `MADV_REMOVE`) take no fault, so nothing copies them first:
+    /// each such page holds either its contents at the instant or zeros in the
+    /// snapshot. Discard after `wait()`, or use
+    /// [`converging_snapshot`](Self::converging_snapshot), which copies what the
+    /// region holds at `finish` and sees every discard.
+    ///
     /// Writers stage into store memory freed by earlier snapshots where the
     /// store has it. A store's first snapshot takes new memory, which the
     /// kernel zeroes as writers and the copier first touch it, beside the
