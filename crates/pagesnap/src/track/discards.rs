@@ -133,7 +133,7 @@ impl Discards {
 
 /// Whether a pagemap entry is memory of this process's own: swapped out, or
 /// present and mapped here alone.
-fn holds_its_own(entry: u64) -> bool {
+pub(super) fn holds_its_own(entry: u64) -> bool {
     entry & PM_SWAP != 0
         || entry & (PM_PRESENT | PM_MMAP_EXCLUSIVE) == PM_PRESENT | PM_MMAP_EXCLUSIVE
 }

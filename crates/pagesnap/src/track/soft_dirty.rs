@@ -19,12 +19,14 @@
 //! the contract's test; the matrix runs suites one test at a time).
 //!
 //! A page the program discards (`MADV_DONTNEED`) loses its entry and with it
-//! the bit: each collect also reports such pages (see `Discards`).
+//! the bit. The harvest reads every entry anyway, so it also notes which pages
+//! hold memory of their own, and marks pending each that did at the last
+//! harvest and does not now (as `track/discards.rs` describes).
 //!
 //! Many kernels lack `CONFIG_MEM_SOFT_DIRTY`: the files exist but the bit never
 //! sets, so availability is decided by a write-and-check probe ([`works`]).
 
-use super::discards::Discards;
+use super::discards::holds_its_own;
 use super::error::{Result, TrackError};
 use super::Tracker;
 use crate::sys::mmap::{Mapping, Protection};
@@ -38,8 +40,11 @@ struct Shared {
     /// Virtual page number of the region's first page.
     first_vpn: usize,
     pages: usize,
-    /// Pages seen soft-dirty at a clear made for some region, not yet collected.
+    /// Pages seen soft-dirty at a clear made for some region (or discarded),
+    /// not yet collected.
     pending: Mutex<Vec<u64>>,
+    /// Pages that held memory of their own at the last harvest.
+    held: Mutex<Vec<u64>>,
 }
 
 static REGISTRY: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
@@ -47,8 +52,6 @@ static REGISTRY: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 pub(crate) struct SoftDirty {
     shared: Arc<Shared>,
     pagemap: Pagemap,
-    /// Pages discarded since they were written.
-    discards: Discards,
 }
 
 fn track_err(step: &'static str, addr: usize, len: usize) -> impl FnOnce(io::Error) -> TrackError {
@@ -70,19 +73,27 @@ fn clear(pagemap: &Pagemap, registry: &mut Vec<Weak<Shared>>) -> io::Result<()> 
     std::fs::write("/proc/self/clear_refs", "4")
 }
 
-/// ORs the soft-dirty bits of `shared`'s pages into its pending bitmap.
+/// ORs the soft-dirty bits of `shared`'s pages into its pending bitmap, and
+/// the pages discarded since the last harvest.
 fn harvest(pagemap: &Pagemap, shared: &Shared) -> io::Result<()> {
     const CHUNK: usize = 4096;
     let mut entries = vec![0u64; CHUNK];
     let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = shared.held.lock().unwrap_or_else(|e| e.into_inner());
     let mut done = 0;
     while done < shared.pages {
         let n = CHUNK.min(shared.pages - done);
         pagemap.read_entries(shared.first_vpn + done, &mut entries[..n])?;
-        for (i, e) in entries[..n].iter().enumerate() {
-            if e & PM_SOFT_DIRTY != 0 {
-                let p = done + i;
-                pending[p / 64] |= 1 << (p % 64);
+        for (i, &e) in entries[..n].iter().enumerate() {
+            let (p, bit) = (done + i, 1 << ((done + i) % 64));
+            let own = holds_its_own(e);
+            if e & PM_SOFT_DIRTY != 0 || (held[p / 64] & bit != 0 && !own) {
+                pending[p / 64] |= bit;
+            }
+            if own {
+                held[p / 64] |= bit;
+            } else {
+                held[p / 64] &= !bit;
             }
         }
         done += n;
@@ -112,37 +123,18 @@ impl SoftDirty {
             first_vpn: start / page,
             pages: len / page,
             pending: Mutex::new(vec![0; (len / page).div_ceil(64)]),
+            held: Mutex::new(vec![0; (len / page).div_ceil(64)]),
         });
         let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         // Clear first (a new mapping reads as all soft-dirty), then join.
         clear(&pagemap, &mut registry).map_err(track_err("clear_refs", start, len))?;
         registry.push(Arc::downgrade(&shared));
-        drop(registry);
-        let discards = Discards::new(start / page, len / page).ok_or(TrackError::OutOfMemory {
-            what: "the soft-dirty tracker's bitmap of written pages",
-            bytes: (len / page).div_ceil(8),
-        })?;
-        Ok(SoftDirty {
-            shared,
-            pagemap,
-            discards,
-        })
+        Ok(SoftDirty { shared, pagemap })
     }
 
     fn addr(&self) -> (usize, usize) {
         let page = page_size();
         (self.shared.first_vpn * page, self.shared.pages * page)
-    }
-
-    /// Marks every page discarded since it was written pending, as a write
-    /// would have.
-    fn find_discards(&mut self) -> Result<()> {
-        let (addr, len) = self.addr();
-        let shared = &self.shared;
-        let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-        self.discards
-            .find(&mut self.pagemap, |p| pending[p / 64] |= 1 << (p % 64))
-            .map_err(track_err("read pagemap", addr, len))
     }
 }
 
@@ -153,7 +145,6 @@ impl Tracker for SoftDirty {
 
     fn collect_written(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         let (addr, len) = self.addr();
-        self.find_discards()?;
         let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         clear(&self.pagemap, &mut registry).map_err(track_err("clear_refs", addr, len))?;
         drop(registry);
@@ -162,17 +153,13 @@ impl Tracker for SoftDirty {
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let from = dirty.len();
         drain(&mut pending, true, dirty);
-        drop(pending);
-        self.discards.note_held(dirty[from..].iter().copied());
         Ok(())
     }
 
     fn peek_written(&mut self, _map: &Mapping, dirty: &mut Vec<usize>) -> Result<()> {
         let (addr, len) = self.addr();
         harvest(&self.pagemap, &self.shared).map_err(track_err("read pagemap", addr, len))?;
-        self.find_discards()?;
         let mut pending = self
             .shared
             .pending
