@@ -11,6 +11,7 @@ mod common;
 use common::address_space::with_headroom;
 use common::child::assert_clean as in_child;
 use common::generation::{assert_snap_gen, fill_all, fill_page, pg};
+use common::headroom::{sweep, Contents};
 use pagesnap::{Error, FileError, PageStore, Region, Snapshot};
 
 const MIB: u64 = 1 << 20;
@@ -41,29 +42,19 @@ fn a_background_snapshots_tables_under_a_tight_limit_fail_cleanly() {
             .threads(1)
             .build()
             .unwrap();
-        let (mut ok, mut failed) = (0, 0);
-        for (step, headroom) in headrooms().enumerate() {
-            let gen = 1 + step as u64;
-            fill_all(region.as_mut_slice(), gen);
-            let context = format!("background snapshot, headroom {} MiB", headroom / MIB);
-            let got = with_headroom(headroom, || {
-                region.background_snapshot().and_then(|bg| bg.wait())
-            });
-            let snap = match got {
-                Ok(snap) => {
-                    ok += 1;
-                    snap
-                }
-                Err(e) => {
-                    failed += 1;
-                    assert!(out_of_memory(&e), "{context}: {e:?}");
-                    region.snapshot().unwrap()
-                }
-            };
-            assert_snap_gen(&snap, gen, &context);
-        }
-        eprintln!("background tables: {ok} succeeded under the limit, {failed} failed");
-        assert!(ok > 0 && failed > 0, "the sweep crossed the limit");
+        let contents = Contents {
+            fill: |r: &mut Region, gen| fill_all(r.as_mut_slice(), gen),
+            check: assert_snap_gen,
+        };
+        let take = |r: &mut Region| r.background_snapshot().and_then(|bg| bg.wait());
+        sweep(
+            "background tables",
+            &mut region,
+            headrooms(),
+            contents,
+            take,
+            out_of_memory,
+        );
     });
 }
 
@@ -118,42 +109,33 @@ fn sparse_changes_tables_under_a_tight_limit_fail_cleanly() {
             .threads(1)
             .build()
             .unwrap();
-        let write = |region: &mut Region, gen: u64| {
-            for at in (0..SPARSE_LEN).step_by(STRIDE) {
-                fill_page(&mut region.as_mut_slice()[at..at + pg()], gen, at / pg());
-            }
-        };
-        let check = |snap: &Snapshot, gen: u64, context: &str| {
-            let (mut got, mut want) = (vec![0u8; pg()], vec![0u8; pg()]);
-            for at in (0..SPARSE_LEN).step_by(STRIDE) {
-                snap.read(at, &mut got).unwrap();
-                fill_page(&mut want, gen, at / pg());
-                assert!(
-                    got == want,
-                    "{context}: page {} is not generation {gen}",
-                    at / pg()
-                );
-            }
-        };
-        let (mut ok, mut failed) = (0, 0);
-        for (step, headroom) in (0..=32).map(|i| i * MIB).enumerate() {
-            let gen = 1 + step as u64;
-            write(&mut region, gen);
-            let context = format!("sparse snapshot, headroom {} MiB", headroom / MIB);
-            let snap = match with_headroom(headroom, || region.snapshot()) {
-                Ok(snap) => {
-                    ok += 1;
-                    snap
+        let contents = Contents {
+            fill: |region: &mut Region, gen| {
+                for at in (0..SPARSE_LEN).step_by(STRIDE) {
+                    fill_page(&mut region.as_mut_slice()[at..at + pg()], gen, at / pg());
                 }
-                Err(e) => {
-                    failed += 1;
-                    assert!(out_of_memory(&e), "{context}: {e:?}");
-                    region.snapshot().unwrap()
+            },
+            check: |snap: &Snapshot, gen, context: &str| {
+                let (mut got, mut want) = (vec![0u8; pg()], vec![0u8; pg()]);
+                for at in (0..SPARSE_LEN).step_by(STRIDE) {
+                    snap.read(at, &mut got).unwrap();
+                    fill_page(&mut want, gen, at / pg());
+                    assert!(
+                        got == want,
+                        "{context}: page {} is not generation {gen}",
+                        at / pg()
+                    );
                 }
-            };
-            check(&snap, gen, &context);
-        }
-        eprintln!("sparse tables: {ok} succeeded under the limit, {failed} failed");
-        assert!(ok > 0 && failed > 0, "the sweep crossed the limit");
+            },
+        };
+        let headrooms = (0..=32).map(|i| i * MIB);
+        sweep(
+            "sparse tables",
+            &mut region,
+            headrooms,
+            contents,
+            Region::snapshot,
+            out_of_memory,
+        );
     });
 }

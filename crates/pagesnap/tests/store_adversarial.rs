@@ -14,6 +14,7 @@ mod common;
 use common::address_space::with_headroom;
 use common::child::{self, assert_clean as in_child};
 use common::generation::{assert_gen, assert_snap_gen, fill_all, fill_page, pg};
+use common::headroom::{sweep, Contents};
 use pagesnap::{Error, PageStore, Region, Snapshot, Tracking};
 use std::time::Duration;
 
@@ -262,29 +263,15 @@ fn every_address_space_headroom_gives_an_exact_snapshot_or_a_typed_error() {
 fn sweep_headroom(
     what: &str,
     region: &mut Region,
-    mut take: impl FnMut(&mut Region) -> Result<Snapshot, Error>,
+    take: impl FnMut(&mut Region) -> Result<Snapshot, Error>,
     allowed: impl Fn(&Error) -> bool,
 ) {
-    let (mut ok, mut failed) = (0, 0);
-    for step in 0..1024u64 {
-        let gen = 10 + step;
-        fill_all(region.as_mut_slice(), gen);
-        let context = format!("{what}: headroom {} KiB", step * 16);
-        let snap = match with_headroom(step * 16384, || take(region)) {
-            Ok(snap) => {
-                ok += 1;
-                snap
-            }
-            Err(e) => {
-                failed += 1;
-                assert!(allowed(&e), "{context}: {e:?}");
-                region.snapshot().unwrap()
-            }
-        };
-        assert_snap_gen(&snap, gen, &context);
-    }
-    eprintln!("{what} sweep: {ok} succeeded under the limit, {failed} failed");
-    assert!(ok > 0 && failed > 0, "{what}: the sweep crossed the limit");
+    let contents = Contents {
+        fill: |r: &mut Region, gen| fill_all(r.as_mut_slice(), gen),
+        check: assert_snap_gen,
+    };
+    let headrooms = (0..1024u64).map(|step| step * 16384);
+    sweep(what, region, headrooms, contents, take, allowed);
 }
 
 /// Invariant 8 (allocation failure is an error) where the last memory goes

@@ -4,6 +4,7 @@
 pub mod address_space;
 pub mod child;
 pub mod generation;
+pub mod headroom;
 pub mod kernel_source;
 pub mod oracle;
 pub mod rng;
