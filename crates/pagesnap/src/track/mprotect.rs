@@ -15,7 +15,8 @@
 //! protects them all again, so the snapshot after it is exact.
 //!
 //! Pages the program discards (`MADV_DONTNEED`) take no fault: each collect
-//! also reports them, from `/proc/self/pagemap` (see `Discards`).
+//! also reports them, from `/proc/self/pagemap` where it can be read (see
+//! `Discards`).
 
 use super::discards::Discards;
 use super::error::{Result, TrackError};
@@ -62,9 +63,14 @@ impl Mprotect {
             },
         )?;
         signal::check()?;
-        let discards = Pagemap::open()
-            .ok()
-            .zip(Discards::new(map.as_ptr() as usize / page_size(), pages));
+        let held = Discards::new(map.as_ptr() as usize / page_size(), pages).ok_or(
+            TrackError::OutOfMemory {
+                what: "the bitmap of pages written under mprotect tracking",
+                bytes: pages.div_ceil(8),
+            },
+        )?;
+        // Without /proc (a rare sandbox), discards go unseen.
+        let discards = Pagemap::open().ok().map(|pagemap| (pagemap, held));
         Ok(Mprotect {
             bits,
             _slot: slot,
