@@ -238,3 +238,48 @@ fn discarded_pages_every_backend() {
         eprintln!("{t}: discarded pages seen in 6 rounds");
     }
 }
+
+/// Pages shared with a forked child (copy-on-write) are not this process's
+/// alone, which a tracker reading pagemap entries cannot tell from the zero
+/// page a discarded page maps when read: they may be reported while the child
+/// lives, but a discard of one must still be seen, at the first snapshot after
+/// it and at later ones.
+#[test]
+fn pages_shared_with_a_forked_child_then_discarded_are_seen() {
+    let _serial = common::child::serial();
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        let mut region = Region::builder(64 * page).tracking(t).build().unwrap();
+        region.as_mut_slice().fill(3);
+        region.snapshot().unwrap();
+        // SAFETY: the child only sleeps and exits, touching no lock.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: async-signal-safe calls only, in the child.
+            unsafe {
+                libc::sleep(60);
+                libc::_exit(0);
+            }
+        }
+        for (round, at) in [5usize, 20, 40].into_iter().enumerate() {
+            let snap = region.snapshot().unwrap();
+            assert!(
+                snap.to_vec() == region.as_slice(),
+                "{t}: round {round}, shared pages"
+            );
+            discard(&region, at, 3);
+            let snap = region.snapshot().unwrap();
+            assert!(
+                snap.to_vec() == region.as_slice(),
+                "{t}: round {round}: a page discarded while a child shares it is lost"
+            );
+        }
+        // SAFETY: pid is our child, not yet reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        eprintln!("{t}: discards of pages shared with a child seen");
+    }
+}

@@ -19,9 +19,9 @@
 //! the contract's test; the matrix runs suites one test at a time).
 //!
 //! A page the program discards (`MADV_DONTNEED`) loses its entry and with it
-//! the bit. The harvest reads every entry anyway, so it also notes which pages
-//! hold memory of their own, and marks pending each that did at the last
-//! harvest and does not now (as `track/discards.rs` describes).
+//! the bit. The harvest reads every entry anyway, so it also keeps which pages
+//! were written, and marks pending each of them that holds no memory of its
+//! own now (as `track/discards.rs` describes).
 //!
 //! Many kernels lack `CONFIG_MEM_SOFT_DIRTY`: the files exist but the bit never
 //! sets, so availability is decided by a write-and-check probe ([`works`]).
@@ -31,7 +31,7 @@ use super::error::{Result, TrackError};
 use super::Tracker;
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
-use crate::sys::pagemap::{Pagemap, PM_SOFT_DIRTY};
+use crate::sys::pagemap::{Pagemap, PM_PRESENT, PM_SOFT_DIRTY, PM_SWAP};
 use crate::Tracking;
 use std::io;
 use std::sync::{Arc, Mutex, Weak};
@@ -43,7 +43,7 @@ struct Shared {
     /// Pages seen soft-dirty at a clear made for some region (or discarded),
     /// not yet collected.
     pending: Mutex<Vec<u64>>,
-    /// Pages that held memory of their own at the last harvest.
+    /// Pages written (soft-dirty at a harvest) and not seen as holes since.
     held: Mutex<Vec<u64>>,
 }
 
@@ -86,14 +86,17 @@ fn harvest(pagemap: &Pagemap, shared: &Shared) -> io::Result<()> {
         pagemap.read_entries(shared.first_vpn + done, &mut entries[..n])?;
         for (i, &e) in entries[..n].iter().enumerate() {
             let (p, bit) = (done + i, 1 << ((done + i) % 64));
-            let own = holds_its_own(e);
-            if e & PM_SOFT_DIRTY != 0 || (held[p / 64] & bit != 0 && !own) {
+            if e & PM_SOFT_DIRTY != 0 {
                 pending[p / 64] |= bit;
-            }
-            if own {
                 held[p / 64] |= bit;
-            } else {
-                held[p / 64] &= !bit;
+            } else if held[p / 64] & bit != 0 && !holds_its_own(e) {
+                // Discarded, or shared with a forked child: reported, and
+                // looked at again next time unless it is a hole, which reads
+                // as zeros until it is written again.
+                pending[p / 64] |= bit;
+                if e & (PM_PRESENT | PM_SWAP) == 0 {
+                    held[p / 64] &= !bit;
+                }
             }
         }
         done += n;
