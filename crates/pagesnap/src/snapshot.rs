@@ -210,9 +210,11 @@ impl Snapshot {
         if self.store().same_as(store) {
             return Ok(self.clone());
         }
-        let mut cost = TableCost::default();
-        self.tree().for_each_nonzero(|p, _| cost.add_run(p, 1));
-        store.room_for_tables(&cost)?;
+        store.room_for_tables(|| {
+            let mut cost = TableCost::default();
+            self.tree().for_each_nonzero(|p, _| cost.add_run(p, 1));
+            cost
+        })?;
         // Dropped on an error, which hands the pages taken so far back.
         let mut staged = Staged::new(store);
         let src = self.store();

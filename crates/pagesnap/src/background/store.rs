@@ -201,7 +201,7 @@ pub(super) fn save(
             what: "the background snapshot's list of changed pages",
             bytes: dirty.len() * 16,
         })?;
-    store.room_for_tables(&TableCost::of_pages(dirty.iter().copied()))?;
+    store.room_for_tables(|| TableCost::of_pages(dirty.iter().copied()))?;
     drive(job, shared, dirty, batch, pool, &mut sink)?;
     let tree = store.commit(job.base.tree(), sink.changes);
     Ok(Snapshot::from_tree_at(

@@ -61,9 +61,9 @@ impl Remote {
                 bytes: manifest.pages.len() as u64,
             })?;
         store
-            .room_for_tables(&TableCost::of_pages(
-                manifest.pages.iter().map(|&(p, _)| p as usize),
-            ))
+            .room_for_tables(|| {
+                TableCost::of_pages(manifest.pages.iter().map(|&(p, _)| p as usize))
+            })
             .map_err(|e| RemoteError::TooLarge {
                 what: e.what().0,
                 bytes: e.what().1 as u64,

@@ -91,17 +91,20 @@ pub(crate) fn load_opened(
     // Record i is staged as "page" i: `held` keeps the frames until the table
     // takes references of its own; `ids` lists them in record order.
     // What the table built below from the runs will cost.
-    let mut cost = TableCost::default();
-    for run in &opened.runs {
-        let first = usize::try_from(run.first).unwrap_or(usize::MAX);
-        match (run.data_of(0), run.repeat) {
-            (None, _) if parent.is_none() => {}
-            (None, _) | (Some(_), true) => cost.add_same_run(first, run.count as usize),
-            (Some(_), false) => cost.add_run(first, run.count as usize),
+    let cost = || {
+        let mut cost = TableCost::default();
+        for run in &opened.runs {
+            let first = usize::try_from(run.first).unwrap_or(usize::MAX);
+            match (run.data_of(0), run.repeat) {
+                (None, _) if parent.is_none() => {}
+                (None, _) | (Some(_), true) => cost.add_same_run(first, run.count as usize),
+                (Some(_), false) => cost.add_run(first, run.count as usize),
+            }
         }
-    }
+        cost
+    };
     store
-        .room_for_tables(&cost)
+        .room_for_tables(cost)
         .map_err(|e| too_large(e.what().0, e.what().1 as u64, 1))?;
     let mut held = Staged::new(store);
     held.try_reserve(count)

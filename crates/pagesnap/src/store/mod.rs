@@ -192,10 +192,17 @@ impl PageStore {
     /// that changes of `cost` will make. Those nodes are small infallible
     /// allocations (Rust aborts when one fails), so every path that builds a
     /// table calls this first, before it takes any page: on an error nothing
-    /// is lost.
-    pub(crate) fn room_for_tables(&self, cost: &TableCost) -> Result<(), StoreError> {
-        let bytes = usize::try_from(cost.bytes()).unwrap_or(usize::MAX);
-        if crate::sys::room::has_room(bytes) {
+    /// is lost. `cost` (a pass over the changes) runs only under a limit.
+    pub(crate) fn room_for_tables(
+        &self,
+        cost: impl FnOnce() -> TableCost,
+    ) -> Result<(), StoreError> {
+        let mut bytes = 0;
+        let fits = crate::sys::room::has_room(|| {
+            bytes = usize::try_from(cost().bytes()).unwrap_or(usize::MAX);
+            bytes
+        });
+        if fits {
             Ok(())
         } else {
             Err(StoreError::Tables { bytes })

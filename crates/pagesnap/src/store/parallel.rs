@@ -119,7 +119,7 @@ impl PageStore {
         threads: Threads,
         how: Src,
     ) -> Result<Tree, StoreError> {
-        self.room_for_tables(&TableCost::of_pages(pages.iter().copied()))?;
+        self.room_for_tables(|| TableCost::of_pages(pages.iter().copied()))?;
         let stage = |part: &[usize]| self.stage(src, part, how);
         let n = threads.for_pages(pages.len());
         let staged = if n <= 1 {

@@ -13,8 +13,10 @@ use std::io::Read;
 /// chunks mapped on their own.
 pub(crate) const MALLOC_ROOM: usize = 8 << 20;
 
-/// Whether `bytes` more (plus malloc's room) fit under the address-space limit.
-pub(crate) fn has_room(bytes: usize) -> bool {
+/// Whether `bytes()` more (plus malloc's room) fit under the address-space
+/// limit. `bytes` is called only when a limit is set: working the size out
+/// may cost a pass over the work.
+pub(crate) fn has_room(bytes: impl FnOnce() -> usize) -> bool {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -28,7 +30,7 @@ pub(crate) fn has_room(bytes: usize) -> bool {
     let Some(used) = address_space_bytes() else {
         return true;
     };
-    used.saturating_add(bytes as u64)
+    used.saturating_add(bytes() as u64)
         .saturating_add(MALLOC_ROOM as u64)
         <= lim.rlim_cur
 }
