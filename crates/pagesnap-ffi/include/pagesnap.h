@@ -71,7 +71,9 @@
 #define PS_ERR_ARGUMENT 3
 
 /*
- An explicit tracking backend this kernel or process cannot provide.
+ An explicit tracking backend this kernel or process cannot provide; or a
+ thread of the process blocks SIGSEGV, which mprotect tracking and background
+ snapshots need every writing thread to take (the message names the thread).
  */
 #define PS_ERR_UNAVAILABLE 4
 

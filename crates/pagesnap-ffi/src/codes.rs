@@ -18,7 +18,9 @@ pub const PS_ERR_HANDLE: c_int = 2;
 /// does not match, an unknown PS_TRACKING_* constant, an unaligned or NULL
 /// address, a read past a snapshot's end, a root slot past 15.
 pub const PS_ERR_ARGUMENT: c_int = 3;
-/// An explicit tracking backend this kernel or process cannot provide.
+/// An explicit tracking backend this kernel or process cannot provide; or a
+/// thread of the process blocks SIGSEGV, which mprotect tracking and background
+/// snapshots need every writing thread to take (the message names the thread).
 pub const PS_ERR_UNAVAILABLE: c_int = 4;
 /// ps_region_new_at() / ps_snapshot_instantiate_at(): the range is already mapped.
 pub const PS_ERR_ADDRESS_TAKEN: c_int = 5;
@@ -70,7 +72,7 @@ fn library_code(e: &Error) -> c_int {
         | Error::BadTrackingVariable { .. }
         | Error::HeapTooSmall { .. }
         | Error::ForeignSnapshot => PS_ERR_ARGUMENT,
-        Error::Unavailable { .. } => PS_ERR_UNAVAILABLE,
+        Error::Unavailable { .. } | Error::FaultSignalBlocked { .. } => PS_ERR_UNAVAILABLE,
         Error::AddressTaken { .. } => PS_ERR_ADDRESS_TAKEN,
         Error::BackgroundBusy | Error::TooManyBackground { .. } | Error::TooManyRegions { .. } => {
             PS_ERR_BUSY

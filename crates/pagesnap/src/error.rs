@@ -206,6 +206,19 @@ pub enum Error {
         current: usize,
     },
 
+    /// A thread of this process blocks `SIGSEGV`, so its first write to a page
+    /// pagesnap protects (every page under mprotect tracking, and a background
+    /// snapshot's pages until they are copied) would kill the process: the
+    /// kernel cannot hand a blocked fault signal to pagesnap's handler, and
+    /// resets it to the default action instead. Nothing was protected.
+    #[error("thread {thread} ({name}) blocks SIGSEGV: its first write to a page pagesnap protects would kill the process (the kernel cannot hand a blocked fault signal to pagesnap's handler); unblock SIGSEGV in threads that write regions — blocking every signal but SIGSEGV, SIGBUS, SIGFPE and SIGILL, whose blocking POSIX leaves undefined — or snapshot with the converging mode under uffd-wp, soft-dirty or compare tracking, which protects nothing")]
+    FaultSignalBlocked {
+        /// The thread's id (as `gettid()` returns it).
+        thread: i32,
+        /// The thread's name.
+        name: String,
+    },
+
     /// Saving or loading a snapshot file failed.
     #[error("snapshot file {}", path.display())]
     File {
@@ -238,6 +251,15 @@ impl From<crate::sys::signal::Replaced> for Error {
     }
 }
 
+impl From<crate::sys::signal::Blocked> for Error {
+    fn from(b: crate::sys::signal::Blocked) -> Self {
+        Error::FaultSignalBlocked {
+            thread: b.tid,
+            name: b.name,
+        }
+    }
+}
+
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
         let (what, bytes) = e.what();
@@ -267,6 +289,9 @@ impl From<TrackError> for Error {
             TrackError::TooManyRegions { max } => Error::TooManyRegions { max },
             TrackError::OutOfMemory { what, bytes } => Error::OutOfMemory { what, bytes },
             TrackError::HandlerReplaced { current } => Error::HandlerReplaced { current },
+            TrackError::FaultSignalBlocked { thread, name } => {
+                Error::FaultSignalBlocked { thread, name }
+            }
         }
     }
 }

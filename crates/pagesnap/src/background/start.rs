@@ -58,6 +58,11 @@ where
         job.busy.store(false, Ordering::Release);
         return Err(replaced.into());
     }
+    // ... and a writer that blocks SIGSEGV would kill the process instead.
+    if let Some(blocked) = signal::thread_blocking_sigsegv() {
+        job.busy.store(false, Ordering::Release);
+        return Err(blocked.into());
+    }
     let busy = job.busy.clone();
     let started = prepare(&job).and_then(|(pool, extra)| start_inner(job, pool, extra, peek, body));
     if started.is_err() {

@@ -24,6 +24,11 @@ impl Region {
     /// [`converging_snapshot`](Self::converging_snapshot), which copies what the
     /// region holds at `finish` and sees every discard.
     ///
+    /// Fails with [`Error::FaultSignalBlocked`](crate::Error::FaultSignalBlocked),
+    /// before anything is protected, while a thread of the process blocks
+    /// `SIGSEGV`: its first write to a page not yet copied would kill the
+    /// process.
+    ///
     /// Writers stage into store memory freed by earlier snapshots where the
     /// store has it. A store's first snapshot takes new memory, which the
     /// kernel zeroes as writers and the copier first touch it, beside the

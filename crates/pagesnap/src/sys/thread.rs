@@ -41,7 +41,18 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    builder(name)?.spawn(f)
+    builder(name)?.spawn(unblocking(f))
+}
+
+/// `f`, run after unblocking `SIGSEGV` in its thread: a pagesnap thread
+/// inherits the mask of the thread that started it, and must neither die on
+/// a fault nor count as a thread that blocks it (`signal/blocked.rs`).
+fn unblocking<T>(f: impl FnOnce() -> T) -> impl FnOnce() -> T {
+    move || {
+        // Fails only for an invalid argument; the thread still runs.
+        let _ = super::signal::unblock_in_this_thread();
+        f()
+    }
 }
 
 /// [`spawn`] in `scope`.
@@ -54,5 +65,5 @@ where
     F: FnOnce() -> T + Send + 'scope,
     T: Send + 'scope,
 {
-    builder(name)?.spawn_scoped(scope, f)
+    builder(name)?.spawn_scoped(scope, unblocking(f))
 }

@@ -2,7 +2,7 @@
 //! [`Error`](crate::Error), which takes each of these over as the public variant of
 //! the same name (same fields, same message).
 
-use crate::sys::signal::Replaced;
+use crate::sys::signal::{Blocked, Replaced};
 use crate::Tracking;
 use std::io;
 
@@ -39,10 +39,23 @@ pub(crate) enum TrackError {
     /// As [`Error::HandlerReplaced`](crate::Error::HandlerReplaced).
     #[error("pagesnap's SIGSEGV handler has been replaced (the handler now installed is at {current:#x})")]
     HandlerReplaced { current: usize },
+
+    /// As [`Error::FaultSignalBlocked`](crate::Error::FaultSignalBlocked).
+    #[error("thread {thread} ({name}) blocks SIGSEGV")]
+    FaultSignalBlocked { thread: i32, name: String },
 }
 
 /// `Result` with [`TrackError`].
 pub(crate) type Result<T, E = TrackError> = std::result::Result<T, E>;
+
+impl From<Blocked> for TrackError {
+    fn from(b: Blocked) -> Self {
+        TrackError::FaultSignalBlocked {
+            thread: b.tid,
+            name: b.name,
+        }
+    }
+}
 
 impl From<Replaced> for TrackError {
     fn from(r: Replaced) -> Self {

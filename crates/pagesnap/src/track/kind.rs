@@ -14,7 +14,8 @@ use std::str::FromStr;
 /// | `Compare` | nothing | none | hashes every page of the region |
 ///
 /// `Auto` picks the first one this kernel and process support, in that order
-/// (or what `PAGESNAP_TRACKING` names).
+/// (or what `PAGESNAP_TRACKING` names); it passes over `Mprotect` while a
+/// thread of the process blocks `SIGSEGV`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tracking {
     /// The best backend available: see [`crate::probe`].
@@ -27,7 +28,9 @@ pub enum Tracking {
     ///
     /// Kernel-mode writes into a protected page (e.g. `read(2)` from a file or a
     /// pipe into the region) fail with `EFAULT` under this backend: write such data
-    /// into a buffer outside the region first.
+    /// into a buffer outside the region first. No thread that writes the region
+    /// may block `SIGSEGV` (the kernel would kill the process): arming fails with
+    /// [`Error::FaultSignalBlocked`](crate::Error::FaultSignalBlocked) while one does.
     Mprotect,
     /// No kernel help: per-page hashes compared at each snapshot.
     Compare,

@@ -125,7 +125,7 @@ pub(crate) fn resolve(asked: Tracking) -> Result<Tracking> {
     let choice = match asked {
         Tracking::Auto => match Tracking::from_env()? {
             Some(t) => t,
-            None => return Ok(probe::probe().auto),
+            None => return Ok(auto_for_this_process()),
         },
         t => t,
     };
@@ -137,6 +137,18 @@ pub(crate) fn resolve(asked: Tracking) -> Result<Tracking> {
             reason: b.reason.clone(),
         }),
         None => Ok(choice),
+    }
+}
+
+/// The best backend available: the probe's choice, except that mprotect
+/// gives way to compare while a thread blocks `SIGSEGV` (its first write to
+/// a protected page would kill the process).
+fn auto_for_this_process() -> Tracking {
+    match probe::probe().auto {
+        Tracking::Mprotect if crate::sys::signal::thread_blocking_sigsegv().is_some() => {
+            Tracking::Compare
+        }
+        auto => auto,
     }
 }
 

@@ -47,6 +47,7 @@
 #![allow(unsafe_code)]
 
 mod background;
+mod blocked;
 mod tracked;
 
 #[allow(unused_imports)] // kept at its old path; no other file names it today
@@ -55,6 +56,7 @@ pub(crate) use background::{
     register_background, BackgroundSlot, BatchStates, COPIED, COPYING, MAX_BACKGROUND, PENDING,
     REQUESTED, STAGED,
 };
+pub(crate) use blocked::{thread_blocking_sigsegv, unblock_in_this_thread, Blocked};
 pub(crate) use tracked::{register, FaultSlot, MAX_REGIONS};
 
 use super::mmap::HUGE_PAGE;
@@ -97,7 +99,11 @@ fn install() -> io::Result<()> {
     // SAFETY: zeroed is a valid sigaction (empty mask, no flags, SIG_DFL).
     let mut new: libc::sigaction = unsafe { std::mem::zeroed() };
     new.sa_sigaction = handler as *const () as usize;
-    new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+    // SA_NODEFER: a thread inside the handler (copying its batch, or asleep
+    // until a copier saved it) shows its own mask, not SIGSEGV blocked, to the
+    // check for threads that block it (`blocked.rs`). `chain` blocks what the
+    // previous handler's own action would have.
+    new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
     // SAFETY: as above.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
     // Record the previous handler first so the handler can always chain to it.
@@ -292,9 +298,22 @@ pub(crate) fn replacements() -> u64 {
 
 /// Hands a fault that is not ours to the previous handler, or to the default action.
 fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let previous = PREVIOUS.get().map(|p| (p.sa_sigaction, p.sa_flags));
+    let previous = PREVIOUS
+        .get()
+        .map(|p| (p.sa_sigaction, p.sa_flags, p.sa_mask));
     match previous {
-        Some((action, flags)) if action != libc::SIG_DFL && action != libc::SIG_IGN => {
+        Some((action, flags, mut mask)) if action != libc::SIG_DFL && action != libc::SIG_IGN => {
+            // The mask the kernel would have set for the previous handler: its
+            // own, and SIGSEGV unless it asked for SA_NODEFER (ours did, so the
+            // kernel did not). The return from our handler restores the mask.
+            // SAFETY: `mask` is a copy of a valid sigset_t; sigaddset and
+            // pthread_sigmask are async-signal-safe and change only this thread.
+            unsafe {
+                if flags & libc::SA_NODEFER == 0 {
+                    libc::sigaddset(&mut mask, libc::SIGSEGV);
+                }
+                libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
+            }
             if flags & libc::SA_SIGINFO != 0 {
                 // SAFETY: the previous handler was installed with SA_SIGINFO, so it
                 // has this signature.
