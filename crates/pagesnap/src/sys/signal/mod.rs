@@ -104,6 +104,24 @@ fn install() -> io::Result<()> {
     // check for threads that block it (`blocked.rs`). `chain` blocks what the
     // previous handler's own action would have.
     new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+    // Every other signal waits until the handler returns: a handler of the
+    // program's that writes the region (a timer or profiler stamping into
+    // it) would otherwise fault inside ours, nested on the same signal
+    // stack, which overflowed (a test's SIGUSR1 handler killed the process
+    // under every backend). The signals a fault raises stay unblocked.
+    // SAFETY: `new.sa_mask` is a valid sigset_t to fill and edit.
+    unsafe {
+        libc::sigfillset(&mut new.sa_mask);
+        for sig in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGFPE,
+            libc::SIGILL,
+            libc::SIGTRAP,
+        ] {
+            libc::sigdelset(&mut new.sa_mask, sig);
+        }
+    }
     // SAFETY: as above.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
     // Record the previous handler first so the handler can always chain to it.
