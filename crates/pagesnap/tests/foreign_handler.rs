@@ -254,3 +254,64 @@ fn an_earlier_application_handler_still_gets_its_faults() {
         assert_eq!(outcome, Outcome::Exited(0), "SA_SIGINFO: {siginfo}");
     }
 }
+
+/// Signals the application's handler got that were sent, not faults.
+static SENT_SEEN: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_sent(_sig: i32, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    if unsafe { (*info).si_code } == libc::SI_QUEUE {
+        SENT_SEEN.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A SIGSEGV that was sent (sigqueue, kill, raise), not raised by a fault,
+/// goes on to the application's handler, even when the word where a fault
+/// has its address names a page of a region (the sender chose it): pagesnap
+/// must neither take it for a write to that page nor swallow it. Under
+/// mprotect tracking and during a background snapshot.
+#[test]
+fn a_sent_sigsegv_goes_on_to_the_application() {
+    let _serial = child::serial();
+    let outcome = child::run(DEADLINE, || {
+        install(count_sent as *const () as usize, true);
+        let r = Region::builder(8 << 20)
+            .tracking(Tracking::Mprotect)
+            .build()
+            .unwrap();
+        let send = |addr: usize| {
+            // SAFETY: a zeroed siginfo with the fields rt_tgsigqueueinfo needs
+            // for a signal to this very thread (si_code < 0: sent by a user);
+            // si_addr shares its place with the sender's pid and uid, as a
+            // sender may set it.
+            unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                info.si_signo = libc::SIGSEGV;
+                info.si_code = libc::SI_QUEUE;
+                let fields = &mut info as *mut libc::siginfo_t as *mut u8;
+                // si_addr's offset in the x86-64 layout: after signo, errno, code and padding.
+                (fields.add(16) as *mut usize).write(addr);
+                libc::syscall(
+                    libc::SYS_rt_tgsigqueueinfo,
+                    libc::getpid(),
+                    libc::gettid(),
+                    libc::SIGSEGV,
+                    &info,
+                )
+            }
+        };
+        let inside = r.as_ptr() as usize + 3 * page();
+        if send(inside) != 0 || SENT_SEEN.load(Ordering::Relaxed) != 1 {
+            return 10;
+        }
+        let bg = r.background_snapshot().unwrap();
+        if send(inside) != 0 || SENT_SEEN.load(Ordering::Relaxed) != 2 {
+            return 20;
+        }
+        if bg.wait().is_err() {
+            return 30;
+        }
+        0
+    });
+    assert_eq!(outcome, Outcome::Exited(0));
+}

@@ -138,10 +138,19 @@ fn install() -> io::Result<()> {
     Ok(())
 }
 
+/// `si_code` of a SIGSEGV for a page whose permissions forbid the access
+/// (`<asm-generic/siginfo.h>`; the libc crate does not name it).
+const SEGV_ACCERR: libc::c_int = 2;
+
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    if !on_fault(addr) {
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    // Only a write to a page without write permission is pagesnap's. A
+    // SIGSEGV sent with kill(2), raise(3) or sigqueue(3) has no address (the
+    // field holds the sender's pid and uid, or whatever the sender put
+    // there), and a fault on an unmapped page or a protection key is never
+    // ours: those go on to the program's handler as they are.
+    if code != SEGV_ACCERR || !on_fault(addr) {
         chain(sig, info, ctx);
     }
 }
