@@ -28,7 +28,9 @@ pub enum Tracking {
     ///
     /// Kernel-mode writes into a protected page (e.g. `read(2)` from a file or a
     /// pipe into the region) fail with `EFAULT` under this backend: write such data
-    /// into a buffer outside the region first. No thread that writes the region
+    /// into a buffer outside the region first. Writes through `/proc/<pid>/mem`
+    /// or `ptrace(PTRACE_POKEDATA)` (a debugger's) pass the protection without
+    /// a fault and are never seen. No thread that writes the region
     /// may block `SIGSEGV` (the kernel would kill the process): arming fails with
     /// [`Error::FaultSignalBlocked`](crate::Error::FaultSignalBlocked) while one does.
     Mprotect,
