@@ -8,6 +8,8 @@
 #![allow(unsafe_code)]
 
 mod common;
+#[path = "common/reexec.rs"]
+mod reexec;
 
 use common::child::{self, Outcome};
 use common::{backends, fill};
@@ -314,4 +316,52 @@ fn a_sent_sigsegv_goes_on_to_the_application() {
         0
     });
     assert_eq!(outcome, Outcome::Exited(0));
+}
+
+/// With no handler of the program's (a C program: Rust's runtime installs
+/// one of its own), a SIGSEGV sent to the process kills it as it would
+/// without pagesnap, and one the program ignores stays ignored. In a fresh
+/// process each, so that pagesnap's handler is installed over that action.
+#[test]
+fn a_sent_sigsegv_takes_the_default_or_ignored_action() {
+    const VAR: &str = "PAGESNAP_TEST_SENT_SIGSEGV";
+    if let Ok(action) = std::env::var(VAR) {
+        let action = if action == "ignore" {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        // SAFETY: this process exists for this test alone.
+        unsafe { libc::signal(libc::SIGSEGV, action) };
+        let _region = Region::builder(1 << 20)
+            .tracking(Tracking::Mprotect)
+            .build()
+            .unwrap();
+        // SAFETY: a signal to this process.
+        unsafe { libc::kill(libc::getpid(), libc::SIGSEGV) };
+        std::thread::sleep(Duration::from_millis(100));
+        std::process::exit(0);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let exe = std::env::current_exe().unwrap();
+    for (action, killed) in [("default", true), ("ignore", false)] {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args([
+            "--exact",
+            "a_sent_sigsegv_takes_the_default_or_ignored_action",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(VAR, action);
+        let out = reexec::run(cmd, DEADLINE);
+        let signal = out.status.signal();
+        assert_eq!(
+            signal == Some(libc::SIGSEGV),
+            killed,
+            "{action}: {:?}\n{}",
+            out.status,
+            out.output
+        );
+        assert!(killed || out.status.success(), "{action}: {}", out.output);
+    }
 }

@@ -353,17 +353,32 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
                 f(sig);
             }
         }
+        // A sent SIGSEGV the program ignores stays ignored.
+        Some((libc::SIG_IGN, ..)) if !raised_by_fault(info) => {}
         _ => {
             // Restore the default action; returning re-executes the faulting
-            // instruction, which now kills the process with SIGSEGV.
-            // SAFETY: zeroed sigaction is SIG_DFL with an empty mask; sigaction is
-            // async-signal-safe.
+            // instruction, which now kills the process with SIGSEGV. A sent
+            // signal re-executes nothing: it is raised again, and kills as it
+            // would have without pagesnap.
+            // SAFETY: zeroed sigaction is SIG_DFL with an empty mask; sigaction
+            // and raise are async-signal-safe, and SIGSEGV is not blocked here
+            // (SA_NODEFER), so the raise is delivered at once.
             unsafe {
                 let dfl: libc::sigaction = std::mem::zeroed();
                 libc::sigaction(libc::SIGSEGV, &dfl, std::ptr::null_mut());
+                if !raised_by_fault(info) {
+                    libc::raise(libc::SIGSEGV);
+                }
             }
         }
     }
+}
+
+/// Whether the kernel raised the signal for a fault (`si_code` > 0), not a
+/// process with `kill`, `raise` or `sigqueue` (`si_code` ≤ 0).
+fn raised_by_fault(info: *mut libc::siginfo_t) -> bool {
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
+    unsafe { (*info).si_code > 0 }
 }
 
 #[cfg(test)]
