@@ -73,7 +73,9 @@
 /*
  An explicit tracking backend this kernel or process cannot provide; or a
  thread of the process blocks SIGSEGV, which mprotect tracking and background
- snapshots need every writing thread to take (the message names the thread).
+ snapshots need every writing thread to take (the message names the thread);
+ or the program changed the protection of pages of the region, which
+ background and converging snapshots set and read themselves.
  */
 #define PS_ERR_UNAVAILABLE 4
 

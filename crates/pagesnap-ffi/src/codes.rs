@@ -20,7 +20,9 @@ pub const PS_ERR_HANDLE: c_int = 2;
 pub const PS_ERR_ARGUMENT: c_int = 3;
 /// An explicit tracking backend this kernel or process cannot provide; or a
 /// thread of the process blocks SIGSEGV, which mprotect tracking and background
-/// snapshots need every writing thread to take (the message names the thread).
+/// snapshots need every writing thread to take (the message names the thread);
+/// or the program changed the protection of pages of the region, which
+/// background and converging snapshots set and read themselves.
 pub const PS_ERR_UNAVAILABLE: c_int = 4;
 /// ps_region_new_at() / ps_snapshot_instantiate_at(): the range is already mapped.
 pub const PS_ERR_ADDRESS_TAKEN: c_int = 5;
@@ -72,7 +74,9 @@ fn library_code(e: &Error) -> c_int {
         | Error::BadTrackingVariable { .. }
         | Error::HeapTooSmall { .. }
         | Error::ForeignSnapshot => PS_ERR_ARGUMENT,
-        Error::Unavailable { .. } | Error::FaultSignalBlocked { .. } => PS_ERR_UNAVAILABLE,
+        Error::Unavailable { .. }
+        | Error::FaultSignalBlocked { .. }
+        | Error::ForeignProtection { .. } => PS_ERR_UNAVAILABLE,
         Error::AddressTaken { .. } => PS_ERR_ADDRESS_TAKEN,
         Error::BackgroundBusy | Error::TooManyBackground { .. } | Error::TooManyRegions { .. } => {
             PS_ERR_BUSY

@@ -219,6 +219,22 @@ pub enum Error {
         name: String,
     },
 
+    /// The program changed the protection of pages of the region (a guard
+    /// page, a write barrier, code): a background or converging snapshot
+    /// would replace it with its own, or fault reading pages the program made
+    /// unreadable. Nothing was protected or copied.
+    #[error("pages [{addr:#x}, {end:#x}) of the region are mapped {perms} by the program, where pagesnap expects {expected}: a background or converging snapshot sets the protection of a region's pages itself and reads each page it copies, so it would replace that protection or fault; leave the protection of region pages to pagesnap", end = addr.saturating_add(*len))]
+    ForeignProtection {
+        /// First byte of the run.
+        addr: usize,
+        /// Its length in bytes.
+        len: usize,
+        /// Its protection, as `/proc/self/maps` spells it (`---`, `r--`, `rwx`).
+        perms: String,
+        /// What pagesnap expects there.
+        expected: &'static str,
+    },
+
     /// Saving or loading a snapshot file failed.
     #[error("snapshot file {}", path.display())]
     File {

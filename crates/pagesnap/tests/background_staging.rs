@@ -353,12 +353,16 @@ fn reserved_first_snapshot(t: pagesnap::Tracking, attempt: u32) -> bool {
     let before = region.as_slice().to_vec();
     let reserved = store.stats().reserved_bytes;
     let base = region.as_ptr() as usize;
-    // The writer is ready before the instant, and goes at once after it.
-    let go = std::sync::Arc::new(std::sync::Barrier::new(2));
+    // The writer is ready before the instant, and goes at once after it: it
+    // spins rather than sleeps (waking a sleeper took long enough, on two
+    // loaded cores, for the copier to get everywhere first 8 times running).
+    let go = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let go = go.clone();
         std::thread::spawn(move || {
-            go.wait();
+            while !go.load(std::sync::atomic::Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
             let pages = len / page;
             for p in (pages / 2..pages).chain(0..pages / 2) {
                 common::write_u64(base, p * page + 16, 2);
@@ -366,7 +370,7 @@ fn reserved_first_snapshot(t: pagesnap::Tracking, attempt: u32) -> bool {
         })
     };
     let bg = region.background_snapshot().unwrap();
-    go.wait();
+    go.store(true, std::sync::atomic::Ordering::Release);
     writer.join().unwrap();
     let (snap, report) = bg.wait_report().unwrap();
     assert!(

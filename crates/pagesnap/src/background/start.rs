@@ -58,10 +58,12 @@ where
         job.busy.store(false, Ordering::Release);
         return Err(replaced.into());
     }
-    // ... and a writer that blocks SIGSEGV would kill the process instead.
-    if let Some(blocked) = signal::thread_blocking_sigsegv() {
+    // ... and a writer that blocks SIGSEGV would kill the process instead;
+    // a protection the program set would be replaced by ours.
+    let mprotect = job.unprotect_to == Protection::Read;
+    if let Err(e) = no_blocked_writer().and_then(|()| own_protection(&job.map, mprotect)) {
         job.busy.store(false, Ordering::Release);
-        return Err(blocked.into());
+        return Err(e);
     }
     let busy = job.busy.clone();
     let started = prepare(&job).and_then(|(pool, extra)| start_inner(job, pool, extra, peek, body));
@@ -69,6 +71,33 @@ where
         busy.store(false, Ordering::Release);
     }
     started
+}
+
+/// Fails if a thread blocks SIGSEGV (its write to a batch not yet copied
+/// would kill the process).
+fn no_blocked_writer() -> Result<()> {
+    match signal::thread_blocking_sigsegv() {
+        Some(blocked) => Err(blocked.into()),
+        None => Ok(()),
+    }
+}
+
+/// Fails if the program changed the protection of pages of the region `map`
+/// (tracked by mprotect if `mprotect`): a point-in-time snapshot would
+/// protect and then lift them (losing the program's protection), and any
+/// snapshot reads them (faulting on a page made unreadable).
+pub(crate) fn own_protection(map: &Mapping, mprotect: bool) -> Result<()> {
+    let (allowed, expected) = crate::sys::maps::expected(mprotect);
+    let (start, len) = (map.as_ptr() as usize, map.len());
+    match crate::sys::maps::foreign_protection(start, len, allowed) {
+        Some(f) => Err(Error::ForeignProtection {
+            addr: f.addr,
+            len: f.len,
+            perms: f.perms,
+            expected,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A staging pool of its own for the job (`bytes` in whole batches; none for

@@ -27,7 +27,9 @@ impl Region {
     /// Fails with [`Error::FaultSignalBlocked`](crate::Error::FaultSignalBlocked),
     /// before anything is protected, while a thread of the process blocks
     /// `SIGSEGV`: its first write to a page not yet copied would kill the
-    /// process.
+    /// process; and with [`Error::ForeignProtection`](crate::Error::ForeignProtection)
+    /// if the program changed the protection of pages of the region itself
+    /// (a guard page, a write barrier), which the snapshot would replace.
     ///
     /// Writers stage into store memory freed by earlier snapshots where the
     /// store has it. A store's first snapshot takes new memory, which the

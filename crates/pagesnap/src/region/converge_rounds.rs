@@ -134,6 +134,13 @@ impl<'r, S: Sink> RoundRun<'r, S> {
         if region.background.swap(true, Ordering::AcqRel) {
             return Err(Error::BackgroundBusy);
         }
+        // The rounds read every page they copy: one the program made
+        // unreadable would fault in the round thread.
+        let mprotect = region.tracking() == crate::Tracking::Mprotect;
+        if let Err(e) = crate::background::own_protection(&region.map, mprotect) {
+            region.background.store(false, Ordering::Release);
+            return Err(e);
+        }
         let mode = mode(region.tracking());
         let ctl = Arc::new(Ctl::new());
         let map = region.map.clone();

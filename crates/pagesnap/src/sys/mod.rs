@@ -8,6 +8,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod futex;
+pub(crate) mod maps;
 pub(crate) mod memfd;
 pub(crate) mod mmap;
 pub(crate) mod pagemap;
