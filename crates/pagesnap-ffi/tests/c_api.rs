@@ -188,6 +188,14 @@ fn c_background_refusals_and_reads_into_protected_memory() {
     run_program(&build_c("reliability", Link::Shared));
 }
 
+/// A program that blocks signals in main: refusals while SIGSEGV is blocked,
+/// pthread writers (and a SIGUSR1 handler writing the region) through
+/// background snapshots once only the fault signals are left unblocked.
+#[test]
+fn c_blocked_signals_and_a_handler_writing_the_region() {
+    run_program(&build_c("signals", Link::Shared));
+}
+
 /// Converging snapshots and saves beside a pthread writer: finish at a
 /// quiescent point equals the region, whole-region calls are refused (not
 /// blocked) meanwhile, an abandoned save leaves no file.
