@@ -121,6 +121,7 @@ fn install() -> io::Result<()> {
         ] {
             libc::sigdelset(&mut new.sa_mask, sig);
         }
+        block_cancellation(&mut new.sa_mask);
     }
     // SAFETY: as above.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -136,6 +137,25 @@ fn install() -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Adds glibc's thread-cancellation signal (32) to `mask`, which
+/// `sigfillset` leaves out and `sigaddset` refuses: a writer in asynchronous
+/// cancel mode, cancelled inside the handler, unwound out of it with a batch
+/// claimed or a lift counted, and the next background snapshot waited for
+/// ever (an adversarial test hung in 3 runs of 3). Cancelled after the
+/// handler returns, it leaves nothing half done. glibc's other internal
+/// signal (33, `setxid`) stays deliverable: it does not unwind, and a
+/// `setuid` in another thread must not wait on a writer asleep here.
+fn block_cancellation(mask: &mut libc::sigset_t) {
+    const SIGCANCEL: usize = 32;
+    // SAFETY: on Linux a sigset_t is an array of unsigned longs, signal n at
+    // bit n - 1 (the kernel's layout, which sigaction passes on as it is);
+    // the first word is in bounds.
+    unsafe {
+        let word = (mask as *mut libc::sigset_t).cast::<u64>();
+        *word |= 1 << (SIGCANCEL - 1);
+    }
 }
 
 /// `si_code` of a SIGSEGV for a page whose permissions forbid the access
