@@ -26,7 +26,9 @@ struct Arg {
     len: usize,
 }
 
-extern "C" fn writer(p: *mut libc::c_void) -> *mut libc::c_void {
+/// `C-unwind`: cancellation unwinds the thread through this frame, which a
+/// plain `extern "C"` Rust function turns into an abort.
+extern "C-unwind" fn writer(p: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: p is the leaked Arg of the test, alive for the process.
     let a = unsafe { &*(p as *const Arg) };
     // SAFETY: plain libc call on the current thread.
@@ -41,6 +43,14 @@ extern "C" fn writer(p: *mut libc::c_void) -> *mut libc::c_void {
         }
         v += 1;
     }
+}
+
+/// [`writer`] as pthread_create takes it.
+fn start() -> extern "C" fn(*mut libc::c_void) -> *mut libc::c_void {
+    let f: extern "C-unwind" fn(*mut libc::c_void) -> *mut libc::c_void = writer;
+    // SAFETY: the same ABI and signature; "C-unwind" only lets a forced
+    // unwind (cancellation) pass through the frame.
+    unsafe { std::mem::transmute(f) }
 }
 
 fn scenario(t: Tracking, rounds: u64) -> i32 {
@@ -59,7 +69,12 @@ fn scenario(t: Tracking, rounds: u64) -> i32 {
         let mut th: libc::pthread_t = 0;
         // SAFETY: writer has the pthread start signature; arg outlives it.
         let r = unsafe {
-            libc::pthread_create(&mut th, std::ptr::null(), writer, arg as *mut Arg as *mut _)
+            libc::pthread_create(
+                &mut th,
+                std::ptr::null(),
+                start(),
+                arg as *mut Arg as *mut _,
+            )
         };
         assert_eq!(r, 0);
         std::thread::sleep(Duration::from_micros(300));
