@@ -93,30 +93,32 @@ fn coroutine_through_snapshots(t: pagesnap::Tracking, no_signal_stack: bool) -> 
     })
 }
 
+/// [`coroutine_through_snapshots`] under every backend, each ending as `expected`.
+fn every_backend_ends_as(no_signal_stack: bool, expected: Outcome, hint: &str) {
+    let _serial = child::serial();
+    for t in common::backends() {
+        assert_eq!(
+            coroutine_through_snapshots(t, no_signal_stack),
+            expected,
+            "{t}{hint}"
+        );
+    }
+}
+
 /// With a signal stack outside the region (as every Rust thread has), the
 /// coroutine runs through snapshots under every backend.
 #[test]
 fn a_coroutine_stack_in_a_region_with_a_signal_stack_elsewhere() {
-    let _serial = child::serial();
-    for t in common::backends() {
-        assert_eq!(
-            coroutine_through_snapshots(t, false),
-            Outcome::Exited(0),
-            "{t}"
-        );
-    }
+    every_backend_ends_as(false, Outcome::Exited(0), "");
 }
 
 /// Without one the first push onto a protected page kills the process, as
 /// the README says: the documented requirement is real.
 #[test]
 fn without_a_signal_stack_the_documented_requirement_holds() {
-    let _serial = child::serial();
-    for t in common::backends() {
-        assert_eq!(
-            coroutine_through_snapshots(t, true),
-            Outcome::Signaled(libc::SIGSEGV),
-            "{t}: if this now survives, update the README"
-        );
-    }
+    every_backend_ends_as(
+        true,
+        Outcome::Signaled(libc::SIGSEGV),
+        ": if this now survives, update the README",
+    );
 }

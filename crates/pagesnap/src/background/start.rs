@@ -61,7 +61,10 @@ where
     // ... and a writer that blocks SIGSEGV would kill the process instead;
     // a protection the program set would be replaced by ours.
     let mprotect = job.unprotect_to == Protection::Read;
-    if let Err(e) = no_blocked_writer().and_then(|()| own_protection(&job.map, mprotect)) {
+    let checked = signal::no_thread_blocks_sigsegv()
+        .map_err(Error::from)
+        .and_then(|()| own_protection(&job.map, mprotect));
+    if let Err(e) = checked {
         job.busy.store(false, Ordering::Release);
         return Err(e);
     }
@@ -71,15 +74,6 @@ where
         busy.store(false, Ordering::Release);
     }
     started
-}
-
-/// Fails if a thread blocks SIGSEGV (its write to a batch not yet copied
-/// would kill the process).
-fn no_blocked_writer() -> Result<()> {
-    match signal::thread_blocking_sigsegv() {
-        Some(blocked) => Err(blocked.into()),
-        None => Ok(()),
-    }
 }
 
 /// Fails if the program changed the protection of pages of the region `map`

@@ -48,7 +48,7 @@ pub(crate) fn foreign_protection(start: usize, len: usize, allowed: &[&str]) -> 
     let lines = std::iter::from_fn(move || {
         line.clear();
         match lines.read_line(&mut line) {
-            Ok(n) if n > 0 => Some(parse(&line).map(|(f, t, p)| (f, t, p.to_string()))),
+            Ok(n) if n > 0 => Some(parse(&line)),
             _ => None,
         }
     });
@@ -57,29 +57,29 @@ pub(crate) fn foreign_protection(start: usize, len: usize, allowed: &[&str]) -> 
 
 /// [`foreign_protection`] over the parsed lines of a maps file.
 fn first_foreign(
-    maps: impl Iterator<Item = (usize, usize, String)>,
+    maps: impl Iterator<Item = (usize, usize, [u8; 3])>,
     start: usize,
     end: usize,
     allowed: &[&str],
 ) -> Option<Foreign> {
     maps.take_while(|&(from, _, _)| from < end)
         .filter(|&(_, to, _)| to > start)
-        .find(|(_, _, perms)| !allowed.contains(&perms.as_str()))
+        .find(|(_, _, perms)| !allowed.iter().any(|a| a.as_bytes() == perms))
         .map(|(from, to, perms)| {
             let addr = from.max(start);
             Foreign {
                 addr,
                 len: to.min(end) - addr,
-                perms,
+                perms: String::from_utf8_lossy(&perms).into_owned(),
             }
         })
 }
 
 /// `start-end perms …` → (start, end, the three protection letters).
-fn parse(line: &str) -> Option<(usize, usize, &str)> {
+fn parse(line: &str) -> Option<(usize, usize, [u8; 3])> {
     let mut fields = line.split_ascii_whitespace();
     let (from, to) = fields.next()?.split_once('-')?;
-    let perms = fields.next()?.get(..3)?;
+    let perms = fields.next()?.as_bytes().get(..3)?.try_into().ok()?;
     let from = usize::from_str_radix(from, 16).ok()?;
     let to = usize::from_str_radix(to, 16).ok()?;
     Some((from, to, perms))
@@ -97,10 +97,8 @@ mod tests {
 7f0000010000-7f0000011000 r-xp 00000000 00:00 0
 ";
 
-    fn parsed(maps: &str) -> impl Iterator<Item = (usize, usize, String)> + '_ {
-        maps.lines()
-            .filter_map(parse)
-            .map(|(f, t, p)| (f, t, p.to_string()))
+    fn parsed(maps: &str) -> impl Iterator<Item = (usize, usize, [u8; 3])> + '_ {
+        maps.lines().filter_map(parse)
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub(crate) fn resolve(asked: Tracking) -> Result<Tracking> {
 /// a protected page would kill the process).
 fn auto_for_this_process() -> Tracking {
     match probe::probe().auto {
-        Tracking::Mprotect if crate::sys::signal::thread_blocking_sigsegv().is_some() => {
+        Tracking::Mprotect if crate::sys::signal::no_thread_blocks_sigsegv().is_err() => {
             Tracking::Compare
         }
         auto => auto,

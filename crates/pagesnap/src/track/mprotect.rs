@@ -48,9 +48,7 @@ impl Mprotect {
         let pages = map.len() / page_size();
         // Before anything is protected: a thread that blocks SIGSEGV would
         // kill the process with its first write.
-        if let Some(blocked) = signal::thread_blocking_sigsegv() {
-            return Err(blocked.into());
-        }
+        signal::no_thread_blocks_sigsegv()?;
         let bits: Arc<[AtomicU64]> = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
         protect(map, 0, pages)?;
         let slot = signal::register(map.as_ptr() as usize, map.len(), bits.clone()).map_err(

@@ -23,7 +23,7 @@ pub(crate) struct Blocked {
     pub(crate) name: String,
 }
 
-/// The first thread of this process found blocking `SIGSEGV`, if any. A
+/// `Err` with the first thread of this process found blocking `SIGSEGV`. A
 /// thread that exits during the scan is passed over, and so is one that
 /// blocks it only for a moment, as glibc does: `pthread_create` blocks every
 /// signal in the creating thread around `clone`, and the new thread starts
@@ -32,10 +32,12 @@ pub(crate) struct Blocked {
 /// application's signals around sending one. The first two also block the
 /// library's internal signals, which an application cannot block, so such a
 /// mask is passed over; any other is looked at again a few times. Without
-/// `/proc` (a rare sandbox) nothing can be known: `None`.
-pub(crate) fn thread_blocking_sigsegv() -> Option<Blocked> {
-    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
-    tasks.flatten().find_map(|task| {
+/// `/proc` (a rare sandbox) nothing can be known: `Ok`.
+pub(crate) fn no_thread_blocks_sigsegv() -> Result<(), Blocked> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Ok(());
+    };
+    let found = tasks.flatten().find_map(|task| {
         let tid = task.file_name().to_str()?.parse::<i32>().ok()?;
         let path = task.path().join("status");
         let read = || std::fs::read_to_string(&path).ok();
@@ -48,7 +50,8 @@ pub(crate) fn thread_blocking_sigsegv() -> Option<Blocked> {
             tid,
             name: field(&status, "Name:").unwrap_or_default().to_string(),
         })
-    })
+    });
+    found.map_or(Ok(()), Err)
 }
 
 /// How many more times a thread found blocking `SIGSEGV` is looked at, and

@@ -56,7 +56,7 @@ pub(crate) use background::{
     register_background, BackgroundSlot, BatchStates, COPIED, COPYING, MAX_BACKGROUND, PENDING,
     REQUESTED, STAGED,
 };
-pub(crate) use blocked::{thread_blocking_sigsegv, unblock_in_this_thread, Blocked};
+pub(crate) use blocked::{no_thread_blocks_sigsegv, unblock_in_this_thread, Blocked};
 pub(crate) use tracked::{register, FaultSlot, MAX_REGIONS};
 
 use super::mmap::HUGE_PAGE;
