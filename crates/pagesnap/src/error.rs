@@ -220,10 +220,12 @@ pub enum Error {
     },
 
     /// The program changed the protection of pages of the region (a guard
-    /// page, a write barrier, code): a background or converging snapshot
-    /// would replace it with its own, or fault reading pages the program made
-    /// unreadable. Nothing was protected or copied.
-    #[error("pages [{addr:#x}, {end:#x}) of the region are mapped {perms} by the program, where pagesnap expects {expected}: a background or converging snapshot sets the protection of a region's pages itself and reads each page it copies, so it would replace that protection or fault; leave the protection of region pages to pagesnap", end = addr.saturating_add(*len))]
+    /// page, a write barrier, code): pagesnap would replace it with its own,
+    /// or fault reading or writing pages the program made unreadable or
+    /// read-only. Nothing was protected, copied or written. Background and
+    /// converging snapshots always look; synchronous snapshots, restores and
+    /// verifies look where the kernel answers in microseconds (Linux ≥ 6.11).
+    #[error("pages [{addr:#x}, {end:#x}) of the region are mapped {perms} by the program, where pagesnap expects {expected}: pagesnap sets the protection of a region's pages itself and reads or writes each page it copies, so it would replace that protection or fault; leave the protection of region pages to pagesnap", end = addr.saturating_add(*len))]
     ForeignProtection {
         /// First byte of the run.
         addr: usize,

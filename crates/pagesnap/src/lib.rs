@@ -45,6 +45,7 @@ pub mod file;
 mod fork;
 mod heap;
 mod placement;
+mod protection;
 mod region;
 #[cfg(feature = "remote")]
 pub mod remote;

@@ -1,6 +1,7 @@
 //! [`Region`]: memory whose writes are tracked, snapshotted and restored.
 
 use crate::error::{Error, Result};
+use crate::protection::Look;
 use crate::snapshot::Snapshot;
 use crate::store::frames::FrameId;
 use crate::store::{PageStore, Threads, Tree};
@@ -395,14 +396,27 @@ impl Region {
 impl Region {
     /// Refuses to work in a process forked from the one that built the region —
     /// checked first, before any lock, since a thread that held one at the fork
-    /// does not exist in the child — or when the tracker cannot work now.
+    /// does not exist in the child — when the tracker cannot work now, or
+    /// where the program protected region pages itself (looked for where the
+    /// kernel answers quickly).
     pub(crate) fn preflight(&self) -> Result<()> {
         self.owner.check()?;
-        Ok(self
-            .tracker
+        self.tracker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .ready()?)
+            .ready()?;
+        self.own_protection_quick()
+    }
+
+    /// See [`crate::protection::own_protection`]. Not while a background
+    /// snapshot runs: its own protection covers the region then (and it
+    /// looked before it began).
+    pub(crate) fn own_protection_quick(&self) -> Result<()> {
+        if self.background.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mprotect = self.tracking() == Tracking::Mprotect;
+        crate::protection::own_protection(&self.map, mprotect, Look::Quick)
     }
 
     /// Blocks while a background snapshot of this region is copying: restore

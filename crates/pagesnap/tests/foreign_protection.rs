@@ -93,3 +93,130 @@ fn snapshots_refuse_pages_the_program_protected() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whether this kernel answers `PROCMAP_QUERY` (Linux ≥ 6.11), without
+/// which synchronous calls do not look (documented: reading the maps file
+/// would cost more than a small snapshot).
+fn kernel_answers_queries() -> bool {
+    use std::os::fd::AsRawFd;
+    let maps = std::fs::File::open("/proc/self/maps").unwrap();
+    // struct procmap_query: size, query_flags, query_addr, then outputs.
+    let mut q = [0u64; 13];
+    q[0] = std::mem::size_of_val(&q) as u64;
+    q[1] = 0x10; // PROCMAP_QUERY_COVERING_OR_NEXT_VMA
+    let cmd =
+        (3u64 << 30) | ((std::mem::size_of_val(&q) as u64) << 16) | (u64::from(b'f') << 8) | 17;
+    // SAFETY: `q` is a writable procmap_query of the size it states.
+    unsafe { libc::ioctl(maps.as_raw_fd(), cmd as _, q.as_mut_ptr()) == 0 }
+}
+
+/// A region with page 7 written since its sync point and then protected
+/// `prot` by the program; its first snapshot (page 7 = 1).
+fn written_then_protected(t: Tracking, prot: i32) -> (Region, pagesnap::Snapshot, usize) {
+    let mut region = Region::builder(LEN).tracking(t).build().unwrap();
+    region.as_mut_slice().fill(1);
+    let first = region.snapshot().unwrap();
+    region.as_mut_slice()[7 * pagesnap::page_size()] = 2;
+    let page = region.as_ptr() as usize + 7 * pagesnap::page_size();
+    protect(page, prot);
+    (region, first, page)
+}
+
+#[test]
+fn synchronous_calls_refuse_pages_the_program_protected() {
+    if !kernel_answers_queries() {
+        eprintln!("skipped: no PROCMAP_QUERY (Linux < 6.11), so synchronous calls do not look");
+        return;
+    }
+    let _serial = child::serial();
+    for t in common::backends() {
+        for (prot, perms) in [
+            (libc::PROT_NONE, "---"),
+            (libc::PROT_READ, "r--"),
+            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC, "rwx"),
+        ] {
+            if t == Tracking::Mprotect && prot == libc::PROT_READ {
+                continue;
+            }
+            // Measured before: uffd-wp and compare snapshots, restores and
+            // verifies of a written PROT_NONE page died of SIGSEGV; mprotect
+            // tracking silently made the program's guard page readable.
+            let out = child::run(Duration::from_secs(60), || {
+                let (mut region, first, page) = written_then_protected(t, prot);
+                assert!(
+                    refused_at(region.snapshot(), page, perms),
+                    "{t} {perms}: snapshot"
+                );
+                assert!(
+                    refused_at(region.restore(&first), page, perms),
+                    "{t} {perms}: restore"
+                );
+                assert!(
+                    refused_at(region.verify(), page, perms),
+                    "{t} {perms}: verify"
+                );
+                assert_eq!(perms_at(page), perms, "{t}: the program's protection kept");
+                // Given back, nothing was lost: the write is in the next
+                // snapshot, and a restore undoes it.
+                protect(page, libc::PROT_READ | libc::PROT_WRITE);
+                assert_eq!(
+                    region.snapshot().unwrap().to_vec()[7 * pagesnap::page_size()],
+                    2
+                );
+                region.restore(&first).unwrap();
+                assert!(
+                    region.as_slice().iter().all(|&b| b == 1),
+                    "{t} {perms}: restored"
+                );
+                0
+            });
+            assert_eq!(out, Outcome::Exited(0), "{t} {perms}");
+        }
+    }
+}
+
+#[test]
+fn a_forked_child_and_a_program_closing_pagesnaps_descriptor_are_still_checked() {
+    if !kernel_answers_queries() {
+        eprintln!("skipped: no PROCMAP_QUERY (Linux < 6.11), so synchronous calls do not look");
+        return;
+    }
+    let _serial = child::serial();
+    // The parent asks first: pagesnap keeps its maps file open. A child of
+    // fork inherits that descriptor, which names the parent's mappings.
+    let (mut parent_region, _, _) = written_then_protected(Tracking::UffdWp, libc::PROT_NONE);
+    assert!(parent_region.snapshot().is_err());
+    for reuse in [false, true] {
+        let out = child::run(Duration::from_secs(60), || {
+            let (mut region, _, page) = written_then_protected(Tracking::UffdWp, libc::PROT_NONE);
+            assert!(refused_at(region.snapshot(), page, "---"), "child");
+            if reuse {
+                // The program closes pagesnap's maps file and another file
+                // takes its number (a daemon closing every descriptor).
+                let maps = std::fs::read_dir("/proc/self/fd")
+                    .unwrap()
+                    .filter_map(|e| {
+                        let e = e.unwrap();
+                        let target = std::fs::read_link(e.path()).ok()?;
+                        target.ends_with("maps").then(|| e.file_name())
+                    })
+                    .map(|n| n.to_str().unwrap().parse::<i32>().unwrap())
+                    .collect::<Vec<_>>();
+                assert!(!maps.is_empty(), "pagesnap keeps its maps file open");
+                let other = std::fs::File::open("/proc/self/status").unwrap();
+                for fd in maps {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: replaces a descriptor pagesnap opened; the
+                    // test is the program that closes it.
+                    assert_eq!(unsafe { libc::dup2(other.as_raw_fd(), fd) }, fd);
+                }
+                assert!(
+                    refused_at(region.snapshot(), page, "---"),
+                    "reused descriptor"
+                );
+            }
+            0
+        });
+        assert_eq!(out, Outcome::Exited(0), "reuse {reuse}");
+    }
+}

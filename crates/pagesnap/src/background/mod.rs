@@ -46,7 +46,6 @@
 mod drive;
 pub(crate) mod save;
 mod start;
-pub(crate) use start::own_protection;
 mod store;
 
 pub use save::{BackgroundSave, BackgroundSaveReport};

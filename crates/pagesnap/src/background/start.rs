@@ -3,6 +3,7 @@
 
 use super::{Job, Shared};
 use crate::error::{Error, Result};
+use crate::protection::{own_protection, Look};
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::page_size;
 use crate::sys::signal::{self, BatchStates, COPIED, PENDING};
@@ -63,7 +64,7 @@ where
     let mprotect = job.unprotect_to == Protection::Read;
     let checked = signal::no_thread_blocks_sigsegv()
         .map_err(Error::from)
-        .and_then(|()| own_protection(&job.map, mprotect));
+        .and_then(|()| own_protection(&job.map, mprotect, Look::Always));
     if let Err(e) = checked {
         job.busy.store(false, Ordering::Release);
         return Err(e);
@@ -74,24 +75,6 @@ where
         busy.store(false, Ordering::Release);
     }
     started
-}
-
-/// Fails if the program changed the protection of pages of the region `map`
-/// (tracked by mprotect if `mprotect`): a point-in-time snapshot would
-/// protect and then lift them (losing the program's protection), and any
-/// snapshot reads them (faulting on a page made unreadable).
-pub(crate) fn own_protection(map: &Mapping, mprotect: bool) -> Result<()> {
-    let (allowed, expected) = crate::sys::maps::expected(mprotect);
-    let (start, len) = (map.as_ptr() as usize, map.len());
-    match crate::sys::maps::foreign_protection(start, len, allowed) {
-        Some(f) => Err(Error::ForeignProtection {
-            addr: f.addr,
-            len: f.len,
-            perms: f.perms,
-            expected,
-        }),
-        None => Ok(()),
-    }
 }
 
 /// A staging pool of its own for the job (`bytes` in whole batches; none for

@@ -13,6 +13,7 @@
 
 use super::Region;
 use crate::error::{Error, Result};
+use crate::protection::{own_protection, Look};
 use crate::sys::mmap::Mapping;
 use crate::sys::page_size;
 use crate::track::Tracker;
@@ -137,7 +138,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
         // The rounds read every page they copy: one the program made
         // unreadable would fault in the round thread.
         let mprotect = region.tracking() == crate::Tracking::Mprotect;
-        if let Err(e) = crate::background::own_protection(&region.map, mprotect) {
+        if let Err(e) = own_protection(&region.map, mprotect, Look::Always) {
             region.background.store(false, Ordering::Release);
             return Err(e);
         }

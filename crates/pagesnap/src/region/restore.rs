@@ -30,9 +30,13 @@ impl Region {
                 region: self.len(),
             });
         }
+        // A forked child refused first (a copier at the fork never ends
+        // there), then after any background snapshot: its protection is not
+        // the program's.
+        self.owner.check()?;
+        self.wait_for_background();
         self.preflight()?;
         let snap = snap.in_store(&self.store)?;
-        self.wait_for_background();
         self.resync_if_needed()?;
         // Until the new sync point is made, a failure leaves tracking in doubt.
         self.resync = true;

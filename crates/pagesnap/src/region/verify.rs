@@ -30,6 +30,7 @@ impl Region {
     /// ```
     pub fn verify(&mut self) -> Result<crate::VerifyReport> {
         self.wait_for_background();
+        self.own_protection_quick()?;
         while self.peek_pending.load(Ordering::Acquire) > 0 {
             std::thread::sleep(std::time::Duration::from_micros(20));
         }

@@ -1,47 +1,14 @@
-//! The protection the program gave pages of a region, from `/proc/self/maps`.
-//!
-//! pagesnap sets the protection of a region's pages itself (mprotect
-//! tracking, point-in-time snapshots) and reads every page it copies. A
-//! program that protects region pages on its own — a guard page
-//! (`PROT_NONE`), a garbage collector's write barrier (`PROT_READ`), code
-//! (`PROT_EXEC`) — would have that protection replaced by pagesnap's, or make
-//! pagesnap's own read fault. So what is about to protect or copy a whole
-//! region first asks the kernel which protections its mappings have.
+//! `/proc/self/maps` read as text, a line at a time: what every kernel
+//! has. (A region that mprotect tracking cut into many mappings makes the file
+//! long, so it is read only up to the range's end.)
 
+use super::{first_foreign, Foreign};
 use std::io::{self, BufRead};
 
-/// A run of a region's pages mapped with a protection pagesnap did not set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Foreign {
-    /// First byte of the run (page-aligned).
-    pub(crate) addr: usize,
-    /// Its length in bytes.
-    pub(crate) len: usize,
-    /// Its protection as `/proc/self/maps` spells it (`r--`, `---`, `rwx`, …).
-    pub(crate) perms: String,
-}
-
-/// The protections pagesnap leaves a region's pages with between snapshots:
-/// read-write, and under mprotect tracking read-only too (a program's own
-/// `PROT_READ` cannot be told apart there); with how an error says it.
-pub(crate) fn expected(mprotect: bool) -> (&'static [&'static str], &'static str) {
-    if mprotect {
-        (
-            &["rw-", "r--"],
-            "read-write or read-only (mprotect tracking)",
-        )
-    } else {
-        (&["rw-"], "read-write")
-    }
-}
-
 /// The first mapping inside `[start, start + len)` whose protection is not
-/// one of `allowed` (spelled as in `/proc/self/maps`: `rw-`, `r--`), clipped
-/// to the range. `None` where `/proc/self/maps` cannot be read (a rare
-/// sandbox: nothing can be known). Read a line at a time (a region that
-/// mprotect tracking cut into many mappings makes the file long), up to the
-/// range's end.
-pub(crate) fn foreign_protection(start: usize, len: usize, allowed: &[&str]) -> Option<Foreign> {
+/// one of `allowed`, clipped to the range. `None` where `/proc/self/maps`
+/// cannot be read (a rare sandbox: nothing can be known).
+pub(super) fn foreign_protection(start: usize, len: usize, allowed: &[&str]) -> Option<Foreign> {
     let file = std::fs::File::open("/proc/self/maps").ok()?;
     let mut lines = io::BufReader::new(file);
     let mut line = String::new();
@@ -53,26 +20,6 @@ pub(crate) fn foreign_protection(start: usize, len: usize, allowed: &[&str]) -> 
         }
     });
     first_foreign(lines.flatten(), start, start.saturating_add(len), allowed)
-}
-
-/// [`foreign_protection`] over the parsed lines of a maps file.
-fn first_foreign(
-    maps: impl Iterator<Item = (usize, usize, [u8; 3])>,
-    start: usize,
-    end: usize,
-    allowed: &[&str],
-) -> Option<Foreign> {
-    maps.take_while(|&(from, _, _)| from < end)
-        .filter(|&(_, to, _)| to > start)
-        .find(|(_, _, perms)| !allowed.iter().any(|a| a.as_bytes() == perms))
-        .map(|(from, to, perms)| {
-            let addr = from.max(start);
-            Foreign {
-                addr,
-                len: to.min(end) - addr,
-                perms: String::from_utf8_lossy(&perms).into_owned(),
-            }
-        })
 }
 
 /// `start-end perms …` → (start, end, the three protection letters).

@@ -1,0 +1,43 @@
+//! The program's own protection of region pages: found before pagesnap
+//! protects, reads or writes them, and refused with
+//! [`Error::ForeignProtection`].
+
+use crate::error::{Error, Result};
+use crate::sys::maps;
+use crate::sys::mmap::Mapping;
+
+/// How thoroughly to look.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Look {
+    /// Always: by the kernel's one-mapping-at-a-time query, else by reading
+    /// `/proc/self/maps` (~0.1 ms): before background and converging
+    /// snapshots.
+    Always,
+    /// Only where the kernel answers in microseconds (Linux ≥ 6.11): before
+    /// synchronous snapshots, restores and verifies, which may take less
+    /// than reading the maps file would.
+    Quick,
+}
+
+/// Fails if the program changed the protection of pages of the region `map`
+/// (tracked by mprotect if `mprotect`): pagesnap would replace it with its own
+/// (a point-in-time snapshot protects and lifts every page; mprotect tracking
+/// re-protects written pages), or fault reading or writing a page the program
+/// made unreadable or read-only.
+pub(crate) fn own_protection(map: &Mapping, mprotect: bool, look: Look) -> Result<()> {
+    let (allowed, expected) = maps::expected(mprotect);
+    let (start, len) = (map.as_ptr() as usize, map.len());
+    let found = match look {
+        Look::Always => maps::foreign_protection(start, len, allowed),
+        Look::Quick => maps::foreign_protection_quick(start, len, allowed),
+    };
+    match found {
+        Some(f) => Err(Error::ForeignProtection {
+            addr: f.addr,
+            len: f.len,
+            perms: f.perms,
+            expected,
+        }),
+        None => Ok(()),
+    }
+}
