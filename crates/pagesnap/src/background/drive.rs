@@ -24,7 +24,7 @@ use super::{Job, Shared};
 use crate::error::{Error, Result};
 use crate::sys::mmap::HUGE_PAGE;
 use crate::sys::page_size;
-use crate::sys::signal::{self, COPIED, PENDING, REQUESTED};
+use crate::sys::signal::{self, COPIED, DEFERRED, PENDING, REQUESTED};
 use crate::sys::staging::{claim, FilledSlot, StagingPool, MAX_RUN};
 use std::sync::atomic::Ordering;
 
@@ -90,6 +90,17 @@ pub(crate) fn drive(
         sink,
     };
     let mut result = copier.run(pool);
+    if result.is_ok() {
+        let to = job.unprotect_to;
+        result = super::deferred::lift_rest(&job.map, &shared.batches, to).map_err(|source| {
+            Error::Background {
+                step: "mprotect (lift)",
+                addr: job.map.as_ptr() as usize,
+                len: job.map.len(),
+                source,
+            }
+        });
+    }
     if result.is_ok() {
         result = signal::check().map_err(Error::from);
     }
@@ -201,7 +212,14 @@ impl<S: Sink> Copier<'_, S> {
                 return Ok(());
             }
         }
-        if !self.direct(b)? && self.shared.batches.states[b].load(Ordering::Acquire) == COPIED {
+        // Lifted at the start (or left protected there, at the limit of
+        // mappings): nothing was written since the sync point.
+        if !self.direct(b)?
+            && matches!(
+                self.shared.batches.states[b].load(Ordering::Acquire),
+                COPIED | DEFERRED
+            )
+        {
             self.serve(b, &[])?;
         }
         Ok(())
@@ -272,16 +290,15 @@ impl<S: Sink> Copier<'_, S> {
             map.copy_out(p * page, &mut self.buf[i * page..(i + 1) * page]);
         }
         // Writers go on as soon as the bytes are out; the sink follows.
-        let from = b * self.batch;
-        let to = (from + self.batch).min(map.len());
-        let lifted = map.protect(from, to - from, self.job.unprotect_to);
-        states[b].store(COPIED, Ordering::Release);
-        self.shared.batches.wake(b..b + 1);
-        lifted.map_err(|source| Error::Background {
-            step: "mprotect (lift)",
-            addr: map.as_ptr() as usize + from,
-            len: to - from,
-            source,
+        let batches = &self.shared.batches;
+        let to = self.job.unprotect_to;
+        super::deferred::lift(map, batches, self.batch, (b, b + 1), to).map_err(|source| {
+            Error::Background {
+                step: "mprotect (lift)",
+                addr: map.as_ptr() as usize + b * self.batch,
+                len: self.batch.min(map.len() - b * self.batch),
+                source,
+            }
         })?;
         let buf = std::mem::take(&mut self.buf);
         let r = self.serve(b, &buf[..mine.len() * page]);

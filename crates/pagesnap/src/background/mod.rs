@@ -43,6 +43,7 @@
 //! and soft-dirty bits alone, so the next `snapshot()` still sees every write made
 //! before, during and after the background snapshot.
 
+mod deferred;
 mod drive;
 pub(crate) mod save;
 mod start;

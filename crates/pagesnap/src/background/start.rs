@@ -252,19 +252,15 @@ fn lift_clean(job: &Job, shared: &Shared, dirty: &mut Vec<usize>, batch: usize) 
         .filter(|&b| !has_dirty[b] && claim(&states[b]))
         .collect();
     for (first, n) in crate::track::runs(&clean) {
-        let from = first * batch;
-        let to = ((first + n) * batch).min(len);
-        let lifted = map.protect(from, to - from, job.unprotect_to);
-        for s in &states[first..first + n] {
-            s.store(COPIED, Ordering::Release);
-        }
-        shared.batches.wake(first..first + n);
-        lifted.map_err(|source| Error::Background {
-            step: "mprotect (lift)",
-            addr: map.as_ptr() as usize + from,
-            len: to - from,
-            source,
-        })?;
+        let at = (first, first + n);
+        super::deferred::lift(map, &shared.batches, batch, at, job.unprotect_to).map_err(
+            |source| Error::Background {
+                step: "mprotect (lift)",
+                addr: map.as_ptr() as usize + first * batch,
+                len: ((first + n) * batch).min(len) - first * batch,
+                source,
+            },
+        )?;
     }
     Ok(())
 }

@@ -214,15 +214,29 @@ impl Tracker for Mprotect {
         // pages. Then one mprotect per run instead of a SIGSEGV round trip per page.
         self.remark(map, pages)?;
         let page = page_size();
-        for (first, n) in runs(pages) {
-            map.protect(first * page, n * page, Protection::ReadWrite)
-                .map_err(|source| TrackError::Track {
-                    backend: Tracking::Mprotect,
-                    step: "mprotect(PROT_READ | PROT_WRITE)",
-                    addr: map.as_ptr() as usize + first * page,
-                    len: n * page,
-                    source,
-                })?;
+        for (i, (first, n)) in runs(pages).enumerate() {
+            match map.protect(first * page, n * page, Protection::ReadWrite) {
+                // At the process's limit of mappings (each run lifted is one
+                // more): protect again what was lifted, which merges the
+                // mappings back, so that the caller's threads can still start
+                // (a thread needs mappings for its stacks). The pages' writes
+                // fault into the handler instead, which lifts them another way
+                // (see `sys/signal/widen.rs`). Their bits stay set.
+                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
+                    for (first, n) in runs(pages).take(i) {
+                        let _ = map.protect(first * page, n * page, Protection::Read);
+                    }
+                    return Ok(());
+                }
+                r => r,
+            }
+            .map_err(|source| TrackError::Track {
+                backend: Tracking::Mprotect,
+                step: "mprotect(PROT_READ | PROT_WRITE)",
+                addr: map.as_ptr() as usize + first * page,
+                len: n * page,
+                source,
+            })?;
         }
         Ok(())
     }

@@ -26,6 +26,10 @@ pub(crate) const COPIED: u32 = 3;
 /// Copied by a writer into the staging pool and writable again; a copier has
 /// yet to save the copy (then it becomes `COPIED`). Writes may go ahead.
 pub(crate) const STAGED: u32 = 4;
+/// Saved, but still protected: lifting it alone would take a mapping more
+/// and the process is at its limit (`vm.max_map_count`). Writers sleep until
+/// the copier lifts it with a neighbour, or the whole region at the end.
+pub(crate) const DEFERRED: u32 = 5;
 
 /// Writers asleep at once whose batches [`BatchStates`] lists (more still
 /// work: they make wakes cover whole ranges).

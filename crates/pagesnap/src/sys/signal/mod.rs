@@ -35,6 +35,8 @@
 //!                 batches ─► BatchStates
 //!                   states   [AtomicU32; batches]  PENDING → (REQUESTED) → COPYING
 //!                                                  → COPIED, or → STAGED by a writer
+//!                                                  (→ DEFERRED → COPIED at the
+//!                                                  limit of mappings)
 //!                   requests AtomicUsize           bumped when a writer asks for a batch
 //!                   pool     staging pool of the running snapshot (null: none)
 //!                   inside   writers using the pool right now
@@ -49,12 +51,13 @@
 mod background;
 mod blocked;
 mod tracked;
+mod widen;
 
 #[allow(unused_imports)] // kept at its old path; no other file names it today
 pub(crate) use background::Published;
 pub(crate) use background::{
-    register_background, BackgroundSlot, BatchStates, COPIED, COPYING, MAX_BACKGROUND, PENDING,
-    REQUESTED, STAGED,
+    register_background, BackgroundSlot, BatchStates, COPIED, COPYING, DEFERRED, MAX_BACKGROUND,
+    PENDING, REQUESTED, STAGED,
 };
 pub(crate) use blocked::{no_thread_blocks_sigsegv, unblock_in_this_thread, Blocked};
 pub(crate) use tracked::{register, FaultSlot, MAX_REGIONS};
@@ -170,9 +173,14 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // field holds the sender's pid and uid, or whatever the sender put
     // there), and a fault on an unmapped page or a protection key is never
     // ours: those go on to the program's handler as they are.
+    // The interrupted code may be about to read errno, which the system
+    // calls below (mprotect, futex) set.
+    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     if code != SEGV_ACCERR || !on_fault(addr) {
         chain(sig, info, ctx);
     }
+    // SAFETY: __errno_location returns this thread's errno, always valid.
+    unsafe { *libc::__errno_location() = errno };
 }
 
 /// Serves a write fault at `addr`: true if it was pagesnap's and the write may be
@@ -182,7 +190,7 @@ fn on_fault(addr: usize) -> bool {
     let mut in_background = false;
     // Set while this handler may lift a tracker's protection in a region
     // with background snapshots (see `enter_tracker_lift`).
-    let mut lifting = None;
+    let mut lifting: Option<(&BatchStates, widen::Saving)> = None;
     // Counted until the lookup finds an entry or the tracker's lift is done.
     background::enter_lookup();
     if let Some(e) = BACKGROUND[..BACKGROUND_HIGH.load(Ordering::Acquire)]
@@ -236,11 +244,18 @@ fn on_fault(addr: usize) -> bool {
         if !batches.enter_tracker_lift(b) {
             return true;
         }
-        lifting = Some(batches);
+        lifting = Some((
+            batches,
+            widen::Saving {
+                batches,
+                start,
+                batch,
+            },
+        ));
     }
-    let tracked = on_tracker_fault(addr, page);
+    let tracked = on_tracker_fault(addr, page, lifting.as_ref().map(|l| &l.1));
     match lifting {
-        Some(batches) => batches.leave_tracker_lift(),
+        Some((batches, _)) => batches.leave_tracker_lift(),
         // No background entry holds `addr`: still counted from the lookup.
         None => background::leave_lookup(),
     }
@@ -252,8 +267,9 @@ fn on_fault(addr: usize) -> bool {
 
 /// The mprotect tracker's side of a fault at `addr`: lifts the page's
 /// protection and marks it written. `None` if no tracked region holds it, or
-/// the lift failed.
-fn on_tracker_fault(addr: usize, page: usize) -> Option<bool> {
+/// the lift failed. `saving`: the background snapshot running in the region,
+/// whose unsaved batches must stay protected.
+fn on_tracker_fault(addr: usize, page: usize, saving: Option<&widen::Saving>) -> Option<bool> {
     let slot = SLOTS[..SLOTS_HIGH.load(Ordering::Acquire)]
         .iter()
         .find(|s| covers(&s.start, &s.len, addr))?;
@@ -269,7 +285,25 @@ fn on_tracker_fault(addr: usize, page: usize) -> Option<bool> {
     // page after this, or misses it and sees it next time — never clears
     // the bit of a page left writable.
     if !make_writable(page_addr, page) {
-        return None;
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOMEM) {
+            return None;
+        }
+        // The process is at its limit of mappings: see `widen.rs`.
+        let pages = slot.len.load(Ordering::Relaxed) / page;
+        let bits = widen::Bits { bits, pages };
+        if widen::lift_wide(start, page, &bits, index, saving) {
+            return Some(true);
+        }
+        // Only pages of batches the snapshot has yet to save would merge:
+        // retry once it has saved more (without spinning on the core).
+        saving?;
+        let pause = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000,
+        };
+        // SAFETY: a valid timespec; nanosleep is async-signal-safe.
+        unsafe { libc::nanosleep(&pause, std::ptr::null_mut()) };
+        return Some(true);
     }
     // SAFETY: bits points at a live bitmap of len/page bits (kept alive by
     // the FaultSlot that published it) and index < len/page.
