@@ -76,7 +76,8 @@ fn library_code(e: &Error) -> c_int {
         | Error::ForeignSnapshot => PS_ERR_ARGUMENT,
         Error::Unavailable { .. }
         | Error::FaultSignalBlocked { .. }
-        | Error::ForeignProtection { .. } => PS_ERR_UNAVAILABLE,
+        | Error::ForeignProtection { .. }
+        | Error::Unmapped { .. } => PS_ERR_UNAVAILABLE,
         Error::AddressTaken { .. } => PS_ERR_ADDRESS_TAKEN,
         Error::BackgroundBusy | Error::TooManyBackground { .. } | Error::TooManyRegions { .. } => {
             PS_ERR_BUSY

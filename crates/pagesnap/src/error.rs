@@ -237,6 +237,18 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// The program unmapped pages of the region (`munmap`, `mremap`, or a
+    /// `MAP_FIXED` mapping that left a hole): pagesnap would fault reading or
+    /// writing them. Nothing was protected, copied or written. Looked for
+    /// where [`Error::ForeignProtection`] is.
+    #[error("pages [{addr:#x}, {end:#x}) of the region are not mapped: the program unmapped them, and pagesnap would fault reading or writing them; a region's memory must stay mapped while the region lives", end = addr.saturating_add(*len))]
+    Unmapped {
+        /// First byte of the run.
+        addr: usize,
+        /// Its length in bytes.
+        len: usize,
+    },
+
     /// Saving or loading a snapshot file failed.
     #[error("snapshot file {}", path.display())]
     File {

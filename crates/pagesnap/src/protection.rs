@@ -1,6 +1,7 @@
 //! The program's own protection of region pages: found before pagesnap
 //! protects, reads or writes them, and refused with
-//! [`Error::ForeignProtection`].
+//! [`Error::ForeignProtection`] (or [`Error::Unmapped`] where the program
+//! unmapped them).
 
 use crate::error::{Error, Result};
 use crate::sys::maps;
@@ -32,12 +33,21 @@ pub(crate) fn own_protection(map: &Mapping, mprotect: bool, look: Look) -> Resul
         Look::Quick => maps::foreign_protection_quick(start, len, allowed),
     };
     match found {
-        Some(f) => Err(Error::ForeignProtection {
-            addr: f.addr,
-            len: f.len,
-            perms: f.perms,
+        Some(maps::Foreign {
+            addr,
+            len,
+            perms: Some(perms),
+        }) => Err(Error::ForeignProtection {
+            addr,
+            len,
+            perms,
             expected,
         }),
+        Some(maps::Foreign {
+            addr,
+            len,
+            perms: None,
+        }) => Err(Error::Unmapped { addr, len }),
         None => Ok(()),
     }
 }

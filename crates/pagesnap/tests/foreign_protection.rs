@@ -7,7 +7,8 @@
 //! point-in-time snapshot) or fault reading the page (a converging snapshot
 //! of a region with a guard page killed the process). They must refuse with
 //! `Error::ForeignProtection`, naming the pages, and leave the program's
-//! protection as it was. Each case runs in a forked child.
+//! protection as it was. Pages the program unmapped are refused the same way
+//! (`Error::Unmapped`). Each case runs in a forked child.
 #![allow(unsafe_code)]
 
 mod common;
@@ -219,4 +220,50 @@ fn a_forked_child_and_a_program_closing_pagesnaps_descriptor_are_still_checked()
         });
         assert_eq!(out, Outcome::Exited(0), "reuse {reuse}");
     }
+}
+
+/// Pages of a region the program unmapped (`munmap` of part of it): pagesnap
+/// would fault reading or writing them, so every snapshot refuses with
+/// `Error::Unmapped`, naming them, rather than die.
+#[test]
+fn snapshots_refuse_pages_the_program_unmapped() {
+    let _serial = child::serial();
+    let dir = std::env::temp_dir().join(format!("pagesnap-unmapped-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sync = kernel_answers_queries();
+    let page_size = pagesnap::page_size();
+    for t in common::backends() {
+        let path = dir.join(format!("{t}.snap"));
+        let out = child::run(Duration::from_secs(60), || {
+            let mut region = Region::builder(LEN).tracking(t).build().unwrap();
+            region.as_mut_slice().fill(1);
+            let first = region.snapshot().unwrap();
+            region.as_mut_slice()[7 * page_size] = 2;
+            let hole = region.as_ptr() as usize + 7 * page_size;
+            // SAFETY: two pages of a live region that this child never
+            // touches again.
+            assert_eq!(
+                unsafe { libc::munmap(hole as *mut libc::c_void, 2 * page_size) },
+                0
+            );
+            let unmapped = |r: pagesnap::Result<()>, what: &str| match r {
+                Err(Error::Unmapped { addr, len }) => {
+                    assert_eq!((addr, len), (hole, 2 * page_size), "{t}: {what}")
+                }
+                other => panic!("{t}: {what}: {other:?}"),
+            };
+            unmapped(region.background_snapshot().map(drop), "background");
+            unmapped(region.background_save(&path).map(drop), "save");
+            assert!(!path.exists(), "{t}: a refused save left a file");
+            unmapped(region.converging_snapshot().map(drop), "converging");
+            if sync {
+                unmapped(region.snapshot().map(drop), "snapshot");
+                unmapped(region.restore(&first), "restore");
+                unmapped(region.verify().map(drop), "verify");
+            }
+            0
+        });
+        assert_eq!(out, Outcome::Exited(0), "{t}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

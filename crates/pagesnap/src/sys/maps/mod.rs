@@ -25,8 +25,9 @@ pub(crate) struct Foreign {
     pub(crate) addr: usize,
     /// Its length in bytes.
     pub(crate) len: usize,
-    /// Its protection as `/proc/self/maps` spells it (`r--`, `---`, `rwx`, …).
-    pub(crate) perms: String,
+    /// Its protection as `/proc/self/maps` spells it (`r--`, `---`, `rwx`, …);
+    /// `None` where nothing is mapped (the program unmapped those pages).
+    pub(crate) perms: Option<String>,
 }
 
 /// The protections pagesnap leaves a region's pages with between snapshots:
@@ -64,26 +65,42 @@ pub(crate) fn foreign_protection_quick(
     query::foreign_protection(start, len, allowed).flatten()
 }
 
-/// The first of `maps` (start, end, protection letters; in address order)
-/// inside `[start, end)` whose protection is not one of `allowed`, clipped to
-/// the range.
+/// The first run inside `[start, end)` that `maps` (start, end, protection
+/// letters; in address order, ending where the kernel's list ends) leave
+/// unmapped or map with a protection not one of `allowed`, clipped to the
+/// range.
 fn first_foreign(
     maps: impl Iterator<Item = (usize, usize, [u8; 3])>,
     start: usize,
     end: usize,
     allowed: &[&str],
 ) -> Option<Foreign> {
-    maps.take_while(|&(from, _, _)| from < end)
-        .filter(|&(_, to, _)| to > start)
-        .find(|(_, _, perms)| !allowed.iter().any(|a| a.as_bytes() == perms))
-        .map(|(from, to, perms)| {
-            let addr = from.max(start);
-            Foreign {
-                addr,
-                len: to.min(end) - addr,
-                perms: String::from_utf8_lossy(&perms).into_owned(),
-            }
+    // The first byte not yet seen mapped.
+    let mut covered = start;
+    let run = |addr: usize, to: usize, perms: Option<[u8; 3]>| {
+        let addr = addr.max(start);
+        Some(Foreign {
+            addr,
+            len: to.min(end) - addr,
+            perms: perms.map(|p| String::from_utf8_lossy(&p).into_owned()),
         })
+    };
+    for (from, to, perms) in maps {
+        if from >= end {
+            break;
+        }
+        if to <= covered {
+            continue;
+        }
+        if from > covered {
+            return run(covered, from, None);
+        }
+        if !allowed.iter().any(|a| a.as_bytes() == perms) {
+            return run(from, to, Some(perms));
+        }
+        covered = to;
+    }
+    (covered < end).then(|| run(covered, end, None)).flatten()
 }
 
 #[cfg(test)]
@@ -126,8 +143,8 @@ mod tests {
         }
         let found = foreign_protection_quick(start, 8 * page, &["rw-"]).unwrap();
         assert_eq!(
-            (found.addr, found.len, found.perms.as_str()),
-            (start + 2 * page, page, "---")
+            (found.addr, found.len, found.perms.as_deref()),
+            (start + 2 * page, page, Some("---"))
         );
     }
 }

@@ -124,5 +124,7 @@ pub(super) fn foreign_protection(
         Some(this)
     });
     let found = first_foreign(maps, start, start.saturating_add(len), allowed);
-    (!failed || found.is_some()).then_some(found)
+    // A query that failed part-way is not the end of the list (which would
+    // show the rest of the range as unmapped): nothing is known.
+    (!failed).then_some(found)
 }

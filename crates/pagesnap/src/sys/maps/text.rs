@@ -5,21 +5,33 @@
 use super::{first_foreign, Foreign};
 use std::io::{self, BufRead};
 
-/// The first mapping inside `[start, start + len)` whose protection is not
-/// one of `allowed`, clipped to the range. `None` where `/proc/self/maps`
-/// cannot be read (a rare sandbox: nothing can be known).
+/// The first run inside `[start, start + len)` left unmapped or mapped with a
+/// protection not one of `allowed`, clipped to the range. `None` where
+/// `/proc/self/maps` cannot be read through (a rare sandbox: nothing can be
+/// known).
 pub(super) fn foreign_protection(start: usize, len: usize, allowed: &[&str]) -> Option<Foreign> {
     let file = std::fs::File::open("/proc/self/maps").ok()?;
     let mut lines = io::BufReader::new(file);
     let mut line = String::new();
-    let lines = std::iter::from_fn(move || {
+    // A read that fails part-way must not pass for the end of the list,
+    // which would show the rest of the range as unmapped.
+    let mut failed = false;
+    let maps = std::iter::from_fn(|| {
         line.clear();
         match lines.read_line(&mut line) {
-            Ok(n) if n > 0 => Some(parse(&line)),
-            _ => None,
+            Ok(0) => None,
+            Ok(_) => Some(parse(&line)),
+            Err(_) => {
+                failed = true;
+                None
+            }
         }
     });
-    first_foreign(lines.flatten(), start, start.saturating_add(len), allowed)
+    let found = first_foreign(maps.flatten(), start, start.saturating_add(len), allowed);
+    if failed {
+        return None;
+    }
+    found
 }
 
 /// `start-end perms …` → (start, end, the three protection letters).
@@ -57,7 +69,7 @@ mod tests {
             Foreign {
                 addr: 0x7f0000004000,
                 len: 0x1000,
-                perms: "---".into()
+                perms: Some("---".into())
             }
         );
         // Clipped to the range, and mappings outside it do not count.
@@ -67,13 +79,41 @@ mod tests {
         );
         let tail = first_foreign(parsed(MAPS), 0x7f000000f000, 0x7f0000010800, &rw).unwrap();
         assert_eq!(
-            (tail.addr, tail.len, tail.perms.as_str()),
-            (0x7f0000010000, 0x800, "r-x")
+            (tail.addr, tail.len, tail.perms.as_deref()),
+            (0x7f0000010000, 0x800, Some("r-x"))
+        );
+        // Nothing mapped is a run too.
+        let none = first_foreign(parsed("garbage\n\n"), 0, usize::MAX, &rw).unwrap();
+        assert_eq!((none.addr, none.len, none.perms), (0, usize::MAX, None));
+    }
+
+    #[test]
+    fn finds_pages_the_program_unmapped() {
+        const HOLES: &str = "\
+7f0000001000-7f0000003000 rw-p 00000000 00:00 0
+7f0000004000-7f0000006000 rw-p 00000000 00:00 0
+";
+        let rw = ["rw-"];
+        let hole = |start, end| {
+            let f = first_foreign(parsed(HOLES), start, end, &rw)?;
+            assert_eq!(f.perms, None);
+            Some((f.addr, f.len))
+        };
+        // Before the first mapping, between two, after the last.
+        assert_eq!(
+            hole(0x7f0000000000, 0x7f0000006000),
+            Some((0x7f0000000000, 0x1000))
         );
         assert_eq!(
-            first_foreign(parsed("garbage\n\n"), 0, usize::MAX, &rw),
-            None
+            hole(0x7f0000001000, 0x7f0000006000),
+            Some((0x7f0000003000, 0x1000))
         );
+        assert_eq!(
+            hole(0x7f0000004800, 0x7f0000008000),
+            Some((0x7f0000006000, 0x2000))
+        );
+        assert_eq!(hole(0x7f0000002000, 0x7f0000003000), None);
+        assert_eq!(hole(0x7f0000004000, 0x7f0000006000), None);
     }
 
     #[test]
@@ -87,6 +127,6 @@ mod tests {
         let (start, len) = (map.as_ptr() as usize, map.len());
         assert_eq!(foreign_protection(start, len, &["rw-"]), None);
         let found = foreign_protection(start, len, &["r--"]).unwrap();
-        assert_eq!((found.addr, found.perms.as_str()), (start, "rw-"));
+        assert_eq!((found.addr, found.perms.as_deref()), (start, Some("rw-")));
     }
 }
