@@ -49,6 +49,7 @@ pub fn run(args: Args) -> CmdResult {
             "wp_unpopulated": caps.wp_unpopulated,
             "pagemap_scan": caps.pagemap_scan,
             "soft_dirty": caps.soft_dirty,
+            "procmap_query": caps.procmap_query,
             "thp": caps.thp,
             "ksm": caps.ksm,
             "backends": backends,
@@ -78,6 +79,14 @@ pub fn run(args: Args) -> CmdResult {
     println!("  WP_UNPOPULATED  {}", yn(caps.wp_unpopulated));
     println!("PAGEMAP_SCAN      {}", yn(caps.pagemap_scan));
     println!("soft-dirty        {}", yn(caps.soft_dirty));
+    println!(
+        "PROCMAP_QUERY     {}",
+        if caps.procmap_query {
+            "yes (snapshot, restore and verify also refuse pages the program protected or unmapped)"
+        } else {
+            "no (only background and converging snapshots refuse pages the program protected or unmapped)"
+        }
+    );
     println!(
         "THP               {}",
         caps.thp.as_deref().unwrap_or("unknown")

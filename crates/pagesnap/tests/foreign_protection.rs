@@ -267,3 +267,8 @@ fn snapshots_refuse_pages_the_program_unmapped() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn probe_says_whether_synchronous_calls_look() {
+    assert_eq!(pagesnap::probe().procmap_query, kernel_answers_queries());
+}

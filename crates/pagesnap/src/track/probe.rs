@@ -31,6 +31,12 @@ pub struct Capabilities {
     pub pagemap_scan: bool,
     /// Soft-dirty bits work (write-and-check probe).
     pub soft_dirty: bool,
+    /// The `PROCMAP_QUERY` ioctl (Linux ≥ 6.11), with which synchronous
+    /// snapshots, restores and verifies also refuse pages the program
+    /// protected or unmapped ([`Error::ForeignProtection`](crate::Error::ForeignProtection),
+    /// [`Error::Unmapped`](crate::Error::Unmapped)); background and converging
+    /// snapshots look either way.
+    pub procmap_query: bool,
     /// Transparent huge pages mode (`always`, `madvise`, `never`), if readable.
     pub thp: Option<String>,
     /// Kernel samepage merging: `Some(true)` running, `Some(false)` present but off.
@@ -149,6 +155,7 @@ fn run() -> Capabilities {
         wp_async,
         wp_unpopulated,
         pagemap_scan,
+        procmap_query: crate::sys::maps::kernel_answers_queries(),
         soft_dirty: soft_dirty_result.is_ok(),
         thp: read_thp(),
         ksm: std::fs::read_to_string("/sys/kernel/mm/ksm/run")

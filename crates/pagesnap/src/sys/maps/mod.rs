@@ -65,6 +65,12 @@ pub(crate) fn foreign_protection_quick(
     query::foreign_protection(start, len, allowed).flatten()
 }
 
+/// Whether this kernel answers `PROCMAP_QUERY` (what
+/// [`foreign_protection_quick`] needs).
+pub(crate) fn kernel_answers_queries() -> bool {
+    query::foreign_protection(0, 0, &[]).is_some()
+}
+
 /// The first run inside `[start, end)` that `maps` (start, end, protection
 /// letters; in address order, ending where the kernel's list ends) leave
 /// unmapped or map with a protection not one of `allowed`, clipped to the
@@ -110,7 +116,7 @@ mod tests {
 
     #[test]
     fn the_kernel_query_and_the_text_agree() {
-        if query::foreign_protection(0, 0, &[]).is_none() {
+        if !kernel_answers_queries() {
             eprintln!("skipped: no PROCMAP_QUERY (Linux < 6.11)");
             return;
         }
