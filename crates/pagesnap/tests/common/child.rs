@@ -84,3 +84,14 @@ pub fn say(msg: &str) {
     // SAFETY: msg is a valid buffer of msg.len() bytes.
     unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
 }
+
+/// A `waitpid` status as a result for [`run`] to pass on: the exit code, or
+/// 128 + the signal that killed the process (a raw status would be cut to its
+/// low byte, turning `exit(3)` into 0).
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    }
+}

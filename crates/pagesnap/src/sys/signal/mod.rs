@@ -50,6 +50,8 @@
 
 mod background;
 mod blocked;
+mod chain;
+mod child;
 mod tracked;
 mod widen;
 
@@ -139,6 +141,7 @@ fn install() -> io::Result<()> {
     if unsafe { libc::sigaction(libc::SIGSEGV, &new, std::ptr::null_mut()) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    child::lift_regions_in_children();
     Ok(())
 }
 
@@ -177,7 +180,7 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // calls below (mprotect, futex) set.
     let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
     if code != SEGV_ACCERR || !on_fault(addr) {
-        chain(sig, info, ctx);
+        chain::chain(sig, info, ctx);
     }
     // SAFETY: __errno_location returns this thread's errno, always valid.
     unsafe { *libc::__errno_location() = errno };
@@ -199,7 +202,11 @@ fn on_fault(addr: usize) -> bool {
     {
         background::leave_lookup();
         if e.pid.load(Ordering::Relaxed) != process::id() {
-            return make_writable(addr & !(page - 1), page);
+            let (start, len) = (
+                e.start.load(Ordering::Relaxed),
+                e.len.load(Ordering::Relaxed),
+            );
+            return child::lift(addr & !(page - 1), page, start, len);
         }
         in_background = true;
         let start = e.start.load(Ordering::Relaxed);
@@ -277,7 +284,8 @@ fn on_tracker_fault(addr: usize, page: usize, saving: Option<&widen::Saving>) ->
     let index = (addr - start) / page;
     let page_addr = start + index * page;
     if slot.pid.load(Ordering::Relaxed) != process::id() {
-        return Some(make_writable(page_addr, page));
+        let len = slot.len.load(Ordering::Relaxed);
+        return Some(child::lift(page_addr, page, start, len));
     }
     let bits = slot.bits.load(Ordering::Relaxed);
     // Unprotect first, then set the bit: a collect running meanwhile (a
@@ -375,64 +383,6 @@ pub(crate) fn check() -> Result<(), Replaced> {
 /// different count before may have missed writes in between.
 pub(crate) fn replacements() -> u64 {
     REPLACEMENTS.load(Ordering::Acquire)
-}
-
-/// Hands a fault that is not ours to the previous handler, or to the default action.
-fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let previous = PREVIOUS
-        .get()
-        .map(|p| (p.sa_sigaction, p.sa_flags, p.sa_mask));
-    match previous {
-        Some((action, flags, mut mask)) if action != libc::SIG_DFL && action != libc::SIG_IGN => {
-            // The mask the kernel would have set for the previous handler: its
-            // own, and SIGSEGV unless it asked for SA_NODEFER (ours did, so the
-            // kernel did not). The return from our handler restores the mask.
-            // SAFETY: `mask` is a copy of a valid sigset_t; sigaddset and
-            // pthread_sigmask are async-signal-safe and change only this thread.
-            unsafe {
-                if flags & libc::SA_NODEFER == 0 {
-                    libc::sigaddset(&mut mask, libc::SIGSEGV);
-                }
-                libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
-            }
-            if flags & libc::SA_SIGINFO != 0 {
-                // SAFETY: the previous handler was installed with SA_SIGINFO, so it
-                // has this signature.
-                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                    unsafe { std::mem::transmute(action) };
-                f(sig, info, ctx);
-            } else {
-                // SAFETY: without SA_SIGINFO a handler takes only the signal number.
-                let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(action) };
-                f(sig);
-            }
-        }
-        // A sent SIGSEGV the program ignores stays ignored.
-        Some((libc::SIG_IGN, ..)) if !raised_by_fault(info) => {}
-        _ => {
-            // Restore the default action; returning re-executes the faulting
-            // instruction, which now kills the process with SIGSEGV. A sent
-            // signal re-executes nothing: it is raised again, and kills as it
-            // would have without pagesnap.
-            // SAFETY: zeroed sigaction is SIG_DFL with an empty mask; sigaction
-            // and raise are async-signal-safe, and SIGSEGV is not blocked here
-            // (SA_NODEFER), so the raise is delivered at once.
-            unsafe {
-                let dfl: libc::sigaction = std::mem::zeroed();
-                libc::sigaction(libc::SIGSEGV, &dfl, std::ptr::null_mut());
-                if !raised_by_fault(info) {
-                    libc::raise(libc::SIGSEGV);
-                }
-            }
-        }
-    }
-}
-
-/// Whether the kernel raised the signal for a fault (`si_code` > 0), not a
-/// process with `kill`, `raise` or `sigqueue` (`si_code` ≤ 0).
-fn raised_by_fault(info: *mut libc::siginfo_t) -> bool {
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    unsafe { (*info).si_code > 0 }
 }
 
 #[cfg(test)]
