@@ -272,3 +272,131 @@ fn snapshots_refuse_pages_the_program_unmapped() {
 fn probe_says_whether_synchronous_calls_look() {
     assert_eq!(pagesnap::probe().procmap_query, kernel_answers_queries());
 }
+
+/// The main thread has exited (`pthread_exit` in `main`) and another thread
+/// goes on with the program. `/proc/self` then names the exited leader,
+/// whose list of mappings is empty. Measured before: mprotect and compare
+/// regions were refused as unmapped, and uffd-wp regions could not be built
+/// (`/proc/self/pagemap`).
+#[test]
+fn snapshots_work_after_the_main_thread_exited() {
+    let _serial = child::serial();
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        let out = child::run(Duration::from_secs(60), || {
+            std::thread::spawn(move || {
+                // Let the main thread's exit go through first.
+                std::thread::sleep(Duration::from_millis(200));
+                let work = || -> pagesnap::Result<bool> {
+                    let mut region = Region::builder(LEN).tracking(t).build()?;
+                    region.as_mut_slice().fill(1);
+                    let first = region.snapshot()?;
+                    region.as_mut_slice()[7 * page] = 2;
+                    let bg = region.background_snapshot()?.wait()?;
+                    region.as_mut_slice()[8 * page] = 3;
+                    let done = region.converging_snapshot()?.finish()?;
+                    let exact = bg.to_vec()[7 * page] == 2 && done.to_vec() == region.as_slice();
+                    region.restore(&first)?;
+                    region.verify()?;
+                    Ok(exact && region.as_slice().iter().all(|&b| b == 1))
+                };
+                let code = match work() {
+                    Ok(true) => 0,
+                    Ok(false) => 2,
+                    Err(e) => {
+                        child::say(&format!("{t}: {e}\n"));
+                        1
+                    }
+                };
+                // SAFETY: ends the process at once.
+                unsafe { libc::_exit(code) };
+            });
+            // SAFETY: ends only the main thread; the one above goes on.
+            unsafe { libc::syscall(libc::SYS_exit, 0) };
+            3
+        });
+        assert_eq!(out, Outcome::Exited(0), "{t} (1: refused, message above)");
+    }
+}
+
+/// Under the `READ_IMPLIES_EXEC` personality (`setarch --read-implies-exec`)
+/// the kernel adds exec to every readable mapping, the region's included:
+/// not the program's own protection. Measured before: every snapshot refused
+/// the region as mapped `rwx`.
+#[test]
+fn read_implies_exec_is_not_the_programs_protection() {
+    let _serial = child::serial();
+    let page = pagesnap::page_size();
+    for t in common::backends() {
+        let out = child::run(Duration::from_secs(60), || {
+            // SAFETY: sets this child's persona; nothing else changes.
+            unsafe { libc::personality(libc::READ_IMPLIES_EXEC as libc::c_ulong) };
+            let mut region = Region::builder(LEN).tracking(t).build().unwrap();
+            let perms = perms_at(region.as_ptr() as usize);
+            assert!(perms.ends_with('x'), "{t}: the personality left {perms}");
+            region.as_mut_slice().fill(1);
+            let first = region.snapshot().unwrap();
+            region.as_mut_slice()[7 * page] = 2;
+            let bg = region.background_snapshot().unwrap().wait().unwrap();
+            assert_eq!(bg.to_vec()[7 * page], 2, "{t}");
+            let done = region.converging_snapshot().unwrap().finish().unwrap();
+            assert!(done.to_vec() == region.as_slice(), "{t}");
+            region.restore(&first).unwrap();
+            region.verify().unwrap();
+            assert!(region.as_slice().iter().all(|&b| b == 1), "{t}");
+            0
+        });
+        assert_eq!(out, Outcome::Exited(0), "{t}");
+    }
+}
+
+/// A guard region the program installed in a region
+/// (`madvise(MADV_GUARD_INSTALL)`, Linux ≥ 6.13): any access faults, and
+/// `/proc/self/maps` does not show it. Background and converging snapshots
+/// find it through `PAGEMAP_SCAN` (Linux ≥ 6.14) and refuse, as for a
+/// `PROT_NONE` page. Measured before: killed by SIGSEGV.
+#[test]
+fn background_snapshots_refuse_guard_regions() {
+    const MADV_GUARD_INSTALL: i32 = 102;
+    let v = pagesnap::probe().kernel_version;
+    if v.is_none_or(|v| (v.major, v.minor) < (6, 14)) {
+        eprintln!("skipped: guard regions are seen by PAGEMAP_SCAN from Linux 6.14");
+        return;
+    }
+    let _serial = child::serial();
+    let dir = std::env::temp_dir().join(format!("pagesnap-guard-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for t in common::backends() {
+        let path = dir.join(format!("{t}.snap"));
+        let out = child::run(Duration::from_secs(60), || {
+            let mut region = Region::builder(LEN).tracking(t).build().unwrap();
+            region.as_mut_slice().fill(1);
+            region.snapshot().unwrap();
+            let page = region.as_ptr() as usize + 7 * pagesnap::page_size();
+            // SAFETY: a page of the region this child never touches again.
+            let r = unsafe {
+                libc::madvise(
+                    page as *mut libc::c_void,
+                    pagesnap::page_size(),
+                    MADV_GUARD_INSTALL,
+                )
+            };
+            assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+            region.as_mut_slice()[0] = 2;
+            assert!(
+                refused_at(region.background_snapshot(), page, "---"),
+                "{t}: background"
+            );
+            assert!(
+                refused_at(region.background_save(&path), page, "---"),
+                "{t}: save"
+            );
+            assert!(!path.exists(), "{t}: a refused save left a file");
+            let conv = region.converging_snapshot().map(|_| ());
+            assert!(refused_at(conv, page, "---"), "{t}: converging");
+            0
+        });
+        assert_eq!(out, Outcome::Exited(0), "{t}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,8 +7,9 @@
 //! snapshot. Each case uses up the child's mappings until 200 are left, then
 //! writes every other page of a 64 MiB region (8192 runs); every snapshot
 //! must still equal the region, and the writer's `errno` must survive the
-//! faults (the handler's failing system calls set it). Each case runs in a
-//! forked child.
+//! faults (the handler's failing system calls set it). A child forked at the
+//! limit must be able to write its copy too. Each case runs in a forked
+//! child.
 #![allow(unsafe_code)]
 
 mod common;
@@ -166,5 +167,98 @@ fn background_snapshots_at_the_mapping_limit() {
             0
         });
         assert_eq!(out, Outcome::Exited(0), "{t}");
+    }
+}
+
+/// A child forked at the limit writes every other page of its copy, during
+/// the parent's background snapshot or under mprotect tracking alone. Forked
+/// by `fork()` (whose handler makes the child's regions writable at once)
+/// and by the raw system call, which runs no such handler: then each write
+/// faults, and lifting its page alone needs a mapping more. Measured before:
+/// the child died of SIGSEGV on every backend.
+#[test]
+fn a_child_forked_at_the_mapping_limit_writes_its_copy() {
+    let _serial = child::serial();
+    let mut cases = vec![(Tracking::Mprotect, false)];
+    cases.extend(common::backends().into_iter().map(|t| (t, true)));
+    for (t, background) in cases {
+        for raw in [false, true] {
+            let out = child::run(Duration::from_secs(120), || {
+                let mut region = Region::builder(BIG).tracking(t).build().unwrap();
+                region.as_mut_slice().fill(1);
+                let first = region.snapshot().unwrap();
+                exhaust(200);
+                let bg = background.then(|| region.background_snapshot().unwrap());
+                let base = region.as_ptr() as usize;
+                // SAFETY: the child below only writes its copy of the region
+                // and `_exit`s: no lock, no allocation.
+                let pid = unsafe {
+                    if raw {
+                        libc::syscall(libc::SYS_fork) as libc::pid_t
+                    } else {
+                        libc::fork()
+                    }
+                };
+                if pid == 0 {
+                    let page = pagesnap::page_size();
+                    let mut at = BIG - page;
+                    loop {
+                        // SAFETY: a page of the child's copy of the region.
+                        unsafe { std::ptr::write_volatile((base + at) as *mut u8, 2) };
+                        match at.checked_sub(2 * page) {
+                            Some(a) => at = a,
+                            None => break,
+                        }
+                    }
+                    // SAFETY: ends the child at once.
+                    unsafe { libc::_exit(0) };
+                }
+                let mut status = 0;
+                // SAFETY: our child; a valid out pointer.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                if let Some(bg) = bg {
+                    let snap = bg.wait().unwrap();
+                    assert!(snap.digest() == first.digest(), "{t}: the parent's instant");
+                }
+                let now = region.snapshot().unwrap();
+                assert!(
+                    now.digest() == first.digest(),
+                    "{t}: the child's writes reached the parent"
+                );
+                child::exit_code(status)
+            });
+            assert_eq!(
+                out,
+                Outcome::Exited(0),
+                "{t}, background {background}, raw {raw}"
+            );
+        }
+    }
+}
+
+/// pagesnap's own threads (a large snapshot's and restore's workers) at the
+/// limit: a thread whose stack still fits but whose signal stack does not
+/// aborts the whole process (Rust's runtime maps it inside the new thread).
+/// With a handful of mappings left they must not start, and the work is done
+/// on the caller's thread.
+#[test]
+fn workers_do_not_start_at_the_mapping_limit() {
+    let _serial = child::serial();
+    for left in [1, 3, 5, 7] {
+        let out = child::run(Duration::from_secs(120), || {
+            let mut region = Region::builder(LEN)
+                .tracking(Tracking::Compare)
+                .build()
+                .unwrap();
+            let first = region.snapshot().unwrap();
+            exhaust(left);
+            region.as_mut_slice().fill(2);
+            let full = region.snapshot().unwrap();
+            assert!(full.to_vec() == region.as_slice(), "left {left}: snapshot");
+            region.restore(&first).unwrap();
+            assert!(region.as_slice().iter().all(|&b| b == 0), "left {left}");
+            0
+        });
+        assert_eq!(out, Outcome::Exited(0), "{left} mappings left");
     }
 }

@@ -138,8 +138,10 @@ pub enum FileError {
         max: u64,
     },
 
-    /// The file describes more than this process can allocate.
-    #[error("loading needs {bytes} bytes for {what}, more than can be allocated")]
+    /// The file describes more than this process can allocate: memory, its
+    /// address-space limit (`RLIMIT_AS`) or its limit of mappings
+    /// (`vm.max_map_count`) ran out.
+    #[error("loading needs {bytes} bytes for {what}, more than can be allocated (memory, the address-space limit or the limit of mappings ran out)")]
     TooLarge {
         /// What would not fit.
         what: &'static str,

@@ -13,8 +13,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use linux_raw_sys::general::{
-    PAGE_IS_FILE, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_IS_WRITTEN,
-    PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
+    PAGE_IS_FILE, PAGE_IS_GUARD, PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGE_IS_SWAPPED,
+    PAGE_IS_WRITTEN, PM_SCAN_CHECK_WPASYNC, PM_SCAN_WP_MATCHING,
 };
 
 /// Address space one `PAGEMAP_SCAN` call covers at most. The call holds the
@@ -60,7 +60,7 @@ impl Pagemap {
     pub(crate) fn open() -> io::Result<Pagemap> {
         Ok(Pagemap {
             pid: super::process::id(),
-            file: File::open("/proc/self/pagemap")?,
+            file: File::open(super::process::proc_file!("pagemap"))?,
             buf: vec![
                 page_region {
                     start: 0,
@@ -150,6 +150,24 @@ impl Pagemap {
         let inverted = present | swapped;
         let all = present | swapped | zero;
         self.scan(start, end, 0, inverted, swapped, present | zero, all, f)
+    }
+
+    /// The first run of `[start, end)` made a guard region by the program
+    /// (`madvise(MADV_GUARD_INSTALL)`, Linux ≥ 6.13: any access faults, and
+    /// `/proc/self/maps` does not show it), as (start, end). `Err` where the
+    /// kernel cannot say (its `PAGEMAP_SCAN` lacks `PAGE_IS_GUARD`, Linux <
+    /// 6.14, or has no `PAGEMAP_SCAN`).
+    pub(crate) fn first_guard(
+        &mut self,
+        start: usize,
+        end: usize,
+    ) -> io::Result<Option<(usize, usize)>> {
+        let guard = PAGE_IS_GUARD as u64;
+        let mut first = None;
+        self.scan(start, end, 0, 0, guard, 0, guard, |a, b| {
+            first.get_or_insert((a, b));
+        })?;
+        Ok(first)
     }
 
     /// The calls cover [`SCAN_STEP`] of address space at most each.

@@ -39,7 +39,7 @@ pub(crate) fn has_room(bytes: impl FnOnce() -> usize) -> bool {
 /// buffer on the stack: no allocation, which is the point).
 fn address_space_bytes() -> Option<u64> {
     let mut buf = [0u8; 128];
-    let mut f = std::fs::File::open("/proc/self/statm").ok()?;
+    let mut f = std::fs::File::open(super::process::proc_file!("statm")).ok()?;
     let n = f.read(&mut buf).ok()?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;
     let pages: u64 = text.split_ascii_whitespace().next()?.parse().ok()?;

@@ -26,13 +26,34 @@ const STACK: usize = 2 << 20;
 /// tens of KiB with AVX-512 state) and its guard page, with room to spare.
 const SIGNAL_STACK_MARGIN: usize = 256 << 10;
 
+/// Mappings a new thread takes: its stack and guard page, its signal stack
+/// and guard page, an arena of malloc's; with some to spare.
+const THREAD_MAPPINGS: usize = 8;
+
 /// A builder for a thread of pagesnap's, if its stacks fit now with room for
-/// its first allocations (malloc's room, as `room.rs` asks for).
+/// its first allocations (malloc's room, as `room.rs` asks for), and the
+/// process may still hold the mappings they take.
 fn builder(name: &str) -> io::Result<Builder> {
     let len = STACK + SIGNAL_STACK_MARGIN + super::room::MALLOC_ROOM;
     // Mapped and unmapped at once: only whether it fits matters.
     Mapping::anonymous(len, Protection::ReadWrite, false)?;
+    room_for_mappings(THREAD_MAPPINGS)?;
     Ok(Builder::new().name(name.into()).stack_size(STACK))
+}
+
+/// Whether the process may hold `n` more mappings (`vm.max_map_count`): at
+/// the limit a thread's stack may still be mapped and its signal stack then
+/// not, which aborts the process as under `RLIMIT_AS` (measured: a
+/// snapshot's worker, started beside a program at the limit). Probed by
+/// cutting a fresh mapping into `n` (a few µs), undone at once.
+fn room_for_mappings(n: usize) -> io::Result<()> {
+    let page = super::page_size();
+    let probe = Mapping::anonymous(n * page, Protection::ReadWrite, false)?;
+    // Every other page read-only: `n` mappings.
+    for i in (1..n).step_by(2) {
+        probe.protect(i * page, page, Protection::Read)?;
+    }
+    Ok(())
 }
 
 /// Starts a thread named `name` running `f`, if its stacks fit.

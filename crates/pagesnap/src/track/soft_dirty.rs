@@ -70,7 +70,7 @@ fn clear(pagemap: &Pagemap, registry: &mut Vec<Weak<Shared>>) -> io::Result<()> 
     for shared in registry.iter().filter_map(Weak::upgrade) {
         harvest(pagemap, &shared)?;
     }
-    std::fs::write("/proc/self/clear_refs", "4")
+    std::fs::write(crate::sys::process::proc_file!("clear_refs"), "4")
 }
 
 /// ORs the soft-dirty bits of `shared`'s pages into its pending bitmap, and

@@ -32,15 +32,24 @@ pub(crate) struct Foreign {
 
 /// The protections pagesnap leaves a region's pages with between snapshots:
 /// read-write, and under mprotect tracking read-only too (a program's own
-/// `PROT_READ` cannot be told apart there); with how an error says it.
+/// `PROT_READ` cannot be told apart there); with how an error says it. Under
+/// the `READ_IMPLIES_EXEC` personality the kernel adds exec to each.
 pub(crate) fn expected(mprotect: bool) -> (&'static [&'static str], &'static str) {
-    if mprotect {
-        (
+    let exec = crate::sys::process::read_implies_exec();
+    match (mprotect, exec) {
+        (true, false) => (
             &["rw-", "r--"],
             "read-write or read-only (mprotect tracking)",
-        )
-    } else {
-        (&["rw-"], "read-write")
+        ),
+        (true, true) => (
+            &["rw-", "r--", "rwx", "r-x"],
+            "read-write or read-only (mprotect tracking; exec added by READ_IMPLIES_EXEC)",
+        ),
+        (false, false) => (&["rw-"], "read-write"),
+        (false, true) => (
+            &["rw-", "rwx"],
+            "read-write (exec added by READ_IMPLIES_EXEC)",
+        ),
     }
 }
 

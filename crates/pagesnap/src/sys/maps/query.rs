@@ -33,7 +33,9 @@ fn maps_fd(fresh: bool) -> Option<i32> {
     if !fresh && cached != 0 && (cached >> 32) as u32 == pid {
         return Some(cached as u32 as i32);
     }
-    let fd = std::fs::File::open("/proc/self/maps").ok()?.into_raw_fd();
+    let fd = std::fs::File::open(crate::sys::process::proc_file!("maps"))
+        .ok()?
+        .into_raw_fd();
     let entry = (u64::from(pid) << 32) | u64::from(fd as u32);
     match MAPS.compare_exchange(cached, entry, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => Some(fd),

@@ -10,17 +10,25 @@ use std::io::{self, BufRead};
 /// `/proc/self/maps` cannot be read through (a rare sandbox: nothing can be
 /// known).
 pub(super) fn foreign_protection(start: usize, len: usize, allowed: &[&str]) -> Option<Foreign> {
-    let file = std::fs::File::open("/proc/self/maps").ok()?;
+    let file = std::fs::File::open(crate::sys::process::proc_file!("maps")).ok()?;
     let mut lines = io::BufReader::new(file);
     let mut line = String::new();
     // A read that fails part-way must not pass for the end of the list,
     // which would show the rest of the range as unmapped.
-    let mut failed = false;
+    // So must an empty list (a process always maps its own code), as a
+    // process whose memory is gone would show.
+    let (mut failed, mut read) = (false, 0usize);
     let maps = std::iter::from_fn(|| {
         line.clear();
         match lines.read_line(&mut line) {
-            Ok(0) => None,
-            Ok(_) => Some(parse(&line)),
+            Ok(0) => {
+                failed |= read == 0;
+                None
+            }
+            Ok(_) => {
+                read += 1;
+                Some(parse(&line))
+            }
             Err(_) => {
                 failed = true;
                 None
