@@ -423,3 +423,47 @@ fn a_crash_reporter_with_sa_resethand_runs_once_then_the_process_dies() {
         }
     }
 }
+
+/// A crash reporter with a watchdog: it arms `alarm()` so that a report
+/// that hangs still ends the process, then hangs.
+extern "C" fn report_with_watchdog(
+    _sig: i32,
+    _info: *mut libc::siginfo_t,
+    _ctx: *mut libc::c_void,
+) {
+    // SAFETY: alarm and pause are async-signal-safe.
+    unsafe {
+        libc::alarm(1);
+        loop {
+            libc::pause();
+        }
+    }
+}
+
+/// The earlier handler runs with the mask the kernel would have given it
+/// (the interrupted code's and its own), not with pagesnap's, which blocks
+/// nearly every signal: a reporter's watchdog `SIGALRM` must still end the
+/// process. Measured before: the process hung.
+#[test]
+fn an_earlier_handler_runs_with_its_own_mask() {
+    let _serial = child::serial();
+    for t in backends() {
+        let outcome = child::run(DEADLINE, || {
+            // SAFETY: zeroed sigaction = empty mask; the handler has the
+            // SA_SIGINFO signature.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = report_with_watchdog as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
+                assert_eq!(libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut()), 0);
+            }
+            let mut r = Region::builder(1 << 20).tracking(t).build().unwrap();
+            r.as_mut_slice()[0] = 1;
+            r.background_snapshot().unwrap().wait().unwrap();
+            // SAFETY: none: the program's bug, at an address never mapped.
+            unsafe { std::ptr::write_volatile(std::ptr::dangling_mut::<u8>(), 1) };
+            10
+        });
+        assert_eq!(outcome, Outcome::Signaled(libc::SIGALRM), "{t}");
+    }
+}

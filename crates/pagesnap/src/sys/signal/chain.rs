@@ -18,20 +18,36 @@ pub(super) fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc
         .filter(|_| !PREVIOUS_SPENT.load(Ordering::Acquire))
         .map(|p| (p.sa_sigaction, p.sa_flags, p.sa_mask));
     match previous {
-        Some((action, flags, mut mask)) if action != libc::SIG_DFL && action != libc::SIG_IGN => {
+        Some((action, flags, mask)) if action != libc::SIG_DFL && action != libc::SIG_IGN => {
             if flags & libc::SA_RESETHAND as libc::c_int != 0 {
                 PREVIOUS_SPENT.store(true, Ordering::Release);
             }
-            // The mask the kernel would have set for the previous handler: its
-            // own, and SIGSEGV unless it asked for SA_NODEFER (ours did, so the
-            // kernel did not). The return from our handler restores the mask.
-            // SAFETY: `mask` is a copy of a valid sigset_t; sigaddset and
-            // pthread_sigmask are async-signal-safe and change only this thread.
+            // The mask the kernel would have set for the previous handler: the
+            // interrupted code's, its own, and SIGSEGV unless it asked for
+            // SA_NODEFER (ours did, so the kernel did not) — not ours, which
+            // blocks nearly everything (measured before: a crash reporter's
+            // alarm() watchdog never fired, and the process hung). The return
+            // from our handler restores the interrupted code's mask.
+            // SAFETY: `mask` is a copy of a valid sigset_t; `ctx` is the
+            // ucontext the kernel passed, whose uc_sigmask holds the
+            // interrupted mask in its first 64 bits, all that is read here;
+            // sigemptyset, sigismember, sigaddset and pthread_sigmask are
+            // async-signal-safe and change only this thread.
             unsafe {
-                if flags & libc::SA_NODEFER == 0 {
-                    libc::sigaddset(&mut mask, libc::SIGSEGV);
+                let interrupted = &(*ctx.cast::<libc::ucontext_t>()).uc_sigmask;
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                for sig in 1..=64 {
+                    if libc::sigismember(interrupted, sig) == 1
+                        || libc::sigismember(&mask, sig) == 1
+                    {
+                        libc::sigaddset(&mut set, sig);
+                    }
                 }
-                libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
+                if flags & libc::SA_NODEFER == 0 {
+                    libc::sigaddset(&mut set, libc::SIGSEGV);
+                }
+                libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
             }
             if flags & libc::SA_SIGINFO != 0 {
                 // SAFETY: the previous handler was installed with SA_SIGINFO, so it
