@@ -321,8 +321,9 @@ fn snapshots_work_after_the_main_thread_exited() {
 
 /// Under the `READ_IMPLIES_EXEC` personality (`setarch --read-implies-exec`)
 /// the kernel adds exec to every readable mapping, the region's included:
-/// not the program's own protection. Measured before: every snapshot refused
-/// the region as mapped `rwx`.
+/// not the program's own protection, also once the program clears the
+/// personality. Measured before: every snapshot refused the region as mapped
+/// `rwx`.
 #[test]
 fn read_implies_exec_is_not_the_programs_protection() {
     let _serial = child::serial();
@@ -344,6 +345,15 @@ fn read_implies_exec_is_not_the_programs_protection() {
             region.restore(&first).unwrap();
             region.verify().unwrap();
             assert!(region.as_slice().iter().all(|&b| b == 1), "{t}");
+            // The program clears the personality: the region's mappings keep
+            // the exec the kernel added.
+            // SAFETY: as above.
+            unsafe { libc::personality(0) };
+            region.as_mut_slice()[9 * page] = 3;
+            let later = region.snapshot().unwrap();
+            assert!(later.to_vec() == region.as_slice(), "{t}: after clearing");
+            let bg = region.background_snapshot().unwrap().wait().unwrap();
+            assert!(bg.to_vec() == region.as_slice(), "{t}: after clearing");
             0
         });
         assert_eq!(out, Outcome::Exited(0), "{t}");

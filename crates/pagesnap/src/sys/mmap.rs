@@ -95,6 +95,8 @@ impl Mapping {
         if raw == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // Noted for the protection checks: mapped with exec added?
+        super::process::read_implies_exec();
         let mut start = raw as usize;
         if huge {
             let aligned = start.next_multiple_of(HUGE_PAGE);
@@ -165,6 +167,8 @@ impl Mapping {
         if raw == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // Noted for the protection checks: mapped with exec added?
+        super::process::read_implies_exec();
         let mapping = Mapping {
             ptr: NonNull::new(raw.cast()).expect("mmap never returns NULL on success"),
             len,
@@ -236,6 +240,8 @@ impl Mapping {
         if raw == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
+        // Noted for the protection checks: mapped with exec added?
+        super::process::read_implies_exec();
         if raw as usize != addr {
             // SAFETY: the kernel just made this mapping elsewhere (an old kernel
             // that took the address as a hint); nothing references it.

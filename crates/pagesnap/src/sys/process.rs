@@ -5,6 +5,8 @@
 //! region). `personality(2)` asked for the current persona changes nothing.
 #![allow(unsafe_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 /// The calling process's id (`getpid(2)`; glibc and musl no longer cache it, so a
 /// forked child sees its own).
 pub(crate) fn id() -> u32 {
@@ -13,12 +15,19 @@ pub(crate) fn id() -> u32 {
 }
 
 /// Whether the process runs with the `READ_IMPLIES_EXEC` personality
-/// (`setarch --read-implies-exec`, old binaries without `PT_GNU_STACK`): the
-/// kernel then adds `PROT_EXEC` to every readable mapping and `mprotect`.
+/// (`setarch --read-implies-exec`, old binaries without `PT_GNU_STACK`), or
+/// did when pagesnap mapped memory (each mapping asks): the kernel adds
+/// `PROT_EXEC` to every readable mapping and `mprotect` then, and a mapping
+/// keeps it after the program clears the personality.
 pub(crate) fn read_implies_exec() -> bool {
+    static SEEN: AtomicBool = AtomicBool::new(false);
     // SAFETY: personality(0xffffffff) only reads the current persona.
     let persona = unsafe { libc::personality(0xffff_ffff) };
-    persona != -1 && persona & libc::READ_IMPLIES_EXEC != 0
+    if persona != -1 && persona & libc::READ_IMPLIES_EXEC != 0 {
+        SEEN.store(true, Ordering::Relaxed);
+        return true;
+    }
+    SEEN.load(Ordering::Relaxed)
 }
 
 /// A file of this process under `/proc`, reached through the calling
