@@ -44,6 +44,20 @@ fn protect(addr: usize, prot: i32) {
     );
 }
 
+/// The protections a program gives pages itself, with how `/proc/self/maps`
+/// spells them, that tracking by `t` can tell from its own: mprotect
+/// tracking leaves pages read-only itself, so a program's `PROT_READ` cannot
+/// be told apart there (documented).
+fn program_protections(t: Tracking) -> impl Iterator<Item = (i32, &'static str)> {
+    [
+        (libc::PROT_NONE, "---"),
+        (libc::PROT_READ, "r--"),
+        (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC, "rwx"),
+    ]
+    .into_iter()
+    .filter(move |&(prot, _)| !(t == Tracking::Mprotect && prot == libc::PROT_READ))
+}
+
 fn refused_at<T>(r: pagesnap::Result<T>, addr: usize, perms: &str) -> bool {
     matches!(r, Err(Error::ForeignProtection { addr: a, len, perms: ref p, .. })
         if a == addr && len == pagesnap::page_size() && p == perms)
@@ -55,16 +69,7 @@ fn snapshots_refuse_pages_the_program_protected() {
     let dir = std::env::temp_dir().join(format!("pagesnap-foreign-prot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for t in common::backends() {
-        for (prot, perms) in [
-            (libc::PROT_NONE, "---"),
-            (libc::PROT_READ, "r--"),
-            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC, "rwx"),
-        ] {
-            // mprotect tracking leaves pages read-only itself: a program's
-            // PROT_READ cannot be told apart there (documented).
-            if t == Tracking::Mprotect && prot == libc::PROT_READ {
-                continue;
-            }
+        for (prot, perms) in program_protections(t) {
             let path = dir.join(format!("{t}-{perms}.snap"));
             let out = child::run(Duration::from_secs(60), || {
                 let mut region = Region::builder(LEN).tracking(t).build().unwrap();
@@ -131,14 +136,7 @@ fn synchronous_calls_refuse_pages_the_program_protected() {
     }
     let _serial = child::serial();
     for t in common::backends() {
-        for (prot, perms) in [
-            (libc::PROT_NONE, "---"),
-            (libc::PROT_READ, "r--"),
-            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC, "rwx"),
-        ] {
-            if t == Tracking::Mprotect && prot == libc::PROT_READ {
-                continue;
-            }
+        for (prot, perms) in program_protections(t) {
             // Measured before: uffd-wp and compare snapshots, restores and
             // verifies of a written PROT_NONE page died of SIGSEGV; mprotect
             // tracking silently made the program's guard page readable.

@@ -66,24 +66,28 @@ fn exhaust(left: usize) {
     }
 }
 
+/// Writes `byte` at `addr` of a region, checking that the write leaves errno
+/// as it was.
+fn write_keeping_errno(addr: usize, byte: u8) {
+    // SAFETY: this thread's errno; `addr` is a byte of a live region, written
+    // the way the program writes it.
+    unsafe {
+        *libc::__errno_location() = 4242;
+        std::ptr::write_volatile(addr as *mut u8, byte);
+        assert_eq!(
+            *libc::__errno_location(),
+            4242,
+            "errno changed by a write fault"
+        );
+    }
+}
+
 /// Writes `byte` into every other page of the region from `first`, checking
 /// that each write leaves errno as it was.
 fn write_every_other(base: usize, first: usize, byte: u8) {
     let page = pagesnap::page_size();
-    let mut at = first * page;
-    while at < LEN {
-        // SAFETY: this thread's errno; `base + at` is a page of the region,
-        // written the way the program writes it.
-        unsafe {
-            *libc::__errno_location() = 4242;
-            std::ptr::write_volatile((base + at) as *mut u8, byte);
-            assert_eq!(
-                *libc::__errno_location(),
-                4242,
-                "errno changed by a write fault"
-            );
-        }
-        at += 2 * page;
+    for at in (first * page..LEN).step_by(2 * page) {
+        write_keeping_errno(base + at, byte);
     }
 }
 
@@ -136,22 +140,8 @@ fn background_snapshots_at_the_mapping_limit() {
             // From the end, against the copier's order: the writes lift
             // batches the copier has not reached.
             let page = pagesnap::page_size();
-            let mut at = BIG - 16 * page;
-            loop {
-                // SAFETY: as in `write_every_other`.
-                unsafe {
-                    *libc::__errno_location() = 4242;
-                    std::ptr::write_volatile((base + at) as *mut u8, 2);
-                    assert_eq!(
-                        *libc::__errno_location(),
-                        4242,
-                        "errno changed by a write fault"
-                    );
-                }
-                match at.checked_sub(32 * page) {
-                    Some(a) => at = a,
-                    None => break,
-                }
+            for at in (0..=BIG - 16 * page).rev().step_by(32 * page) {
+                write_keeping_errno(base + at, 2);
             }
             let snap = bg.wait().unwrap();
             assert!(

@@ -11,24 +11,34 @@
 //! mappings merges into them and needs none more) or with the whole region
 //! once every batch is saved.
 
+use crate::error::{Error, Result};
 use crate::sys::mmap::{Mapping, Protection};
 use crate::sys::signal::{BatchStates, COPIED, DEFERRED};
-use std::io;
 use std::sync::atomic::Ordering;
+
+/// A failed lift of bytes `from..to` of `map`, as the snapshot reports it.
+fn lift_failed(map: &Mapping, from: usize, to: usize, source: std::io::Error) -> Error {
+    Error::Background {
+        step: "mprotect (lift)",
+        addr: map.as_ptr() as usize + from,
+        len: to - from,
+        source,
+    }
+}
 
 /// Lifts batches `first..end` (saved by the caller, of `batch` bytes) to
 /// `to`, together with the deferred batches on either side, and marks them
 /// all `COPIED`; at the limit of mappings marks `first..end` `DEFERRED`
 /// instead, which is no error. Either way wakes their writers. On another
-/// error they are marked `COPIED` (the caller's error path lifts the whole
-/// region).
+/// error (reported for `first..end`) they are marked `COPIED` (the caller's
+/// error path lifts the whole region).
 pub(crate) fn lift(
     map: &Mapping,
     batches: &BatchStates,
     batch: usize,
     (first, end): (usize, usize),
     to: Protection,
-) -> io::Result<()> {
+) -> Result<()> {
     let states = &batches.states;
     let deferred = |b: usize| states[b].load(Ordering::Acquire) == DEFERRED;
     let lo = (0..first)
@@ -51,7 +61,12 @@ pub(crate) fn lift(
     }
     batches.wake(range);
     match lifted {
-        Err(e) if e.raw_os_error() != Some(libc::ENOMEM) => Err(e),
+        Err(e) if e.raw_os_error() != Some(libc::ENOMEM) => Err(lift_failed(
+            map,
+            first * batch,
+            (end * batch).min(map.len()),
+            e,
+        )),
         _ => Ok(()),
     }
 }
@@ -59,7 +74,7 @@ pub(crate) fn lift(
 /// Once every batch is saved: lifts the whole region to `to` if any batch is
 /// still deferred (one range over every mapping: it merges them, needing
 /// none more), and wakes their writers.
-pub(crate) fn lift_rest(map: &Mapping, batches: &BatchStates, to: Protection) -> io::Result<()> {
+pub(crate) fn lift_rest(map: &Mapping, batches: &BatchStates, to: Protection) -> Result<()> {
     let states = &batches.states;
     if !states.iter().any(|s| s.load(Ordering::Acquire) == DEFERRED) {
         return Ok(());
@@ -69,5 +84,5 @@ pub(crate) fn lift_rest(map: &Mapping, batches: &BatchStates, to: Protection) ->
         let _ = s.compare_exchange(DEFERRED, COPIED, Ordering::AcqRel, Ordering::Acquire);
     }
     batches.wake(0..states.len());
-    lifted
+    lifted.map_err(|e| lift_failed(map, 0, map.len(), e))
 }

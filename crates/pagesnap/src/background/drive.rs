@@ -91,15 +91,7 @@ pub(crate) fn drive(
     };
     let mut result = copier.run(pool);
     if result.is_ok() {
-        let to = job.unprotect_to;
-        result = super::deferred::lift_rest(&job.map, &shared.batches, to).map_err(|source| {
-            Error::Background {
-                step: "mprotect (lift)",
-                addr: job.map.as_ptr() as usize,
-                len: job.map.len(),
-                source,
-            }
-        });
+        result = super::deferred::lift_rest(&job.map, &shared.batches, job.unprotect_to);
     }
     if result.is_ok() {
         result = signal::check().map_err(Error::from);
@@ -292,14 +284,7 @@ impl<S: Sink> Copier<'_, S> {
         // Writers go on as soon as the bytes are out; the sink follows.
         let batches = &self.shared.batches;
         let to = self.job.unprotect_to;
-        super::deferred::lift(map, batches, self.batch, (b, b + 1), to).map_err(|source| {
-            Error::Background {
-                step: "mprotect (lift)",
-                addr: map.as_ptr() as usize + b * self.batch,
-                len: self.batch.min(map.len() - b * self.batch),
-                source,
-            }
-        })?;
+        super::deferred::lift(map, batches, self.batch, (b, b + 1), to)?;
         let buf = std::mem::take(&mut self.buf);
         let r = self.serve(b, &buf[..mine.len() * page]);
         self.buf = buf;

@@ -236,7 +236,6 @@ where
 /// any writable again at once (their pages equal the sync point's).
 fn lift_clean(job: &Job, shared: &Shared, dirty: &mut Vec<usize>, batch: usize) -> Result<()> {
     let (map, page) = (&*job.map, page_size());
-    let len = map.len();
     let states = &shared.batches.states;
     if !dirty.windows(2).all(|w| w[0] < w[1]) {
         dirty.sort_unstable();
@@ -252,14 +251,12 @@ fn lift_clean(job: &Job, shared: &Shared, dirty: &mut Vec<usize>, batch: usize) 
         .filter(|&b| !has_dirty[b] && claim(&states[b]))
         .collect();
     for (first, n) in crate::track::runs(&clean) {
-        let at = (first, first + n);
-        super::deferred::lift(map, &shared.batches, batch, at, job.unprotect_to).map_err(
-            |source| Error::Background {
-                step: "mprotect (lift)",
-                addr: map.as_ptr() as usize + first * batch,
-                len: ((first + n) * batch).min(len) - first * batch,
-                source,
-            },
+        super::deferred::lift(
+            map,
+            &shared.batches,
+            batch,
+            (first, first + n),
+            job.unprotect_to,
         )?;
     }
     Ok(())

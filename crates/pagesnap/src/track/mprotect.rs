@@ -50,7 +50,7 @@ impl Mprotect {
         // kill the process with its first write.
         signal::no_thread_blocks_sigsegv()?;
         let bits: Arc<[AtomicU64]> = (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-        protect(map, 0, pages)?;
+        protect(map, 0, pages, Protection::Read)?;
         let slot = signal::register(map.as_ptr() as usize, map.len(), bits.clone()).map_err(
             |e| match e {
                 RegisterError::Full => TrackError::TooManyRegions {
@@ -144,12 +144,16 @@ impl Mprotect {
     }
 }
 
-fn protect(map: &Mapping, first: usize, count: usize) -> Result<()> {
+/// Gives pages `first..first + count` of `map` the protection `to`.
+fn protect(map: &Mapping, first: usize, count: usize, to: Protection) -> Result<()> {
     let page = page_size();
-    map.protect(first * page, count * page, Protection::Read)
+    map.protect(first * page, count * page, to)
         .map_err(|source| TrackError::Track {
             backend: Tracking::Mprotect,
-            step: "mprotect(PROT_READ)",
+            step: match to {
+                Protection::Read => "mprotect(PROT_READ)",
+                Protection::ReadWrite => "mprotect(PROT_READ | PROT_WRITE)",
+            },
             addr: map.as_ptr() as usize + first * page,
             len: count * page,
             source,
@@ -174,7 +178,7 @@ impl Tracker for Mprotect {
         let from = dirty.len();
         if self.lost {
             self.read_bits(true, &mut Vec::new());
-            protect(map, 0, map.len() / page_size())?;
+            protect(map, 0, map.len() / page_size(), Protection::Read)?;
             self.all_pages(map, dirty);
             self.lost = false;
         } else {
@@ -182,7 +186,7 @@ impl Tracker for Mprotect {
             self.read_bits(true, dirty);
             // read_bits yields pages in ascending order.
             for (first, n) in runs(&dirty[from..]) {
-                protect(map, first, n)?;
+                protect(map, first, n, Protection::Read)?;
             }
         }
         self.note_held(&dirty[from..]);
@@ -213,30 +217,24 @@ impl Tracker for Mprotect {
         // The bits first: whatever happens below, `collect` re-protects these
         // pages. Then one mprotect per run instead of a SIGSEGV round trip per page.
         self.remark(map, pages)?;
-        let page = page_size();
         for (i, (first, n)) in runs(pages).enumerate() {
-            match map.protect(first * page, n * page, Protection::ReadWrite) {
+            match protect(map, first, n, Protection::ReadWrite) {
                 // At the process's limit of mappings (each run lifted is one
                 // more): protect again what was lifted, which merges the
                 // mappings back, so that the caller's threads can still start
                 // (a thread needs mappings for its stacks). The pages' writes
                 // fault into the handler instead, which lifts them another way
                 // (see `sys/signal/widen.rs`). Their bits stay set.
-                Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
+                Err(TrackError::Track { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOMEM) =>
+                {
                     for (first, n) in runs(pages).take(i) {
-                        let _ = map.protect(first * page, n * page, Protection::Read);
+                        let _ = protect(map, first, n, Protection::Read);
                     }
                     return Ok(());
                 }
-                r => r,
+                r => r?,
             }
-            .map_err(|source| TrackError::Track {
-                backend: Tracking::Mprotect,
-                step: "mprotect(PROT_READ | PROT_WRITE)",
-                addr: map.as_ptr() as usize + first * page,
-                len: n * page,
-                source,
-            })?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@
 
 use super::background::BACKGROUND;
 use super::tracked::SLOTS;
-use super::{make_writable, BACKGROUND_HIGH, SLOTS_HIGH};
+use super::{keeping_errno, make_writable, BACKGROUND_HIGH, SLOTS_HIGH};
 use std::sync::atomic::Ordering;
 use std::sync::Once;
 
@@ -41,21 +41,20 @@ pub(super) fn lift_regions_in_children() {
 /// Runs in the child after `fork`: every region registered by then was
 /// registered by an ancestor, and is the child's own copy.
 extern "C" fn in_child() {
-    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    let background = BACKGROUND[..BACKGROUND_HIGH.load(Ordering::Acquire)]
-        .iter()
-        .map(|e| (&e.start, &e.len));
-    let tracked = SLOTS[..SLOTS_HIGH.load(Ordering::Acquire)]
-        .iter()
-        .map(|s| (&s.start, &s.len));
-    for (start, len) in background.chain(tracked) {
-        let start = start.load(Ordering::Acquire);
-        if start != 0 {
-            // Already read-write: the kernel returns at once, touching no
-            // page table.
-            make_writable(start, len.load(Ordering::Relaxed));
+    keeping_errno(|| {
+        let background = BACKGROUND[..BACKGROUND_HIGH.load(Ordering::Acquire)]
+            .iter()
+            .map(|e| (&e.start, &e.len));
+        let tracked = SLOTS[..SLOTS_HIGH.load(Ordering::Acquire)]
+            .iter()
+            .map(|s| (&s.start, &s.len));
+        for (start, len) in background.chain(tracked) {
+            let start = start.load(Ordering::Acquire);
+            if start != 0 {
+                // Already read-write: the kernel returns at once, touching no
+                // page table.
+                make_writable(start, len.load(Ordering::Relaxed));
+            }
         }
-    }
-    // SAFETY: __errno_location returns this thread's errno, always valid.
-    unsafe { *libc::__errno_location() = errno };
+    });
 }

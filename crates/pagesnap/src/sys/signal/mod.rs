@@ -176,13 +176,21 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // field holds the sender's pid and uid, or whatever the sender put
     // there), and a fault on an unmapped page or a protection key is never
     // ours: those go on to the program's handler as they are.
-    // The interrupted code may be about to read errno, which the system
-    // calls below (mprotect, futex) set.
-    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    if code != SEGV_ACCERR || !on_fault(addr) {
-        chain::chain(sig, info, ctx);
-    }
+    keeping_errno(|| {
+        if code != SEGV_ACCERR || !on_fault(addr) {
+            chain::chain(sig, info, ctx);
+        }
+    });
+}
+
+/// Runs `f`, then gives this thread's `errno` back the value it had: code
+/// interrupted by a handler (or resuming after `fork`) may be about to read
+/// it, and the system calls of pagesnap's handlers (mprotect, futex) set it.
+fn keeping_errno(f: impl FnOnce()) {
     // SAFETY: __errno_location returns this thread's errno, always valid.
+    let errno = unsafe { *libc::__errno_location() };
+    f();
+    // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
 }
 
