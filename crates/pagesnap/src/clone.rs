@@ -218,6 +218,9 @@ impl Region {
     /// snapshot instead, which costs the same).
     pub fn reset(&mut self) -> Result<()> {
         self.preflight()?;
+        // Pages a failed call (or a forgotten converging run) took from the
+        // tracker are written too: found by comparing first.
+        self.resync_if_needed()?;
         let page = page_size();
         let mut parts = self.parts();
         let origin = parts.origin.ok_or(Error::NotAClone)?.clone();

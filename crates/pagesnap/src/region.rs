@@ -17,6 +17,7 @@ mod background;
 pub(crate) mod converge;
 mod converge_rounds;
 pub(crate) mod converge_save;
+mod forgotten;
 mod parts;
 mod restore;
 mod round_priority;
@@ -148,6 +149,8 @@ impl RegionBuilder {
         let store = self.store.unwrap_or_default();
         let base = Snapshot::from_tree_at(Tree::zero(&store, len / page), len, map.as_ptr());
         Ok(Region {
+            rounds: Mutex::new(None),
+            lost_rounds: AtomicBool::new(false),
             tracker,
             peek_pending: Arc::new(AtomicUsize::new(0)),
             live: Mutex::new(None),
@@ -224,6 +227,10 @@ impl RegionBuilder {
 /// # Ok::<(), pagesnap::Error>(())
 /// ```
 pub struct Region {
+    /// A converging run's round thread (region/forgotten.rs), stopped first.
+    rounds: Mutex<Option<Box<dyn forgotten::RoundThread>>>,
+    /// A forgotten converging run took pages from the tracker: as `resync`.
+    lost_rounds: AtomicBool,
     // Declared first so it is dropped (unregistered) before the mapping goes.
     // Behind a mutex only so `background_snapshot(&self)` can peek; the `&mut self`
     // paths use `get_mut`.
@@ -401,6 +408,7 @@ impl Region {
     /// kernel answers quickly).
     pub(crate) fn preflight(&self) -> Result<()> {
         self.owner.check()?;
+        self.reclaim_forgotten_rounds();
         self.tracker
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -422,6 +430,7 @@ impl Region {
     /// Blocks while a background snapshot of this region is copying: restore
     /// writes pages the copier may still need.
     fn wait_for_background(&self) {
+        self.reclaim_forgotten_rounds();
         while self.background.load(Ordering::Acquire) {
             std::thread::sleep(std::time::Duration::from_micros(50));
         }

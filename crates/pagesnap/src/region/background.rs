@@ -127,7 +127,7 @@ impl Region {
         let (tracker, map) = (self.tracker.clone(), self.map.clone());
         // Tracking is in doubt (a failed call could not put its pages back):
         // the copier compares every page with the sync point as well.
-        let resync = self.resync.then(|| self.base.clone());
+        let resync = self.needs_resync().then(|| self.base.clone());
         // Dirty against the sync point too, though the tracker forgot them.
         let carried = self.carried.clone();
         move |dirty| {

@@ -61,7 +61,9 @@ pub struct ConvergeProgress {
 /// while they are quiescent.
 ///
 /// Dropping it without `finish` stops the rounds and discards their copies;
-/// the region's next snapshot still sees every write.
+/// the region's next snapshot still sees every write. Forgotten
+/// (`std::mem::forget`), it is stopped by the region's next call, which then
+/// compares every page with the sync point once.
 pub struct Converging<'r> {
     run: RoundRun<'r, StoreCopies>,
 }

@@ -20,11 +20,12 @@ use crate::track::Tracker;
 use crate::Tracking;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::converge::ConvergeProgress;
+use super::forgotten;
 use super::round_priority::RoundPriority;
+use std::marker::PhantomData;
 
 /// Most copy rounds before the rounds stop on their own.
 const MAX_ROUNDS: u64 = 12;
@@ -68,7 +69,7 @@ pub(super) trait Sink: Send + 'static {
 }
 
 /// What the round thread and the caller share.
-struct Ctl {
+pub(super) struct Ctl {
     stop: AtomicBool,
     /// The round thread's priority (idle until someone waits for it).
     priority: RoundPriority,
@@ -94,14 +95,14 @@ impl Ctl {
 
     /// Tells the rounds to stop and raises the round thread back to normal
     /// priority: the caller is about to wait for it.
-    fn stop(&self) {
+    pub(super) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         self.priority.raise();
     }
 }
 
 /// What the round thread leaves behind.
-struct Rounds<S> {
+pub(super) struct Rounds<S> {
     sink: S,
     /// Pages the tracker was made to forget (collected): dirty against the
     /// sync point until a finish moves it.
@@ -111,12 +112,13 @@ struct Rounds<S> {
     error: Option<Error>,
 }
 
-/// Converging rounds running into a sink `S`, borrowing their region.
+/// Converging rounds running into a sink `S`, borrowing their region (which
+/// holds the round thread: see forgotten.rs).
 pub(super) struct RoundRun<'r, S: Sink> {
     region: &'r mut Region,
     ctl: Arc<Ctl>,
-    thread: Option<JoinHandle<Rounds<S>>>,
     mode: Mode,
+    sink: PhantomData<S>,
 }
 
 /// What `finish` copies: the remainder and the pages the tracker forgot.
@@ -132,6 +134,13 @@ impl<'r, S: Sink> RoundRun<'r, S> {
     /// Starts the round thread (Fails with [`Error::BackgroundBusy`] while a
     /// background snapshot of `region` runs).
     pub(super) fn start(region: &'r mut Region, sink: S) -> Result<Self> {
+        // Pages a failed call (or a forgotten run) took from the tracker are
+        // found by comparing first: the rounds only see what it reports.
+        region.reclaim_forgotten_rounds();
+        if region.background.load(Ordering::Acquire) {
+            return Err(Error::BackgroundBusy);
+        }
+        region.resync_if_needed()?;
         if region.background.swap(true, Ordering::AcqRel) {
             return Err(Error::BackgroundBusy);
         }
@@ -161,12 +170,15 @@ impl<'r, S: Sink> RoundRun<'r, S> {
             out
         });
         match spawned {
-            Ok(t) => Ok(RoundRun {
-                region,
-                ctl,
-                thread: Some(t),
-                mode,
-            }),
+            Ok(t) => {
+                forgotten::hold(region, ctl.clone(), t);
+                Ok(RoundRun {
+                    region,
+                    ctl,
+                    mode,
+                    sink: PhantomData,
+                })
+            }
             Err(source) => {
                 // The carried pages went with the failed closure: nothing was
                 // collected, so a full look is needed.
@@ -287,7 +299,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
     /// sync point before its next snapshot or restore, so nothing is missed,
     /// and the converging snapshot fails.
     fn join(&mut self) -> Result<Rounds<S>> {
-        let t = self.thread.take().expect("joined once");
+        let t = forgotten::take::<S>(self.region).expect("joined once");
         t.join().map_err(|_| {
             self.region.resync = true;
             Error::Background {
@@ -302,7 +314,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
 
 impl<S: Sink> Drop for RoundRun<'_, S> {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        if forgotten::holds(self.region) {
             self.ctl.stop();
             // The copies are discarded; what the tracker forgot goes back
             // (after a panic, `join` has the region resync instead).

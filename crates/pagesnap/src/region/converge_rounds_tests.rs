@@ -42,8 +42,7 @@ fn a_panicking_round_thread_fails_cleanly_and_loses_no_write() {
         region.as_mut_slice()[..4096 * 8].fill(7);
         let mut run = RoundRun::start(&mut region, Panics { calls: 0 }).unwrap();
         // Round 0 copies the 8 pages, round 1 collects page 20 and panics.
-        let thread = run.thread.as_ref().expect("started");
-        while !thread.is_finished() {
+        while !super::forgotten::thread_finished(run.region()) {
             std::thread::sleep(Duration::from_millis(1));
         }
         let err = run.remainder().err().expect("the rounds failed");

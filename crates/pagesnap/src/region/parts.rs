@@ -36,6 +36,8 @@ impl Region {
     ) -> Region {
         let key = map.write_key().expect("a new mapping has its key");
         Region {
+            rounds: Mutex::new(None),
+            lost_rounds: AtomicBool::new(false),
             tracker: Arc::new(Mutex::new(tracker)),
             key,
             peek_pending: Arc::new(AtomicUsize::new(0)),

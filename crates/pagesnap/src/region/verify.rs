@@ -47,6 +47,7 @@ impl Region {
         tracker.remark(&self.map, &differing)?;
         drop(tracker);
         self.resync = false;
+        self.lost_rounds.store(false, Ordering::Release);
         Ok(crate::VerifyReport {
             pages: (self.len() / page_size()) as u64,
             changed,
@@ -55,8 +56,8 @@ impl Region {
     }
 
     /// Runs [`verify`](Self::verify) when a failed call left tracking in doubt.
-    pub(super) fn resync_if_needed(&mut self) -> Result<()> {
-        if self.resync {
+    pub(crate) fn resync_if_needed(&mut self) -> Result<()> {
+        if self.needs_resync() {
             self.verify()?;
         }
         Ok(())

@@ -37,7 +37,7 @@ pub struct LazyClone {
 enum Inner {
     // Field order matters: the handler stops before the mapping goes.
     Lazy { handler: Handler, map: Mapping },
-    Eager { region: Region, note: String },
+    Eager { region: Box<Region>, note: String },
 }
 
 /// What a lazy clone has fetched so far, from [`LazyClone::stats`].
@@ -161,7 +161,10 @@ impl Remote {
         }
         .map_err(RemoteError::Clone)?;
         Ok(LazyClone {
-            inner: Inner::Eager { region, note },
+            inner: Inner::Eager {
+                region: Box::new(region),
+                note,
+            },
             name: name.to_string(),
             digest: snap.digest(),
         })
