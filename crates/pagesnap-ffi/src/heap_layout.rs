@@ -383,7 +383,10 @@ fn slot_index(slot: u32) -> Result<usize, HeapError> {
 
 /// The usable size for a request: at least 16, a multiple of 16.
 fn usable_for(size: usize) -> Option<usize> {
-    size.max(1).checked_next_multiple_of(ALIGN)
+    let usable = size.max(1).checked_next_multiple_of(ALIGN)?;
+    // The block's layout (header included) must exist too: past it, the sizes
+    // given to talc would wrap.
+    block_layout(usable).map(|_| usable)
 }
 
 /// talc's layout of a block with `usable` user bytes.

@@ -100,7 +100,10 @@ pub unsafe extern "C" fn ps_store_stats(store: *const ps_store, out: *mut ps_sta
 /// writers and copier then stage into the reserved memory. The memory stays
 /// with the store and holds the next pages taken in. Returns 0, or -1 (see
 /// ps_last_error()) if `store` is not a live handle or memory ran out (what was
-/// reserved by then stays reserved).
+/// reserved by then stays reserved). A request for more than the memory
+/// available (free memory and swap, or the cgroup's limit) is refused with
+/// PS_ERR_SYSTEM (the message says how much is available) before anything
+/// is mapped.
 #[no_mangle]
 pub extern "C" fn ps_store_reserve(store: *const ps_store, bytes: usize) -> c_int {
     call(-1, || {

@@ -962,3 +962,49 @@ fn concurrent_background_snapshots_into_one_store_keep_their_frames_apart() {
         assert_all_free(&store, peak, "concurrent lent");
     });
 }
+
+#[test]
+fn a_reservation_beyond_the_memory_available_is_refused_before_anything_is_mapped() {
+    // Under an address-space cap (so that a regression fails on `mmap`
+    // instead of faulting in the machine's memory until the OOM killer comes).
+    in_child("reserve_beyond_memory", 60, || {
+        let store = PageStore::new();
+        store.reserve(4 << 20).unwrap();
+        let before = store.stats();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let total_kb: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        let swap_kb: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("SwapTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        let beyond = ((total_kb + swap_kb) * 1024 + (1 << 30)) as usize;
+        with_headroom(256 << 20, || {
+            for bytes in [usize::MAX, usize::MAX - 4095, 1 << 50, beyond] {
+                let err = store.reserve(bytes).unwrap_err();
+                assert!(
+                    matches!(
+                        err,
+                        pagesnap::StoreError::Unavailable { .. }
+                            | pagesnap::StoreError::Full { .. }
+                    ),
+                    "reserve({bytes}): {err}"
+                );
+                assert_eq!(
+                    store.stats(),
+                    before,
+                    "reserve({bytes}) mapped memory: {err}"
+                );
+                let as_error = Error::from(err);
+                assert!(matches!(as_error, Error::OutOfMemory { .. }), "{as_error}");
+            }
+        });
+        // What fits is still reserved.
+        store.reserve(8 << 20).unwrap();
+        assert!(store.stats().reserved_bytes >= 8 << 20);
+    });
+}

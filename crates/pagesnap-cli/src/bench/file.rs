@@ -36,7 +36,7 @@ pub struct FileArgs {
     #[arg(long, default_value = "random", value_parser = ["random", "mixed"])]
     content: String,
     /// Rounds; figures are medians.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     rounds: usize,
     /// Directory to write in (default: a new one under the temporary directory);
     /// `full.snap` and `delta.snap` are left there.

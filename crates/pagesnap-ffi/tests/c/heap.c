@@ -57,6 +57,15 @@ static void basics(ps_store *store, int tracking) {
     CHECK(s != NULL && memcmp(s, "0123456789", 10) == 0);
     s = ps_heap_realloc(r, s, 5);
     CHECK(s != NULL && memcmp(s, "01234", 5) == 0);
+    /* sizes at the top of size_t fail, leaving the block as it was */
+    ps_heap_usage held = usage(r);
+    for (size_t back = 0; back <= 64; back++) {
+        CHECK(ps_heap_realloc(r, s, SIZE_MAX - back) == NULL);
+        CHECK(ps_last_error_code() != PS_OK);
+    }
+    CHECK(ps_heap_usable_size(r, s) >= 5 && memcmp(s, "01234", 5) == 0);
+    CHECK(usage(r).in_use_bytes == held.in_use_bytes);
+    CHECK(ps_heap_alloc(r, SIZE_MAX - 15) == NULL);
     CHECK(ps_heap_realloc(r, s, 0) == NULL);
     CHECK_NO_ERROR();
 

@@ -35,6 +35,19 @@ pub enum StoreError {
         /// The estimate, with room for the allocator.
         bytes: usize,
     },
+    /// A reservation ([`PageStore::reserve`](crate::PageStore::reserve)) asked
+    /// for more memory than the system has available: faulting it in would
+    /// only end in the kernel's out-of-memory killer. Nothing was reserved.
+    #[error(
+        "cannot reserve {bytes} bytes for the page store: about {available} bytes of memory are available"
+    )]
+    Unavailable {
+        /// The new memory the reservation needed.
+        bytes: u64,
+        /// Memory available: the system's (available plus free swap), or its
+        /// control group's limit less its use where that is lower.
+        available: u64,
+    },
     /// Every frame id is in use.
     #[error("the page store is full: it holds at most {max} distinct pages")]
     Full {
@@ -50,6 +63,10 @@ impl StoreError {
             StoreError::Slab { bytes, .. } => ("a page-store slab", *bytes),
             StoreError::Index { entries } => ("the page store's index", (entries + 1) * 10),
             StoreError::Tables { bytes } => ("the page store's tables", *bytes),
+            StoreError::Unavailable { bytes, .. } => (
+                "a page-store reservation beyond the memory available",
+                usize::try_from(*bytes).unwrap_or(usize::MAX),
+            ),
             StoreError::Full { .. } => ("a frame id (2^32 frames)", 0),
         }
     }

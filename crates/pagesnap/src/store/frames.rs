@@ -180,6 +180,20 @@ impl Frames {
     /// the store meanwhile wait for one slab's fault-in at most. On an error
     /// the slots made free so far stay free.
     pub(super) fn keep_free(&self, n: usize) -> Result<(), StoreError> {
+        let new = n.saturating_sub(self.free_slots()) as u64;
+        if self.lock_alloc().next as u64 + new > u64::from(u32::MAX) - 1 {
+            return Err(StoreError::Full {
+                max: u64::from(u32::MAX) - 1,
+            });
+        }
+        // Faulting in more than is available ends in the OOM killer, not in
+        // an error: refused before anything is mapped.
+        let bytes = new.saturating_mul(self.page_size as u64);
+        if let Some(available) = crate::sys::room::available_memory() {
+            if bytes > available {
+                return Err(StoreError::Unavailable { bytes, available });
+            }
+        }
         loop {
             let mut a = self.lock_alloc();
             let missing = n.saturating_sub(a.free.len()).min(SLAB_FRAMES);

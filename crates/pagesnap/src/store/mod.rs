@@ -138,7 +138,11 @@ impl PageStore {
     /// the memory is mapped now but faulted in as it is first used: faulting
     /// it in would hold the process's memory-map lock against the writers.
     ///
-    /// On an error (memory ran out) what was reserved so far stays reserved;
+    /// A request for more new memory than the system has available (its free
+    /// memory and swap, or its control group's limit) is refused with
+    /// [`StoreError::Unavailable`] before anything is mapped: faulting it in
+    /// would end in the kernel's out-of-memory killer, not in an error.
+    /// On another error (memory ran out) what was reserved so far stays reserved;
     /// [`StoreError`] converts into [`Error`](crate::Error) with `?`.
     ///
     /// ```

@@ -45,3 +45,41 @@ fn address_space_bytes() -> Option<u64> {
     let pages: u64 = text.split_ascii_whitespace().next()?.parse().ok()?;
     Some(pages * super::page_size() as u64)
 }
+
+/// Memory the process could still fault in without the kernel's out-of-memory
+/// killer: the system's available memory plus free swap (`/proc/meminfo`),
+/// or, where lower, what its control group's limit leaves (cgroup v2
+/// `memory.max` less `memory.current`). `None` where neither can be read.
+pub(crate) fn available_memory() -> Option<u64> {
+    let system = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let field = |name: &str| -> Option<u64> {
+                let line = text.lines().find(|l| l.starts_with(name))?;
+                let kb: u64 = line[name.len()..]
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(kb * 1024)
+            };
+            Some(field("MemAvailable:")? + field("SwapFree:").unwrap_or(0))
+        });
+    let group = cgroup_room();
+    match (system, group) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What this process's cgroup v2 memory limit leaves; `None` without a limit.
+fn cgroup_room() -> Option<u64> {
+    let own = std::fs::read_to_string(super::process::proc_file!("cgroup")).ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let max: u64 = read("memory.max")?.trim().parse().ok()?; // "max": no limit
+    let current: u64 = read("memory.current")?.trim().parse().ok()?;
+    Some(max.saturating_sub(current))
+}

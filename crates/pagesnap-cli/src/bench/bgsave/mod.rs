@@ -52,10 +52,10 @@ pub struct BgsaveArgs {
     #[arg(long, default_value = "1GiB")]
     size: ByteSize,
     /// Writer threads; each overwrites a contiguous chunk once.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     writers: usize,
     /// Rounds per method (medians are reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     rounds: usize,
     /// What the array holds: `distinct` (every page different and
     /// incompressible) or `seed` (every byte 123).
