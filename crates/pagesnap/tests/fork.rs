@@ -93,6 +93,15 @@ fn child_calls_are_refused_and_parent_stays_exact() {
                 if !is_forked_child(&r.background_save(&path)) {
                     fail(40);
                 }
+                if !is_forked_child(&r.verify()) {
+                    fail(60);
+                }
+                if !is_forked_child(&r.converging_snapshot()) {
+                    fail(70);
+                }
+                if !is_forked_child(&r.converging_save(&path)) {
+                    fail(80);
+                }
                 let mut want = vec![0u8; page()];
                 fill(&mut want, 4);
                 if r.as_slice()[5 * page()..6 * page()] != want[..] {
@@ -145,6 +154,12 @@ fn child_forked_during_background_snapshot_never_hangs() {
                 }
                 if !is_forked_child(&r.restore(&s0)) {
                     return 30;
+                }
+                if !is_forked_child(&r.verify()) {
+                    return 40;
+                }
+                if !is_forked_child(&r.converging_snapshot()) {
+                    return 50;
                 }
                 if copying {
                     0

@@ -134,6 +134,7 @@ impl<'r, S: Sink> RoundRun<'r, S> {
     /// Starts the round thread (Fails with [`Error::BackgroundBusy`] while a
     /// background snapshot of `region` runs).
     pub(super) fn start(region: &'r mut Region, sink: S) -> Result<Self> {
+        region.owner.check()?;
         // Pages a failed call (or a forgotten run) took from the tracker are
         // found by comparing first: the rounds only see what it reports.
         region.reclaim_forgotten_rounds();

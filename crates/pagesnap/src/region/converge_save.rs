@@ -165,6 +165,7 @@ impl Region {
     /// # Ok::<(), pagesnap::Error>(())
     /// ```
     pub fn converging_save(&mut self, path: impl AsRef<Path>) -> Result<ConvergingSave<'_>> {
+        self.owner.check()?;
         let path = path.as_ref().to_path_buf();
         let file =
             RoundFile::create(&path, self.len(), self.as_ptr() as usize).map_err(|source| {

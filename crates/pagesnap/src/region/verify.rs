@@ -29,6 +29,8 @@ impl Region {
     /// # Ok::<(), pagesnap::Error>(())
     /// ```
     pub fn verify(&mut self) -> Result<crate::VerifyReport> {
+        // First: in a forked child a background flag may stay set for ever.
+        self.owner.check()?;
         self.wait_for_background();
         self.own_protection_quick()?;
         while self.peek_pending.load(Ordering::Acquire) > 0 {
