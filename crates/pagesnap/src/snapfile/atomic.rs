@@ -12,8 +12,10 @@
 //! `.NAME.*.tmp` beside it; a failure we see removes the temporary file.
 
 use super::error::FileError;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -58,11 +60,17 @@ impl Pending {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        // A directory would only be found by the rename, after the whole
+        // file was written (and, for a background save, after writers paid
+        // for a protected snapshot).
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Err(FileError::Io {
+                op: format!("replace {}", path.display()),
+                source: io::Error::from_raw_os_error(libc::EISDIR),
+            });
+        }
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
-        let tmp = dir.join(tmp_name);
+        let tmp = dir.join(temporary_name(name, std::process::id(), n));
         // Readable too: a converging save reads back what it wrote.
         let file = OpenOptions::new()
             .read(true)
@@ -96,6 +104,20 @@ impl Pending {
                 self.dir.display()
             )))
     }
+}
+
+/// `.NAME.PID.N.tmp`, with NAME cut short where the whole would pass the
+/// longest name a file system takes (255 bytes): any name the target may
+/// have must be savable to.
+fn temporary_name(name: &OsStr, pid: u32, n: u64) -> OsString {
+    const NAME_MAX: usize = 255;
+    let suffix = format!(".{pid}.{n}.tmp");
+    let keep = NAME_MAX - 1 - suffix.len();
+    let bytes = name.as_bytes();
+    let mut tmp = OsString::from(".");
+    tmp.push(OsStr::from_bytes(&bytes[..bytes.len().min(keep)]));
+    tmp.push(suffix);
+    tmp
 }
 
 impl Drop for Pending {

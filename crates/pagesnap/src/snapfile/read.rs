@@ -9,6 +9,7 @@ use super::format::{
 };
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Bytes read per read(2) of the page records.
@@ -66,17 +67,31 @@ fn read_at(file: &File, buf: &mut [u8], offset: u64) -> Result<(), FileError> {
 
 /// Opens `path` and checks everything but the page records.
 pub(crate) fn open(path: &Path) -> Result<Opened, FileError> {
-    let file = File::open(path).map_err(|source| FileError::Io {
-        op: "open".into(),
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a
+    // writer for ever, before anything could look at what the path is.
+    // (On a regular file the flag changes nothing.)
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|source| FileError::Io {
+            op: "open".into(),
+            source,
+        })?;
+    let meta = file.metadata().map_err(|source| FileError::Io {
+        op: "stat".into(),
         source,
     })?;
-    let size = file
-        .metadata()
-        .map_err(|source| FileError::Io {
-            op: "stat".into(),
-            source,
-        })?
-        .len();
+    if !meta.is_file() {
+        return Err(FileError::Io {
+            op: "open".into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file (a directory, FIFO, socket or device)",
+            ),
+        });
+    }
+    let size = meta.len();
     let min = HEADER_LEN + TABLE_OVERHEAD + FOOTER_LEN;
     if size < min {
         let mut start = [0u8; 8];
