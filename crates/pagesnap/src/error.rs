@@ -166,11 +166,11 @@ pub enum Error {
 
     /// A [`Heap`](crate::Heap) whose region cannot hold the allocator state and the
     /// root object.
-    #[error("a heap of {len} bytes is too small: it needs at least {needed} bytes for the allocator state and the root object")]
+    #[error("a heap of {len} bytes is too small: the allocator state and the root object need about {needed} bytes")]
     HeapTooSmall {
         /// The region length asked for.
         len: usize,
-        /// The least that would do.
+        /// About what would do (an upper bound: the allocator rounds).
         needed: usize,
     },
 
