@@ -42,6 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    die_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Probe(args) => probe::run(args),
@@ -60,6 +61,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `pagesnap probe | head -1`: once the reader is gone, end as Unix tools do
+/// (killed by SIGPIPE, no message) instead of panicking in `println!`. Rust
+/// ignores SIGPIPE by default; the sockets of remote commands are written with
+/// `MSG_NOSIGNAL` and so still see `EPIPE` as an error.
+#[allow(unsafe_code)]
+fn die_quietly_on_a_closed_pipe() {
+    // SAFETY: setting a signal's disposition to its default, at start-up,
+    // before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 /// What a subcommand returns: an exit code, or an error printed with its causes.

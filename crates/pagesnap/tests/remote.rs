@@ -8,7 +8,7 @@ mod remote_support;
 use pagesnap::remote::{Remote, RemoteError};
 use pagesnap::PageStore;
 use remote_support::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[test]
 fn child_role() {
@@ -16,25 +16,6 @@ fn child_role() {
 }
 
 /// A fresh directory for one test, removed when dropped.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("pagesnap-remote-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        Dir(d)
-    }
-    fn url(&self) -> String {
-        format!("file://{}", self.0.display())
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 impl Raw for Dir {
     fn keys(&self, prefix: &str) -> Vec<String> {
         let dir = self.0.join(prefix);

@@ -31,6 +31,7 @@ fn version_1_manifests_still_pull_and_clone() {
     let path = manifest_path("old");
     shared
         .block_on(shared.store.put(&path, bytes.into()))
+        .unwrap()
         .unwrap();
 
     let info = remote.info("old").unwrap();

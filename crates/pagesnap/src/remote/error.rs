@@ -119,6 +119,15 @@ pub enum RemoteError {
     /// Making the clone region failed.
     #[error("cannot make the clone")]
     Clone(#[source] crate::Error),
+    /// The remote was opened by another process (this one is its forked child):
+    /// its runtime's threads were not copied by `fork`.
+    #[error("this remote was opened by process {owner}; in its forked child ({current}) open the remote again")]
+    ForkedChild {
+        /// The process that opened it.
+        owner: u32,
+        /// This process.
+        current: u32,
+    },
     /// Setting up the lazy clone's fault handling failed.
     #[error("cannot set up the lazy clone: {step}")]
     Lazy {

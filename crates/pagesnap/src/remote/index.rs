@@ -70,7 +70,7 @@ impl Known {
                     .filter(|n| !self.loaded.contains(n))
                     .collect(),
             )
-        })?;
+        })??;
         let read = shared.block_on(
             futures_util::stream::iter(new)
                 .map(|name| async move {
@@ -88,7 +88,7 @@ impl Known {
                 })
                 .buffer_unordered(PARALLEL)
                 .try_collect::<Vec<_>>(),
-        )?;
+        )??;
         for (name, index) in read {
             // Packs of another page size can hold none of this machine's pages.
             if index.page_size as usize == machine {

@@ -117,6 +117,22 @@ impl Remote {
         };
         let places = shared.places(name, &manifest)?.into_owned();
         let map = crate::placement::anonymous(len, false, at).map_err(RemoteError::Clone)?;
+        // A forked child would lose the userfaultfd registration and read
+        // zeros where pages were not fetched yet: it gets no such mapping.
+        map.advise(0, len, libc::MADV_DONTFORK)
+            .map_err(|source| RemoteError::Lazy {
+                step: "madvise(MADV_DONTFORK)",
+                source,
+            })?;
+        let pages = len / crate::sys::page_size();
+        let mut present = Vec::new();
+        present
+            .try_reserve_exact(pages)
+            .map_err(|_| RemoteError::TooLarge {
+                what: "the clone's page table",
+                bytes: pages as u64,
+            })?;
+        present.resize(pages, false);
         let base = map.as_ptr() as usize;
         if let Err(e) = userfaultfd::register(&fd, base, len, Mode::Missing) {
             return match e.raw_os_error() {
@@ -141,10 +157,11 @@ impl Remote {
             name: name.to_string(),
             base,
             page: crate::sys::page_size(),
-            pages: len / crate::sys::page_size(),
+            pages,
             table: manifest.pages,
             places,
             repeats: manifest.repeats,
+            present,
         })?;
         Ok(LazyClone {
             inner: Inner::Lazy { handler, map },

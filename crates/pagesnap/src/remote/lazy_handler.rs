@@ -66,6 +66,9 @@ pub(super) struct Server {
     pub(super) places: Places,
     /// Hashes held at more than one page, sorted: kept once fetched.
     pub(super) repeats: Vec<u128>,
+    /// Which pages were filled: allocated by the caller (fallibly), since a
+    /// failed allocation in the handler thread would abort the process.
+    pub(super) present: Vec<bool>,
 }
 
 impl Handler {
@@ -103,7 +106,7 @@ impl Drop for Handler {
 
 fn run(mut server: Server, stop: &EventFd, counters: &Counters) {
     let pages = server.pages;
-    let mut present = vec![false; pages];
+    let mut present = std::mem::take(&mut server.present);
     let mut cache: HashMap<u128, Bytes> = HashMap::new();
     let (mut window, mut next) = (MIN_WINDOW, usize::MAX);
     let mut faults = Vec::new();
@@ -128,11 +131,16 @@ fn run(mut server: Server, stop: &EventFd, counters: &Counters) {
             if p >= pages {
                 continue;
             }
+            let at = server.base + p * server.page;
             if present[p] {
-                // Filled after this fault was queued; the copy woke it already.
-                let _ =
-                    uffd_missing::wake(&server.uffd, server.base + p * server.page, server.page);
-                continue;
+                if uffd_missing::resident(at, server.page) {
+                    // Filled after this fault was queued; the copy woke it already.
+                    let _ = uffd_missing::wake(&server.uffd, at, server.page);
+                    continue;
+                }
+                // Dropped by the program since (`MADV_DONTNEED`): it reads as
+                // the snapshot again, as an eager clone's page does.
+                present[p] = false;
             }
             // Read-ahead: grow while faults walk forward, else a small aligned window.
             let start = if p == next {
@@ -251,7 +259,7 @@ impl Server {
                 self.page,
                 &self.name,
                 &page_of,
-            ));
+            ))?;
             tries += 1;
             match got {
                 Err(RemoteError::Store { .. }) if tries < TRIES => {

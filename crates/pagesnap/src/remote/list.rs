@@ -53,7 +53,7 @@ impl Remote {
             .buffer_unordered(PARALLEL)
             .try_collect::<Vec<_>>()
             .await
-        })?;
+        })??;
         found.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(found)
     }
@@ -75,7 +75,7 @@ impl Remote {
                 Err(e) => return Err(store_error("metadata", &path, e)),
             };
             described(shared, name.to_string(), meta).await
-        })
+        })?
     }
 }
 

@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     store: Arc<dyn ObjectStore>,
     runtime: tokio::runtime::Runtime,
     known: Mutex<index::Known>,
+    /// The process that opened it: the runtime's threads exist only there.
+    pid: u32,
 }
 
 /// Parallel requests per transfer: enough to hide a round trip, few enough for
@@ -128,6 +130,7 @@ impl Remote {
                 store,
                 runtime,
                 known: Mutex::new(index::Known::default()),
+                pid: std::process::id(),
             }),
         })
     }
@@ -140,8 +143,17 @@ impl Remote {
 
 impl Shared {
     /// Runs `fut` on the private runtime, blocking this thread until it is done.
-    fn block_on<F: Future>(&self, fut: F) -> F::Output {
-        self.runtime.block_on(fut)
+    /// Refused in a forked child, where the runtime's threads do not exist and
+    /// the call would wait for ever.
+    fn block_on<F: Future>(&self, fut: F) -> Result<F::Output, RemoteError> {
+        let current = std::process::id();
+        if current != self.pid {
+            return Err(RemoteError::ForkedChild {
+                owner: self.pid,
+                current,
+            });
+        }
+        Ok(self.runtime.block_on(fut))
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, index::Known> {

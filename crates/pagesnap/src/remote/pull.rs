@@ -105,7 +105,7 @@ impl Remote {
                 progress(done);
             }
             Ok::<_, RemoteError>(())
-        })?;
+        })??;
 
         // locate() found every hash, and every fetched page was checked; the
         // digest below confirms the table is whole.
@@ -134,7 +134,7 @@ impl Shared {
         let bytes = self.block_on(async {
             let got = self.store.get(&path).await?;
             got.bytes().await
-        });
+        })?;
         let bytes = match bytes {
             Ok(b) => b,
             Err(object_store::Error::NotFound { .. }) => {

@@ -103,7 +103,7 @@ impl Remote {
                 progress(done);
             }
             Ok(())
-        });
+        })?;
         result?;
         // Every page is in a known pack now; the manifest records where, so
         // readers need no pack index.
@@ -132,7 +132,7 @@ impl Remote {
         };
         let path = manifest_path(name);
         let bytes = manifest.encode();
-        let sent = shared.block_on(put_create(&**store, &path, bytes))?;
+        let sent = shared.block_on(put_create(&**store, &path, bytes))??;
         if sent == 0 {
             // The name exists: fine if it holds these very contents.
             let existing = shared.block_on(async {
@@ -143,7 +143,7 @@ impl Remote {
                 got.bytes()
                     .await
                     .map_err(|e| store_error("download", &path, e))
-            })?;
+            })??;
             let existing = Manifest::decode(path.as_ref(), &existing)?;
             if existing.digest != manifest.digest || existing.len != manifest.len {
                 return Err(RemoteError::NameTaken {

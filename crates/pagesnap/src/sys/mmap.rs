@@ -394,8 +394,8 @@ impl Mapping {
     pub(crate) fn advise(&self, offset: usize, len: usize, advice: libc::c_int) -> io::Result<()> {
         self.check_range(offset, len)?;
         // SAFETY: the range lies inside this mapping; the advice values used by the
-        // crate (MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_POPULATE_WRITE) never change
-        // its contents.
+        // crate (MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_POPULATE_WRITE, MADV_DONTFORK)
+        // never change its contents.
         let rc = unsafe { libc::madvise(self.ptr.as_ptr().add(offset).cast(), len, advice) };
         if rc == 0 {
             Ok(())

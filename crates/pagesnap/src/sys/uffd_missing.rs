@@ -64,6 +64,18 @@ pub(crate) fn copy(fd: &OwnedFd, dst: usize, src: &[u8], page: usize) -> io::Res
     wake(fd, dst, src.len())
 }
 
+/// Whether the page at `addr` (page aligned, in a live mapping) holds memory
+/// now (`mincore`). A missing-page fault on a page the handler filled before
+/// means the program dropped it since (`MADV_DONTNEED`): it must be filled
+/// again, not only woken. Where `mincore` fails the page counts as resident.
+pub(crate) fn resident(addr: usize, page: usize) -> bool {
+    let mut vec = 0u8;
+    // SAFETY: one page from `addr` needs one byte of `vec`, which lives across
+    // the call; the kernel only writes that byte.
+    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, page, &mut vec) };
+    rc != 0 || vec & 1 != 0
+}
+
 /// `UFFDIO_WAKE` of `[addr, addr + len)`: lets threads waiting on a fault there retry.
 pub(crate) fn wake(fd: &OwnedFd, addr: usize, len: usize) -> io::Result<()> {
     let mut arg = uffdio_range {

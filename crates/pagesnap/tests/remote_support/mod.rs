@@ -340,3 +340,23 @@ pub fn origin_travels(url: &str) {
     let err = remote.info("absent").unwrap_err();
     assert!(matches!(err, RemoteError::NotFound { .. }), "{err}");
 }
+
+/// A `file://` remote in a scratch directory, removed on drop.
+pub struct Dir(pub std::path::PathBuf);
+
+impl Dir {
+    pub fn new(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("pagesnap-remote-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        Dir(d)
+    }
+    pub fn url(&self) -> String {
+        format!("file://{}", self.0.display())
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,99 @@
+//! Lazy clones and remotes where programs do what they do to any memory: fork,
+//! `MADV_DONTNEED`. Never silent zeros, never a thread spinning for ever.
+#![cfg(feature = "remote")]
+
+#[path = "common/child.rs"]
+#[allow(dead_code)]
+mod child;
+mod remote_support;
+
+use child::Outcome;
+use pagesnap::page_size;
+use pagesnap::remote::{LazyClone, Remote, RemoteError};
+use remote_support::*;
+use std::time::Duration;
+
+const PAGES: usize = 512;
+
+fn lazy(tag: &str) -> Option<(Dir, LazyClone, Vec<u8>)> {
+    let d = Dir::new(tag);
+    let remote = Remote::open(&d.url()).unwrap();
+    let snap = snapshot(PAGES, 5, None);
+    remote.push(&snap, "s").unwrap();
+    let clone = remote.instantiate("s").unwrap();
+    if let Some(why) = clone.fallback() {
+        eprintln!("skipping: the clone is not lazy here ({why})");
+        return None;
+    }
+    Some((d, clone, snap.to_vec()))
+}
+
+#[test]
+fn a_forked_child_never_reads_unfetched_pages_as_zeros() {
+    let Some((_d, clone, want)) = lazy("fork") else {
+        return;
+    };
+    let ps = page_size();
+    let at = 200 * ps + 9; // never touched: not fetched
+    assert_ne!(want[at], 0, "the test needs a non-zero byte there");
+    let _serial = child::serial();
+    let out = child::run(Duration::from_secs(20), || {
+        // SAFETY: a read of the clone's memory, which lives (in the parent).
+        let got = unsafe { std::ptr::read_volatile(clone.as_slice().as_ptr().add(at)) };
+        i32::from(got != want[at]) + 10
+    });
+    // The child has no such mapping: it dies, rather than read zeros (11).
+    assert_eq!(out, Outcome::Signaled(libc::SIGSEGV), "the child read it");
+    assert_eq!(clone.as_slice()[at], want[at], "the parent's clone");
+}
+
+#[test]
+fn a_page_dropped_after_its_fetch_reads_as_the_snapshot_again() {
+    let Some((d, clone, want)) = lazy("dontneed") else {
+        return;
+    };
+    let ps = page_size();
+    // In a thread with a deadline (the handler lives in this process, so not
+    // in a child): before, the handler woke the fault for ever and the read
+    // never returned.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let base = clone.as_slice().as_ptr();
+        for p in [5, 6, 300] {
+            assert_eq!(clone.as_slice()[p * ps + 1], want[p * ps + 1], "fetch {p}");
+            // SAFETY: one whole page of the clone's live mapping; no Rust
+            // reference into it is held across the call.
+            let rc = unsafe {
+                libc::madvise(
+                    base.add(p * ps) as *mut libc::c_void,
+                    ps,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            assert_eq!(rc, 0);
+        }
+        let same = clone.as_slice() == want.as_slice();
+        let _ = tx.send(same);
+        drop((clone, d));
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(same) => assert!(same, "the dropped pages do not read as the snapshot"),
+        Err(e) => panic!("the read never returned ({e})"),
+    }
+}
+
+#[test]
+fn a_remote_used_in_a_forked_child_is_refused() {
+    let d = Dir::new("forked-remote");
+    let remote = Remote::open(&d.url()).unwrap();
+    remote.push(&snapshot(8, 6, None), "s").unwrap();
+    let _serial = child::serial();
+    let out = child::run(Duration::from_secs(20), || {
+        let listed = matches!(remote.list(), Err(RemoteError::ForkedChild { .. }));
+        let info = matches!(remote.info("s"), Err(RemoteError::ForkedChild { .. }));
+        i32::from(!(listed && info))
+    });
+    assert_eq!(out, Outcome::Exited(0), "(TimedOut: it waited for ever)");
+    // The parent's remote still works.
+    assert_eq!(remote.list().unwrap().len(), 1);
+}
