@@ -97,3 +97,32 @@ fn a_remote_used_in_a_forked_child_is_refused() {
     // The parent's remote still works.
     assert_eq!(remote.list().unwrap().len(), 1);
 }
+
+/// A pack deleted from the remote (by hand, by a lifecycle rule) while its
+/// index stays: a later push uploads its pages again instead of writing a
+/// manifest that names it, and the snapshot pulls.
+#[test]
+fn a_push_uploads_again_what_a_lost_pack_held() {
+    let d = Dir::new("lost-pack");
+    let first = snapshot(64, 7, None);
+    Remote::open(&d.url()).unwrap().push(&first, "a").unwrap();
+    let packs = d.0.join("packs");
+    let lost: Vec<_> = std::fs::read_dir(&packs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .collect();
+    assert!(!lost.is_empty());
+    for p in &lost {
+        std::fs::remove_file(p).unwrap();
+    }
+    // Another process (a fresh handle): the same pages under another name.
+    let remote = Remote::open(&d.url()).unwrap();
+    let report = remote.push(&first, "b").unwrap();
+    assert_eq!(report.pages_uploaded, report.pages, "{report:?}");
+    let pulled = remote.pull("b", &pagesnap::PageStore::new()).unwrap();
+    assert_eq!(pulled.digest(), first.digest());
+    // The first name's packs are back too.
+    let again = remote.pull("a", &pagesnap::PageStore::new()).unwrap();
+    assert_eq!(again.digest(), first.digest());
+}

@@ -119,6 +119,13 @@ pub enum RemoteError {
     /// Making the clone region failed.
     #[error("cannot make the clone")]
     Clone(#[source] crate::Error),
+    /// A pack the remote's index lists is gone from the store, and uploading
+    /// its pages again did not bring it back.
+    #[error("the remote's pack {pack:?} is missing though its index is there")]
+    LostPack {
+        /// The pack's name.
+        pack: String,
+    },
     /// The remote was opened by another process (this one is its forked child):
     /// its runtime's threads were not copied by `fork`.
     #[error("this remote was opened by process {owner}; in its forked child ({current}) open the remote again")]

@@ -26,6 +26,10 @@ pub(super) struct Location {
 #[derive(Default)]
 pub(super) struct Known {
     loaded: HashSet<String>,
+    /// Packs seen to exist (uploaded, or looked at) by this handle.
+    pub(super) present: HashSet<String>,
+    /// Packs whose index is there but not the pack: not read again.
+    lost: HashSet<String>,
     /// Pack names, by pack number.
     pub(super) packs: Vec<String>,
     pub(super) at: HashMap<u128, Location, BuildHasherDefault<IdentityHasher>>,
@@ -34,6 +38,7 @@ pub(super) struct Known {
 impl Known {
     /// Records a pack and its pages (one just read, or one just uploaded).
     pub(super) fn add(&mut self, name: String, hashes: &[u128]) {
+        self.lost.remove(&name);
         if !self.loaded.insert(name.clone()) {
             return;
         }
@@ -44,6 +49,20 @@ impl Known {
                 pack,
                 slot: slot as u32,
             });
+        }
+    }
+
+    /// Forgets packs found missing (their indexes remain): their pages count
+    /// as absent, so the next push uploads them again.
+    pub(super) fn forget(&mut self, lost: &[String]) {
+        for name in lost {
+            let numbers: HashSet<u32> = (0..self.packs.len() as u32)
+                .filter(|&n| self.packs[n as usize] == *name)
+                .collect();
+            self.at.retain(|_, l| !numbers.contains(&l.pack));
+            self.loaded.remove(name);
+            self.present.remove(name);
+            self.lost.insert(name.clone());
         }
     }
 
@@ -67,7 +86,7 @@ impl Known {
                             .strip_suffix(INDEX_SUFFIX)
                             .map(str::to_string)
                     })
-                    .filter(|n| !self.loaded.contains(n))
+                    .filter(|n| !self.loaded.contains(n) && !self.lost.contains(n))
                     .collect(),
             )
         })??;

@@ -53,71 +53,93 @@ impl Remote {
             .for_each_nonzero(|p, id| table.push((p as u64, frames.frame_hash(id))));
         let mut known = shared.known();
         known.refresh(shared)?;
-        // Pages to send: each hash the remote lacks, once, in page order.
-        let mut seen = HashSet::new();
-        let missing: Vec<(u64, u128)> = table
-            .iter()
-            .filter(|(_, h)| !known.at.contains_key(h) && seen.insert(*h))
-            .copied()
-            .collect();
-        let per_pack = (PACK_BYTES / page).max(1);
-        let total = (missing.len() * page) as u64;
         let mut report = PushReport {
             pages: table.len() as u64,
             ..PushReport::default()
         };
-        let mut done = Transfer { bytes: 0, total };
-        progress(done);
-
         let store = &shared.store;
-        let uploads = futures_util::stream::iter(missing.chunks(per_pack))
-            .map(|chunk| {
-                // Gather the pack's bytes here, outside the async part (no lock:
-                // the snapshot holds its frames).
-                let mut data = Vec::with_capacity(chunk.len() * page);
-                for &(p, _) in chunk {
-                    data.extend_from_slice(frames.frame(snapshot.tree().get(p as usize)));
+        // Twice at most: a pack found missing below is uploaded again once.
+        let mut attempt = 0;
+        let places = loop {
+            // Pages to send: each hash the remote lacks, once, in page order.
+            let mut seen = HashSet::new();
+            let missing: Vec<(u64, u128)> = table
+                .iter()
+                .filter(|(_, h)| !known.at.contains_key(h) && seen.insert(*h))
+                .copied()
+                .collect();
+            let per_pack = (PACK_BYTES / page).max(1);
+            let total = (missing.len() * page) as u64;
+            let mut done = Transfer { bytes: 0, total };
+            progress(done);
+
+            let uploads = futures_util::stream::iter(missing.chunks(per_pack))
+                .map(|chunk| {
+                    // Gather the pack's bytes here, outside the async part (no lock:
+                    // the snapshot holds its frames).
+                    let mut data = Vec::with_capacity(chunk.len() * page);
+                    for &(p, _) in chunk {
+                        data.extend_from_slice(frames.frame(snapshot.tree().get(p as usize)));
+                    }
+                    let index = PackIndex {
+                        page_size: page as u32,
+                        hashes: chunk.iter().map(|&(_, h)| h).collect(),
+                    };
+                    async move {
+                        let (index_bytes, pack) = index.encode();
+                        let sent_pack = put_create(&**store, &pack_path(&pack), data).await?;
+                        let sent_index =
+                            put_create(&**store, &index_path(&pack), index_bytes).await?;
+                        Ok::<_, RemoteError>((pack, index.hashes, sent_pack, sent_index))
+                    }
+                })
+                .buffer_unordered(PARALLEL / 2);
+            let result: Result<(), RemoteError> = shared.block_on(async {
+                let mut uploads = std::pin::pin!(uploads);
+                while let Some(up) = uploads.next().await {
+                    let (pack, hashes, sent_pack, sent_index) = up?;
+                    done.bytes += (hashes.len() * page) as u64;
+                    if sent_pack > 0 {
+                        report.pages_uploaded += hashes.len() as u64;
+                    }
+                    report.bytes_uploaded += sent_pack + sent_index;
+                    // Written now, or there already: either way it exists.
+                    known.present.insert(pack.clone());
+                    known.add(pack, &hashes);
+                    progress(done);
                 }
-                let index = PackIndex {
-                    page_size: page as u32,
-                    hashes: chunk.iter().map(|&(_, h)| h).collect(),
-                };
-                async move {
-                    let (index_bytes, pack) = index.encode();
-                    let sent_pack = put_create(&**store, &pack_path(&pack), data).await?;
-                    let sent_index = put_create(&**store, &index_path(&pack), index_bytes).await?;
-                    Ok::<_, RemoteError>((pack, index.hashes, sent_pack, sent_index))
-                }
+                Ok(())
+            })?;
+            result?;
+            // Every page is in a known pack now; the manifest records where, so
+            // readers need no pack index.
+            let places = Places::build(table.iter().map(|e| e.1), &known.packs, |h| {
+                known.at.get(&h).copied()
             })
-            .buffer_unordered(PARALLEL / 2);
-        let result: Result<(), RemoteError> = shared.block_on(async {
-            let mut uploads = std::pin::pin!(uploads);
-            while let Some(up) = uploads.next().await {
-                let (pack, hashes, sent_pack, sent_index) = up?;
-                done.bytes += (hashes.len() * page) as u64;
-                if sent_pack > 0 {
-                    report.pages_uploaded += hashes.len() as u64;
+            .map_err(|entry| {
+                let (page, hash) = table[entry as usize];
+                RemoteError::MissingPage {
+                    name: name.to_string(),
+                    page,
+                    hash,
                 }
-                report.bytes_uploaded += sent_pack + sent_index;
-                known.add(pack, &hashes);
-                progress(done);
+            })?;
+            // An index says what a pack holds, not that the pack is still
+            // there (deleted by hand, by a lifecycle rule): look before a
+            // manifest names it, once per pack per handle.
+            let lost = lost_packs(shared, &places.packs, &known.present)?;
+            if lost.is_empty() {
+                known.present.extend(places.packs.iter().cloned());
+                break places;
             }
-            Ok(())
-        })?;
-        result?;
-        // Every page is in a known pack now; the manifest records where, so
-        // readers need no pack index.
-        let places = Places::build(table.iter().map(|e| e.1), &known.packs, |h| {
-            known.at.get(&h).copied()
-        })
-        .map_err(|entry| {
-            let (page, hash) = table[entry as usize];
-            RemoteError::MissingPage {
-                name: name.to_string(),
-                page,
-                hash,
+            if attempt == 1 {
+                return Err(RemoteError::LostPack {
+                    pack: lost[0].clone(),
+                });
             }
-        })?;
+            known.forget(&lost);
+            attempt += 1;
+        };
         drop(known);
 
         // Last, the manifest: once it exists, every page it names is in a pack.
@@ -156,6 +178,34 @@ impl Remote {
         report.bytes_uploaded += sent;
         Ok(report)
     }
+}
+
+/// The packs of `packs` not in `present` that the store no longer holds
+/// (one metadata request each, in parallel).
+fn lost_packs(
+    shared: &super::Shared,
+    packs: &[String],
+    present: &HashSet<String>,
+) -> Result<Vec<String>, RemoteError> {
+    let unseen: Vec<&String> = packs.iter().filter(|p| !present.contains(*p)).collect();
+    shared.block_on(async {
+        let looks = futures_util::stream::iter(unseen)
+            .map(|name| async move {
+                let path = pack_path(name);
+                match shared.store.head(&path).await {
+                    Ok(_) => Ok(None),
+                    Err(object_store::Error::NotFound { .. }) => Ok(Some(name.clone())),
+                    Err(e) => Err(store_error("look at", &path, e)),
+                }
+            })
+            .buffer_unordered(PARALLEL);
+        let mut looks = std::pin::pin!(looks);
+        let mut lost = Vec::new();
+        while let Some(look) = looks.next().await {
+            lost.extend(look?);
+        }
+        Ok(lost)
+    })?
 }
 
 /// Writes `bytes` at `path` unless an object is there already; returns the bytes
