@@ -126,3 +126,25 @@ fn a_push_uploads_again_what_a_lost_pack_held() {
     let again = remote.pull("a", &pagesnap::PageStore::new()).unwrap();
     assert_eq!(again.digest(), first.digest());
 }
+
+/// Stray objects in a remote: a junk pack index does not stop pushes (its
+/// pages count as absent), and `list` names only snapshots `pull` can take.
+#[test]
+fn stray_objects_do_not_break_push_or_list() {
+    let d = Dir::new("stray");
+    let snap = snapshot(16, 9, None);
+    Remote::open(&d.url()).unwrap().push(&snap, "good").unwrap();
+    std::fs::write(d.0.join("packs").join("junk.idx"), b"not an index").unwrap();
+    let nested = d.0.join("snapshots").join("sub");
+    std::fs::create_dir_all(&nested).unwrap();
+    let manifest = std::fs::read(d.0.join("snapshots").join("good.snap")).unwrap();
+    std::fs::write(nested.join("nested.snap"), &manifest).unwrap();
+    std::fs::write(d.0.join("snapshots").join("ü x.snap"), &manifest).unwrap();
+    let remote = Remote::open(&d.url()).unwrap();
+    remote.push(&snapshot(16, 10, None), "other").unwrap();
+    let names: Vec<_> = remote.list().unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["good", "other"]);
+    for name in &names {
+        remote.pull(name, &pagesnap::PageStore::new()).unwrap();
+    }
+}

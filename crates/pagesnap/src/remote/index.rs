@@ -102,16 +102,22 @@ impl Known {
                         .bytes()
                         .await
                         .map_err(|e| store_error("download", &path, e))?;
-                    let index = PackIndex::decode(path.as_ref(), &bytes)?;
+                    // A damaged or foreign index is passed over: its pages
+                    // only count as absent, and the next push uploads them.
+                    let index = PackIndex::decode(path.as_ref(), &bytes).ok();
                     Ok::<_, RemoteError>((name, index))
                 })
                 .buffer_unordered(PARALLEL)
                 .try_collect::<Vec<_>>(),
         )??;
         for (name, index) in read {
-            // Packs of another page size can hold none of this machine's pages.
-            if index.page_size as usize == machine {
-                self.add(name, &index.hashes);
+            match index {
+                // Packs of another page size can hold none of this machine's pages.
+                Some(index) if index.page_size as usize == machine => self.add(name, &index.hashes),
+                Some(_) => {}
+                None => {
+                    self.lost.insert(name);
+                }
             }
         }
         Ok(())

@@ -47,7 +47,10 @@ impl Remote {
                     .filename()?
                     .strip_suffix(MANIFEST_SUFFIX)?
                     .to_string();
-                Some((name, m))
+                // Only what `pull` can name: not nested objects, not names
+                // it refuses.
+                (check_name(&name).is_ok() && m.location == manifest_path(&name))
+                    .then_some((name, m))
             }))
             .map(|(name, meta)| described(shared, name, meta))
             .buffer_unordered(PARALLEL)
