@@ -5,7 +5,7 @@
 //! a deadline (a hang is a failure).
 mod common;
 
-use common::child::{self, Outcome};
+use common::child;
 use pagesnap::{PageStore, Region, Snapshot, Tracking};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -66,24 +66,11 @@ fn assert_equal(snap: &Snapshot, region: &Region, what: &str) {
     assert_eq!(differing, 0, "{what}: pages differing from the region");
 }
 
-fn in_child(name: &str, f: impl FnOnce()) {
-    let _serial = child::serial();
-    let out = child::run(Duration::from_secs(60), || {
-        f();
-        0
-    });
-    assert_eq!(
-        out,
-        Outcome::Exited(0),
-        "{name}: the child did not finish (TimedOut: a hang; 101: a panic, above)"
-    );
-}
-
 #[test]
 fn a_forgotten_converging_run_leaves_the_region_exact_and_usable() {
     for t in common::backends() {
         for save in [false, true] {
-            in_child(&format!("{t} save={save}"), || {
+            child::assert_clean(&format!("{t} save={save}"), 60, || {
                 let target = scratch(&format!("{t}-{save}"));
                 let mut region = Region::builder(LEN).tracking(t).build().unwrap();
                 common::fill(region.as_mut_slice(), 1);
@@ -133,7 +120,7 @@ fn a_forgotten_converging_run_leaves_the_region_exact_and_usable() {
 fn a_forgotten_converging_run_before_a_background_snapshot() {
     // The first call after the forget is the `&self` one.
     for t in common::backends() {
-        in_child(&format!("{t}"), || {
+        child::assert_clean(&format!("{t}"), 60, || {
             let mut region = Region::builder(LEN).tracking(t).build().unwrap();
             common::fill(region.as_mut_slice(), 4);
             region.snapshot().unwrap();
@@ -150,7 +137,7 @@ fn a_forgotten_converging_run_before_a_background_snapshot() {
 #[test]
 fn a_clone_resets_fully_after_a_forgotten_converging_run() {
     for t in common::backends() {
-        in_child(&format!("{t}"), || {
+        child::assert_clean(&format!("{t}"), 60, || {
             let store = PageStore::new();
             let mut parent = Region::builder(LEN)
                 .tracking(t)
@@ -173,7 +160,7 @@ fn a_clone_resets_fully_after_a_forgotten_converging_run() {
 #[test]
 fn dropping_a_region_stops_its_forgotten_rounds() {
     for t in common::backends() {
-        in_child(&format!("{t}"), || {
+        child::assert_clean(&format!("{t}"), 60, || {
             let store = PageStore::new();
             let mut region = Region::builder(LEN)
                 .tracking(t)
@@ -193,7 +180,7 @@ fn dropping_a_region_stops_its_forgotten_rounds() {
 fn forgotten_background_handles_free_the_region_when_their_copy_ends() {
     for t in common::backends() {
         for save in [false, true] {
-            in_child(&format!("{t} save={save}"), || {
+            child::assert_clean(&format!("{t} save={save}"), 60, || {
                 let target = scratch(&format!("bg-{t}-{save}"));
                 let mut region = Region::builder(LEN).tracking(t).build().unwrap();
                 common::fill(region.as_mut_slice(), 9);

@@ -86,9 +86,14 @@ impl<S: Sink> Drop for Thread<S> {
     }
 }
 
+/// The region's slot for the round thread (`&mut`: no lock is taken).
+fn slot(region: &mut Region) -> &mut Option<Box<dyn RoundThread>> {
+    region.rounds.get_mut().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Gives the region a run's round thread to hold.
 pub(super) fn hold<S: Sink>(region: &mut Region, ctl: Arc<Ctl>, handle: JoinHandle<Rounds<S>>) {
-    *region.rounds.get_mut().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(Thread {
+    *slot(region) = Some(Box::new(Thread {
         ctl,
         handle: Some(handle),
         pid: std::process::id(),
@@ -97,8 +102,7 @@ pub(super) fn hold<S: Sink>(region: &mut Region, ctl: Arc<Ctl>, handle: JoinHand
 
 /// Takes the round thread back from the region (once), to join it.
 pub(super) fn take<S: Sink>(region: &mut Region) -> Option<JoinHandle<Rounds<S>>> {
-    let slot = region.rounds.get_mut().unwrap_or_else(|e| e.into_inner());
-    let mut held = slot.take()?;
+    let mut held = slot(region).take()?;
     held.as_any()
         .downcast_mut::<Thread<S>>()
         .and_then(|t| t.handle.take())
@@ -106,13 +110,11 @@ pub(super) fn take<S: Sink>(region: &mut Region) -> Option<JoinHandle<Rounds<S>>
 
 /// Whether the region still holds a round thread.
 pub(super) fn holds(region: &mut Region) -> bool {
-    let slot = region.rounds.get_mut().unwrap_or_else(|e| e.into_inner());
-    slot.is_some()
+    slot(region).is_some()
 }
 
 /// Whether the region's round thread has ended (none held: true).
 #[cfg(test)]
 pub(super) fn thread_finished(region: &mut Region) -> bool {
-    let slot = region.rounds.get_mut().unwrap_or_else(|e| e.into_inner());
-    slot.as_ref().is_none_or(|t| t.is_finished())
+    slot(region).as_ref().is_none_or(|t| t.is_finished())
 }

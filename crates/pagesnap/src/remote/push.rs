@@ -94,7 +94,7 @@ impl Remote {
                     }
                 })
                 .buffer_unordered(PARALLEL / 2);
-            let result: Result<(), RemoteError> = shared.block_on(async {
+            shared.block_on(async {
                 let mut uploads = std::pin::pin!(uploads);
                 while let Some(up) = uploads.next().await {
                     let (pack, hashes, sent_pack, sent_index) = up?;
@@ -108,9 +108,8 @@ impl Remote {
                     known.add(pack, &hashes);
                     progress(done);
                 }
-                Ok(())
-            })?;
-            result?;
+                Ok::<_, RemoteError>(())
+            })??;
             // Every page is in a known pack now; the manifest records where, so
             // readers need no pack index.
             let places = Places::build(table.iter().map(|e| e.1), &known.packs, |h| {

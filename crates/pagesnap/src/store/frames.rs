@@ -180,8 +180,12 @@ impl Frames {
     /// the store meanwhile wait for one slab's fault-in at most. On an error
     /// the slots made free so far stay free.
     pub(super) fn keep_free(&self, n: usize) -> Result<(), StoreError> {
-        let new = n.saturating_sub(self.free_slots()) as u64;
-        if self.lock_alloc().next as u64 + new > u64::from(u32::MAX) - 1 {
+        let (free, next) = {
+            let a = self.lock_alloc();
+            (self.free_in(&a), a.next)
+        };
+        let new = n.saturating_sub(free) as u64;
+        if u64::from(next) + new > u64::from(u32::MAX) - 1 {
             return Err(StoreError::Full {
                 max: u64::from(u32::MAX) - 1,
             });
@@ -213,7 +217,11 @@ impl Frames {
     /// Free slots now (reserved ones not counted): those freed, and those of
     /// the last slab mapped that were never used.
     pub(super) fn free_slots(&self) -> usize {
-        let a = self.lock_alloc();
+        self.free_in(&self.lock_alloc())
+    }
+
+    /// [`free_slots`](Self::free_slots), under the allocation lock.
+    fn free_in(&self, a: &Alloc) -> usize {
         let next = a.next as usize;
         let never_used = if self.slabs.has(next / SLAB_FRAMES) {
             SLAB_FRAMES - next % SLAB_FRAMES

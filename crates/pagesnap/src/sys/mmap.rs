@@ -66,6 +66,17 @@ unsafe impl Send for Mapping {}
 // SAFETY: as above: `&Mapping` alone never yields a `&mut [u8]`.
 unsafe impl Sync for Mapping {}
 
+/// The result of an `mmap(2)` call: its error, or the address, once the
+/// personality it was mapped under is noted for the protection checks
+/// (mapped with exec added?).
+fn mapped(raw: *mut libc::c_void) -> io::Result<*mut libc::c_void> {
+    if raw == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    super::process::read_implies_exec();
+    Ok(raw)
+}
+
 impl Mapping {
     /// `mmap(NULL, len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)`.
     ///
@@ -92,11 +103,7 @@ impl Mapping {
                 0,
             )
         };
-        if raw == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // Noted for the protection checks: mapped with exec added?
-        super::process::read_implies_exec();
+        let raw = mapped(raw)?;
         let mut start = raw as usize;
         if huge {
             let aligned = start.next_multiple_of(HUGE_PAGE);
@@ -164,11 +171,7 @@ impl Mapping {
                 0,
             )
         };
-        if raw == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // Noted for the protection checks: mapped with exec added?
-        super::process::read_implies_exec();
+        let raw = mapped(raw)?;
         let mapping = Mapping {
             ptr: NonNull::new(raw.cast()).expect("mmap never returns NULL on success"),
             len,
@@ -237,11 +240,7 @@ impl Mapping {
                 0,
             )
         };
-        if raw == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        // Noted for the protection checks: mapped with exec added?
-        super::process::read_implies_exec();
+        let raw = mapped(raw)?;
         if raw as usize != addr {
             // SAFETY: the kernel just made this mapping elsewhere (an old kernel
             // that took the address as a hint); nothing references it.
